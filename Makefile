@@ -1,0 +1,44 @@
+# The two commands of the README:  `make run`  (the backend on :9090)  and  `make test`.
+# Both set up everything they need on a fresh machine (python3 with venv + pip reaching PyPI).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 9090
+PYTEST_ARGS ?=
+
+.PHONY: install install-dev label-studio run test test-fast eval bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+# A real Label Studio 1.23.2 in its own virtualenv (.venv-ls) for the end-to-end tests.
+label-studio:
+	bash scripts/install_label_studio.sh
+
+run: install
+	PORT=$(PORT) $(VENV)/bin/gunicorn --config backend/gunicorn_conf.py backend.wsgi:app
+
+test: install-dev label-studio
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the end-to-end Label Studio tests.
+test-fast: install-dev
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+# The full sweep of the report's techniques on ../shared/voc2012 (see README "Results").
+eval: install
+	$(PY) -m evaluator --voc ../shared/voc2012/VOC2012 --out runs/reference
+
+clean:
+	rm -rf $(VENV) .venv-ls .cache runs .pytest_cache

@@ -1,0 +1,32 @@
+"""camcut's core: SqueezeNet CAM + OpenCV GrabCut, free of web code.
+
+The evaluator (``evaluator``) and the Label Studio backend (``backend``) both call this API.
+"""
+
+from .engine import REFERENCE, Box, BoxError, CamNet, ClassScore, CnnOutput, EngineConfig, MaskResult, Segmenter
+from .image import ImageError, decode_image, to_rgb_uint8
+from .squeezenet import WeightsError
+from .techniques import Technique, ThresholdError, Thresholds, digitize
+from .voc import VOC_CLASSES, UnknownClassError
+
+__all__ = [
+    "REFERENCE",
+    "Box",
+    "BoxError",
+    "CamNet",
+    "ClassScore",
+    "CnnOutput",
+    "EngineConfig",
+    "ImageError",
+    "MaskResult",
+    "Segmenter",
+    "Technique",
+    "ThresholdError",
+    "Thresholds",
+    "UnknownClassError",
+    "VOC_CLASSES",
+    "WeightsError",
+    "decode_image",
+    "digitize",
+    "to_rgb_uint8",
+]

@@ -1,0 +1,351 @@
+"""The segmentation engine: set an image once (one CNN pass), then cheap calls per box or tag.
+
+How the pieces combine (documented in README "How a mask is made"):
+
+* CNN: SqueezeNet 1.1 on the whole image (ImageNet normalisation, no resize in the reference
+  configuration), giving 1000 logits and the 1000-channel CAM at 1/16 of the input size.
+* VOC CAM: the CAM of a VOC class is the pixel-wise max over its ImageNet member classes
+  (model/data/imagenet_to_voc.json), upsampled bilinearly to the image size, then divided by
+  its maximum (over the whole image in the reference configuration, or over the box with
+  ``cam_norm="box"``), so it lies in [0, 1]. A non-positive maximum means "no evidence": the
+  CAM is all zero.
+* Object task (box): outside the box is definite background; inside, the digitized CAM
+  (technique thresholds) or, for naked GrabCut, probable foreground everywhere (exactly what
+  cv2.GC_INIT_WITH_RECT does). GrabCut then runs on the whole image (reference).
+* Class task (tag): the digitized CAM of the whole image is GrabCut's initial mask.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from . import voc
+from .grabcut import add_border_background, foreground, has_both_sides, run_grabcut
+from .image import to_rgb_uint8
+from .squeezenet import IMAGENET_MEAN, IMAGENET_STD, SqueezeNet11, WeightsInfo, load_squeezenet
+from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, digitize
+
+# Boxes thinner than this (in pixels) are returned filled: GrabCut cannot model an object a
+# pixel or two wide, and the annotator drew exactly that region.
+MIN_BOX_SIDE = 4
+
+
+class BoxError(ValueError):
+    """A box with no area inside the image, or with non-finite coordinates."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """Pixel box, half-open: columns x0..x1-1, rows y0..y1-1 (floats are allowed)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @classmethod
+    def from_voc(cls, xmin: float, ymin: float, xmax: float, ymax: float) -> "Box":
+        """VOC XML boxes are 1-based and inclusive."""
+        return cls(xmin - 1, ymin - 1, xmax, ymax)
+
+    def clip(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Integer box clipped to the image; raises BoxError if nothing is left."""
+        vals = (self.x0, self.y0, self.x1, self.y1)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+            raise BoxError(f"box coordinates must be finite numbers, got {vals}")
+        x0, x1 = sorted((self.x0, self.x1))
+        y0, y1 = sorted((self.y0, self.y1))
+        cx0, cy0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+        cx1, cy1 = min(width, int(math.ceil(x1))), min(height, int(math.ceil(y1)))
+        if cx1 <= cx0 or cy1 <= cy0:
+            raise BoxError(f"box {vals} has no area inside the {width}x{height} image")
+        return cx0, cy0, cx1, cy1
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything that changes masks besides the technique; part of the model version."""
+
+    name: str = "reference"
+    cnn_max_side: int | None = None  # None: CNN on the full-resolution image (the report)
+    cam_norm: str = "image"  # "image" | "box": where the VOC CAM's maximum is taken
+    grabcut_iterations: int = 1
+    box_technique: Technique = field(default_factory=lambda: Technique("fpf", 0.6))
+    class_technique: Technique = field(default_factory=lambda: Technique("pfpb", 0.3))
+
+    def __post_init__(self) -> None:
+        if self.cam_norm not in ("image", "box"):
+            raise ValueError(f"cam_norm must be 'image' or 'box', got {self.cam_norm!r}")
+        if self.grabcut_iterations < 1:
+            raise ValueError("grabcut_iterations must be >= 1")
+        if self.cnn_max_side is not None and self.cnn_max_side < 32:
+            raise ValueError("cnn_max_side must be >= 32 or None")
+
+    @property
+    def version_key(self) -> str:
+        return (
+            f"{self.name}:cnn={self.cnn_max_side or 'full'}:norm={self.cam_norm}:it={self.grabcut_iterations}"
+            f":box={self.box_technique.label}:class={self.class_technique.label}"
+        ).replace(" ", "")
+
+
+REFERENCE = EngineConfig()
+
+# Named configurations, selectable by name in the evaluator, the CLI and the backend.
+CONFIGS: dict[str, EngineConfig] = {"reference": REFERENCE}
+
+
+def get_config(name: str) -> EngineConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown engine configuration {name!r}; choose one of {', '.join(CONFIGS)}") from None
+
+
+@dataclass(frozen=True)
+class CnnOutput:
+    """What one CNN pass yields and what the evaluator caches: logits and pooled VOC CAMs."""
+
+    logits: np.ndarray  # (1000,) float32
+    voc_cams: np.ndarray  # (20, h, w) float32, VOC_CLASSES order, >= 0
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    voc_class: str
+    probability: float  # softmax mass of the class's ImageNet members
+
+
+@dataclass
+class MaskResult:
+    """A binary mask and how it was obtained.
+
+    ``fallback`` names a defined edge case that replaced the requested technique:
+    "box_too_small" (box returned filled), "no_cam" (class has no ImageNet counterpart or an
+    all-zero CAM; object task fell back to naked GrabCut, class task is empty),
+    "cam_no_foreground" (digitized CAM had no foreground in the box: naked GrabCut instead),
+    "no_background" (nothing to model the background: the initial mask is returned).
+    """
+
+    mask: np.ndarray  # (H, W) bool
+    technique: Technique
+    score: float
+    fallback: str | None = None
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+def pool_voc_cams(cam1000: np.ndarray) -> np.ndarray:
+    """(1000, h, w) ImageNet CAM -> (20, h, w) VOC CAMs by max over each class's members."""
+    out = np.zeros((len(voc.VOC_CLASSES),) + cam1000.shape[1:], dtype=np.float32)
+    for i, name in enumerate(voc.VOC_CLASSES):
+        members = voc.imagenet_members(name)
+        if members:
+            out[i] = cam1000[list(members)].max(axis=0)
+    return out
+
+
+class CamNet:
+    """SqueezeNet 1.1 wrapped for numpy images; thread-safe, loads its weights once."""
+
+    def __init__(self, weights: str | None = None, num_threads: int | None = None) -> None:
+        self.net: SqueezeNet11
+        self.net, self.weights_info = load_squeezenet(weights)
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self._lock = threading.Lock()
+        self._mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @property
+    def weights(self) -> WeightsInfo:
+        return self.weights_info
+
+    def forward(self, rgb: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return (logits (1000,), cam (1000, h, w)) for an RGB uint8 image."""
+        img = to_rgb_uint8(rgb)
+        h, w = img.shape[:2]
+        if max_side is not None and max(h, w) > max_side:
+            s = max_side / max(h, w)
+            img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        # SqueezeNet's first conv and three ceil-mode pools need about 17 px to produce a map.
+        if min(img.shape[:2]) < 32:
+            s = 32 / min(img.shape[:2])
+            img = cv2.resize(img, (max(32, round(img.shape[1] * s)), max(32, round(img.shape[0] * s))), interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        x = (x - self._mean) / self._std
+        with self._lock, torch.inference_mode():
+            logits, cam = self.net(x)
+        return logits[0].numpy().astype(np.float32), cam[0].numpy().astype(np.float32)
+
+    def run(self, rgb: np.ndarray, max_side: int | None = None) -> CnnOutput:
+        logits, cam = self.forward(rgb, max_side)
+        return CnnOutput(logits=logits, voc_cams=pool_voc_cams(cam))
+
+
+def normalise(cam: np.ndarray, region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, bool]:
+    """Divide a non-negative CAM by its max (over ``region`` = (x0, y0, x1, y1) if given).
+
+    Returns (cam in [0, 1], has_evidence). No evidence (max <= 0) gives an all-zero map.
+    """
+    ref = cam if region is None else cam[region[1] : region[3], region[0] : region[2]]
+    peak = float(ref.max()) if ref.size else 0.0
+    if not math.isfinite(peak) or peak <= 0.0:
+        return np.zeros_like(cam, dtype=np.float32), False
+    return np.clip(cam / peak, 0.0, 1.0).astype(np.float32), True
+
+
+class Segmenter:
+    """Set an image once, then segment boxes and classes cheaply (SamPredictor-style).
+
+    >>> seg = Segmenter()
+    >>> seg.set_image(rgb)
+    >>> seg.segment_box(Box(10, 20, 200, 180), "dog").mask
+    """
+
+    def __init__(self, config: EngineConfig = REFERENCE, net: CamNet | None = None, weights: str | None = None) -> None:
+        self.config = config
+        self.net = net or CamNet(weights)
+        self._image: np.ndarray | None = None
+        self._cnn: CnnOutput | None = None
+        self._upsampled: dict[int, np.ndarray] = {}
+
+    # -- image -------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, cnn: CnnOutput | None = None) -> CnnOutput:
+        """Take an image (any of grey/RGB/RGBA, uint8/uint16/float) and run the CNN once.
+
+        ``cnn`` may carry a cached CNN output for this very image (the evaluator's cache).
+        """
+        self._image = to_rgb_uint8(image)
+        self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side)
+        self._upsampled = {}
+        return self._cnn
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("call set_image() first")
+        return self._image
+
+    @property
+    def cnn(self) -> CnnOutput:
+        if self._cnn is None:
+            raise RuntimeError("call set_image() first")
+        return self._cnn
+
+    def class_probabilities(self) -> list[ClassScore]:
+        """VOC classes ranked by the softmax mass of their ImageNet members."""
+        z = self.cnn.logits.astype(np.float64)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        scores = [ClassScore(n, float(p[list(voc.imagenet_members(n))].sum()) if voc.imagenet_members(n) else 0.0) for n in voc.VOC_CLASSES]
+        return sorted(scores, key=lambda s: -s.probability)
+
+    def predict_classes(self, min_probability: float = 0.2, top_k: int = 3) -> list[ClassScore]:
+        """The CNN's own guess of the VOC classes present (the report's "prediction")."""
+        return [s for s in self.class_probabilities()[:top_k] if s.probability >= min_probability]
+
+    def raw_class_cam(self, voc_class: str) -> np.ndarray:
+        """The VOC class's CAM upsampled to the image size, not normalised (>= 0)."""
+        i = voc.voc_index(voc_class) - 1
+        if i not in self._upsampled:
+            h, w = self.image.shape[:2]
+            self._upsampled[i] = cv2.resize(self.cnn.voc_cams[i], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
+        return self._upsampled[i]
+
+    def class_cam(self, voc_class: str, region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, bool]:
+        return normalise(self.raw_class_cam(voc_class), region)
+
+    # -- object task -------------------------------------------------------------------------
+    def segment_box(self, box: Box, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
+        """Binary mask of the object in ``box``; ``voc_class`` is needed by the CAM techniques."""
+        tech = technique or self.config.box_technique
+        img = self.image
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = box.clip(w, h)
+        if tech.kind != "grabcut" and voc_class is None:
+            raise ValueError(f"technique {tech.label!r} needs a class for the box")
+        if voc_class is not None:
+            voc.voc_index(voc_class)  # unknown names fail here, before any work
+
+        if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+            m = np.zeros((h, w), bool)
+            m[y0:y1, x0:x1] = True
+            return MaskResult(m, tech, score=0.0, fallback="box_too_small")
+
+        init = np.full((h, w), GC_BGD, np.uint8)
+        fallback: str | None = None
+        cam = None
+        if tech.kind == "grabcut":
+            init[y0:y1, x0:x1] = GC_PR_FGD
+        else:
+            region = None if self.config.cam_norm == "image" else (x0, y0, x1, y1)
+            cam, evidence = self.class_cam(voc_class, region)  # type: ignore[arg-type]
+            inside = digitize(cam[y0:y1, x0:x1], tech.thresholds)  # type: ignore[arg-type]
+            if not evidence:
+                fallback = "no_cam"
+                inside[:] = GC_PR_FGD
+            elif tech.kind == "gccam" and not np.any(foreground(inside)):
+                fallback = "cam_no_foreground"
+                inside[:] = GC_PR_FGD
+            init[y0:y1, x0:x1] = inside
+            if tech.kind == "cam" and evidence:
+                m = foreground(init)
+                return MaskResult(m, tech, self._score(m, cam), fallback)
+            if tech.kind == "cam":  # no evidence: CAM alone cannot say anything but the box
+                init[y0:y1, x0:x1] = GC_PR_FGD
+
+        if (x0, y0, x1, y1) == (0, 0, w, h) and not np.any((init == GC_BGD) | (init == GC_PR_BGD)):
+            add_border_background(init)
+        if not has_both_sides(init):
+            m = foreground(init)
+            return MaskResult(m, tech, self._score(m, cam), fallback or "no_background")
+        m = run_grabcut(img, init, self.config.grabcut_iterations)
+        m[:y0] = False
+        m[y1:] = False
+        m[:, :x0] = False
+        m[:, x1:] = False
+        return MaskResult(m, tech, self._score(m, cam), fallback)
+
+    # -- class task --------------------------------------------------------------------------
+    def segment_class(self, voc_class: str, technique: Technique | None = None) -> MaskResult:
+        """Binary mask of every region of ``voc_class`` in the image, from the CAM alone."""
+        tech = technique or self.config.class_technique
+        if tech.kind == "grabcut":
+            raise ValueError("naked GrabCut needs a box; the class task uses 'cam' or a GrabCut-CAM variant")
+        voc.voc_index(voc_class)
+        h, w = self.image.shape[:2]
+        cam, evidence = self.class_cam(voc_class)
+        if not evidence:
+            return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
+        init = digitize(cam, tech.thresholds)  # type: ignore[arg-type]
+        if tech.kind == "cam":
+            m = foreground(init)
+            return MaskResult(m, tech, self._score(m, cam))
+        if not has_both_sides(init):
+            m = foreground(init)
+            return MaskResult(m, tech, self._score(m, cam), "no_background")
+        m = run_grabcut(self.image, init, self.config.grabcut_iterations)
+        return MaskResult(m, tech, self._score(m, cam))
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _score(mask: np.ndarray, cam: np.ndarray | None) -> float:
+        """Mean normalised CAM inside the mask (0 with no CAM or an empty mask)."""
+        if cam is None or not mask.any():
+            return 0.0
+        return float(cam[mask].mean())
+
+
+def segment_boxes(seg: Segmenter, boxes: Sequence[tuple[Box, str | None]], technique: Technique | None = None) -> list[MaskResult]:
+    """Convenience: one mask per (box, class) on the image already set."""
+    return [seg.segment_box(b, c, technique) for b, c in boxes]

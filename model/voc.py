@@ -1,0 +1,129 @@
+"""PASCAL VOC class names and the ImageNet-1k -> VOC translation table.
+
+The table (``model/data/imagenet_to_voc.json``) is derived from the WordNet 3.0
+hypernym hierarchy by ``tools/derive_imagenet_voc.py``; see
+``docs/imagenet_to_voc.md``.  It is loaded once, at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = [
+    "CLASSES_WITHOUT_IMAGENET",
+    "IMAGENET_CATEGORIES",
+    "MAPPING_PATH",
+    "MAPPING_VERSION",
+    "UnknownClassError",
+    "VOC_CLASSES",
+    "imagenet_members",
+    "voc_class_of",
+    "voc_index",
+]
+
+_HERE = Path(__file__).resolve().parent
+MAPPING_PATH = _HERE / "data" / "imagenet_to_voc.json"
+CATEGORIES_PATH = _HERE / "weights" / "imagenet1k_categories.json"
+
+#: The 20 VOC classes; VOC label id = position + 1 (0 is background).
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+
+
+class UnknownClassError(ValueError):
+    """Raised for a name that is not one of the 20 VOC classes."""
+
+    def __init__(self, name: object) -> None:
+        self.name = name
+        super().__init__(f"unknown VOC class {name!r}; valid names: {', '.join(VOC_CLASSES)}")
+
+
+def _load_categories() -> tuple[str, ...]:
+    names = json.loads(CATEGORIES_PATH.read_text(encoding="utf-8"))
+    if not isinstance(names, list) or len(names) != 1000 or not all(isinstance(n, str) for n in names):
+        raise RuntimeError(f"{CATEGORIES_PATH} must be a JSON list of 1000 ImageNet class names")
+    return tuple(names)
+
+
+def _load_mapping() -> tuple[str, Mapping[str, tuple[int, ...]], Mapping[int, str]]:
+    table = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
+    classes = table["classes"]
+    if tuple(classes) != VOC_CLASSES:
+        raise RuntimeError(f"{MAPPING_PATH}: classes must be the 20 VOC classes in VOC order")
+    members: dict[str, tuple[int, ...]] = {}
+    owner: dict[int, str] = {}
+    for voc, entries in classes.items():
+        indices = []
+        for entry in entries:
+            idx = int(entry["index"])
+            if not 0 <= idx < 1000:
+                raise RuntimeError(f"{MAPPING_PATH}: {voc}: ImageNet index {idx} out of range")
+            if idx in owner:
+                raise RuntimeError(f"{MAPPING_PATH}: ImageNet index {idx} in both {owner[idx]} and {voc}")
+            owner[idx] = voc
+            indices.append(idx)
+        members[voc] = tuple(sorted(indices))
+    return str(table["version"]), MappingProxyType(members), MappingProxyType(owner)
+
+
+IMAGENET_CATEGORIES: tuple[str, ...] = _load_categories()
+MAPPING_VERSION: str
+_MEMBERS: Mapping[str, tuple[int, ...]]
+_OWNER: Mapping[int, str]
+MAPPING_VERSION, _MEMBERS, _OWNER = _load_mapping()
+
+#: VOC classes with no ImageNet-1k counterpart (no CAM can be computed for them).
+CLASSES_WITHOUT_IMAGENET: frozenset[str] = frozenset(c for c in VOC_CLASSES if not _MEMBERS[c])
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise UnknownClassError(name)
+    key = name.lower()
+    if key not in _MEMBERS:
+        raise UnknownClassError(name)
+    return key
+
+
+def voc_index(name: str) -> int:
+    """VOC label id (1..20) of an exact VOC class name, case-insensitive."""
+    return VOC_CLASSES.index(_canonical(name)) + 1
+
+
+def imagenet_members(voc_class: str) -> tuple[int, ...]:
+    """Sorted ImageNet-1k indices that translate to ``voc_class`` (may be empty)."""
+    return _MEMBERS[_canonical(voc_class)]
+
+
+def voc_class_of(imagenet_index: int) -> str | None:
+    """VOC class an ImageNet-1k index translates to, or None."""
+    if isinstance(imagenet_index, bool):
+        raise TypeError("ImageNet index must be an int, got bool")
+    imagenet_index = operator.index(imagenet_index)  # accepts numpy integers, rejects floats
+    if not 0 <= imagenet_index < len(IMAGENET_CATEGORIES):
+        raise IndexError(f"ImageNet index {imagenet_index} out of range 0..{len(IMAGENET_CATEGORIES) - 1}")
+    return _OWNER.get(imagenet_index)
