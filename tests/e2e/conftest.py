@@ -86,3 +86,11 @@ def pytest_terminal_summary(terminalreporter):
                 _TIMINGS.get("stop_s", 0),
             )
         )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e is an end-to-end test (``-m "not e2e"`` leaves them out)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
