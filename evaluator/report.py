@@ -90,8 +90,14 @@ def plot_curves(rows: list[dict], metric: str, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_class_iou(rows: list[dict], t: float, title: str, path: Path) -> None:
-    chosen = [r for r in rows if r["t"] == "" or abs(float(r["t"]) - t) < 1e-9]
+def nearest_threshold(rows: list[dict], t: float) -> float | None:
+    """The swept threshold closest to ``t`` (None if every row is threshold-free)."""
+    ts = sorted({float(r["t"]) for r in rows if r["t"] != ""})
+    return min(ts, key=lambda x: abs(x - t)) if ts else None
+
+
+def plot_class_iou(rows: list[dict], t: float | None, title: str, path: Path) -> None:
+    chosen = [r for r in rows if r["t"] == "" or (t is not None and abs(float(r["t"]) - t) < 1e-9)]
     fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
     n = len(chosen)
     width = 0.8 / max(n, 1)
@@ -125,7 +131,8 @@ def write_report(results: dict[str, Scores], out: Path, chosen_t: dict[str, floa
         title = TASK_TITLES[task]
         plot_curves(rows, "mIoU", f"{title}: mIoU", out / f"{task}_miou.png")
         plot_curves(rows, "mAcc", f"{title}: mAcc", out / f"{task}_macc.png")
-        plot_class_iou(rows, chosen_t[task], f"{title}: IoU per class, t = {chosen_t[task]}", out / f"{task}_class_iou.png")
+        t_fig = nearest_threshold(rows, chosen_t[task])
+        plot_class_iou(rows, t_fig, f"{title}: IoU per class, t = {t_fig}", out / f"{task}_class_iou.png")
         md.append(f"## {title}\n\nBest threshold per technique (class-wise binary metrics, report formulas 4-8; "
                   f"21-class mIoU beside it).\n\n" + markdown_table(best))
         if scores.fallbacks:

@@ -142,9 +142,12 @@ def evaluate_sample(seg: Segmenter, sample: VocSample, tasks: Iterable[str], tec
 _W: dict = {}
 
 
-def _init_worker(voc_root: str, config_name: str, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]]) -> None:
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+def _init_worker(
+    voc_root: str, config_name: str, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]], pool: bool = True
+) -> None:
+    if pool:  # one thread per worker process: the pool itself fills the cores
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
     seg = Segmenter(get_config(config_name))
     _W.update(
         ds=VocDataset(voc_root),
@@ -178,8 +181,10 @@ def run_sweep(
     limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Scores]:
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images, got {limit}")
     ds = VocDataset(voc_root)
-    ids = ds.ids(split)[: limit or None]
+    ids = ds.ids(split)[:limit]
     tasks = tuple(tasks)
     for t in tasks:
         if t not in TASKS:
@@ -190,7 +195,7 @@ def run_sweep(
     args = (str(ds.root), config_name, str(cache_dir) if cache_dir else None, tasks, techs)
     bar = tqdm(total=len(ids), desc=f"sweep {config_name}", unit="img", disable=not progress)
     if workers <= 1:
-        _init_worker(*args)
+        _init_worker(*args, pool=False)
         results = map(_work, ids)
         for _, res in results:
             for t in tasks:

@@ -18,6 +18,7 @@ How the pieces combine (documented in README "How a mask is made"):
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -35,6 +36,8 @@ from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, digitiz
 # Boxes thinner than this (in pixels) are returned filled: GrabCut cannot model an object a
 # pixel or two wide, and the annotator drew exactly that region.
 MIN_BOX_SIDE = 4
+# A GrabCut window around a box keeps at least this many pixels of context on each side.
+CROP_MIN_PX = 8
 
 
 class BoxError(ValueError):
@@ -58,7 +61,7 @@ class Box:
     def clip(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Integer box clipped to the image; raises BoxError if nothing is left."""
         vals = (self.x0, self.y0, self.x1, self.y1)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in vals):
             raise BoxError(f"box coordinates must be finite numbers, got {vals}")
         x0, x1 = sorted((self.x0, self.x1))
         y0, y1 = sorted((self.y0, self.y1))
@@ -70,6 +73,47 @@ class Box:
 
 
 @dataclass(frozen=True)
+class Seeds:
+    """Hard hints from an annotator: clicks (pixel points) and brush strokes (bool masks).
+
+    Positive hints become definite foreground, negative ones definite background; each click
+    is a disk of radius ``max(3 px, 1% of the shorter image side)``.
+    """
+
+    positive_points: tuple[tuple[float, float], ...] = ()
+    negative_points: tuple[tuple[float, float], ...] = ()
+    positive_mask: np.ndarray | None = None
+    negative_mask: np.ndarray | None = None
+
+    def is_empty(self) -> bool:
+        return not (self.positive_points or self.negative_points or _any(self.positive_mask) or _any(self.negative_mask))
+
+    def rasterize(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positive, negative) bool masks of the image size; negative wins where both."""
+        pos = np.zeros((height, width), np.uint8)
+        neg = np.zeros((height, width), np.uint8)
+        r = max(3, int(round(0.01 * min(height, width))))
+        for pts, m in ((self.positive_points, pos), (self.negative_points, neg)):
+            for x, y in pts:
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    raise BoxError(f"click ({x}, {y}) is not a finite point")
+                if 0 <= x < width and 0 <= y < height:
+                    cv2.circle(m, (int(x), int(y)), r, 1, thickness=-1)
+        p, n = pos.astype(bool), neg.astype(bool)
+        for src, dst in ((self.positive_mask, p), (self.negative_mask, n)):
+            if src is not None:
+                if src.shape != (height, width):
+                    raise BoxError(f"brush mask of shape {src.shape} does not match the {width}x{height} image")
+                dst |= src.astype(bool)
+        p &= ~n
+        return p, n
+
+
+def _any(m: np.ndarray | None) -> bool:
+    return m is not None and bool(np.any(m))
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything that changes masks besides the technique; part of the model version."""
 
@@ -77,21 +121,40 @@ class EngineConfig:
     cnn_max_side: int | None = None  # None: CNN on the full-resolution image (the report)
     cam_norm: str = "image"  # "image" | "box": where the VOC CAM's maximum is taken
     grabcut_iterations: int = 1
+    # GrabCut window: None = the whole image (the report); else the box grown by this fraction
+    # of its size on each side (at least CROP_MIN_PX), so the background model is local.
+    crop_margin: float | None = None
+    # GrabCut resolution: None = full; else the window is downscaled so its longer side is at
+    # most this, and the mask is upsampled (bilinear on the 0/1 mask, threshold 0.5).
+    grabcut_max_side: int | None = None
     box_technique: Technique = field(default_factory=lambda: Technique("fpf", 0.6))
     class_technique: Technique = field(default_factory=lambda: Technique("pfpb", 0.3))
+    # Where the box task's CAM comes from: "image" = the whole-image CNN pass (the report);
+    # "crop" = a CNN pass on the box's window resized to ``box_cnn_side``, class CAM from it;
+    # "crop_agnostic" = same pass, CAM of the crop's own top-5 ImageNet classes weighted by
+    # their probabilities (works for labels the ImageNet table covers poorly, e.g. person).
+    box_cam: str = "image"
+    box_cnn_side: int = 224
 
     def __post_init__(self) -> None:
+        if self.box_cam not in ("image", "crop", "crop_agnostic"):
+            raise ValueError(f"box_cam must be 'image', 'crop' or 'crop_agnostic', got {self.box_cam!r}")
         if self.cam_norm not in ("image", "box"):
             raise ValueError(f"cam_norm must be 'image' or 'box', got {self.cam_norm!r}")
         if self.grabcut_iterations < 1:
             raise ValueError("grabcut_iterations must be >= 1")
         if self.cnn_max_side is not None and self.cnn_max_side < 32:
             raise ValueError("cnn_max_side must be >= 32 or None")
+        if self.crop_margin is not None and self.crop_margin < 0:
+            raise ValueError("crop_margin must be >= 0 or None")
+        if self.grabcut_max_side is not None and self.grabcut_max_side < 16:
+            raise ValueError("grabcut_max_side must be >= 16 or None")
 
     @property
     def version_key(self) -> str:
         return (
             f"{self.name}:cnn={self.cnn_max_side or 'full'}:norm={self.cam_norm}:it={self.grabcut_iterations}"
+            f":crop={self.crop_margin}:gc={self.grabcut_max_side or 'full'}:boxcam={self.box_cam}@{self.box_cnn_side}"
             f":box={self.box_technique.label}:class={self.class_technique.label}"
         ).replace(" ", "")
 
@@ -266,8 +329,13 @@ class Segmenter:
         return normalise(self.raw_class_cam(voc_class), region)
 
     # -- object task -------------------------------------------------------------------------
-    def segment_box(self, box: Box, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
-        """Binary mask of the object in ``box``; ``voc_class`` is needed by the CAM techniques."""
+    def segment_box(
+        self, box: Box, voc_class: str | None = None, technique: Technique | None = None, seeds: Seeds | None = None
+    ) -> MaskResult:
+        """Binary mask of the object in ``box``; ``voc_class`` is needed by the CAM techniques.
+
+        ``seeds`` (clicks, brush strokes) are hard constraints inside the box.
+        """
         tech = technique or self.config.box_technique
         img = self.image
         h, w = img.shape[:2]
@@ -285,11 +353,15 @@ class Segmenter:
         init = np.full((h, w), GC_BGD, np.uint8)
         fallback: str | None = None
         cam = None
+        evidence = False
         if tech.kind == "grabcut":
             init[y0:y1, x0:x1] = GC_PR_FGD
         else:
-            region = None if self.config.cam_norm == "image" else (x0, y0, x1, y1)
-            cam, evidence = self.class_cam(voc_class, region)  # type: ignore[arg-type]
+            if self.config.box_cam == "image":
+                region = None if self.config.cam_norm == "image" else (x0, y0, x1, y1)
+                cam, evidence = self.class_cam(voc_class, region)  # type: ignore[arg-type]
+            else:
+                cam, evidence = self.box_crop_cam((x0, y0, x1, y1), voc_class)  # type: ignore[arg-type]
             inside = digitize(cam[y0:y1, x0:x1], tech.thresholds)  # type: ignore[arg-type]
             if not evidence:
                 fallback = "no_cam"
@@ -298,23 +370,50 @@ class Segmenter:
                 fallback = "cam_no_foreground"
                 inside[:] = GC_PR_FGD
             init[y0:y1, x0:x1] = inside
-            if tech.kind == "cam" and evidence:
-                m = foreground(init)
-                return MaskResult(m, tech, self._score(m, cam), fallback)
-            if tech.kind == "cam":  # no evidence: CAM alone cannot say anything but the box
+            if tech.kind == "cam" and not evidence:  # CAM alone cannot say anything but the box
                 init[y0:y1, x0:x1] = GC_PR_FGD
 
-        if (x0, y0, x1, y1) == (0, 0, w, h) and not np.any((init == GC_BGD) | (init == GC_PR_BGD)):
-            add_border_background(init)
-        if not has_both_sides(init):
+        if seeds is not None and not seeds.is_empty():
+            pos, neg = seeds.rasterize(h, w)
+            in_box = np.zeros((h, w), bool)
+            in_box[y0:y1, x0:x1] = True
+            init[pos & in_box] = GC_FGD
+            init[neg & in_box] = GC_BGD
+        if tech.kind == "cam" and evidence:
             m = foreground(init)
-            return MaskResult(m, tech, self._score(m, cam), fallback or "no_background")
-        m = run_grabcut(img, init, self.config.grabcut_iterations)
+            return MaskResult(m, tech, self._score(m, cam), fallback)
+        m, cut_fallback = self._cut(init, self._window(x0, y0, x1, y1))
         m[:y0] = False
         m[y1:] = False
         m[:, :x0] = False
         m[:, x1:] = False
-        return MaskResult(m, tech, self._score(m, cam), fallback)
+        return MaskResult(m, tech, self._score(m, cam), fallback or cut_fallback)
+
+    def box_crop_cam(self, box: tuple[int, int, int, int], voc_class: str) -> tuple[np.ndarray, bool]:
+        """CAM from a CNN pass on the box's window (config.box_cam), normalised over the box."""
+        h, w = self.image.shape[:2]
+        x0, y0, x1, y1 = box
+        wx0, wy0, wx1, wy1 = self._window(x0, y0, x1, y1) or (x0, y0, x1, y1)
+        crop = self.image[wy0:wy1, wx0:wx1]
+        side = self.config.box_cnn_side
+        s = side / max(crop.shape[:2])
+        sized = cv2.resize(crop, (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        logits, cam1000 = self.net.forward(sized)
+        local = np.zeros(cam1000.shape[1:], np.float32)
+        if self.config.box_cam == "crop":
+            members = voc.imagenet_members(voc_class)
+            if members:
+                local = cam1000[list(members)].max(axis=0)
+        if self.config.box_cam == "crop_agnostic" or not np.any(local > 0):
+            z = logits.astype(np.float64)
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            top = np.argsort(-p)[:5]
+            local = np.tensordot(p[top].astype(np.float32), cam1000[top], axes=1)
+        full = np.zeros((h, w), np.float32)
+        full[wy0:wy1, wx0:wx1] = cv2.resize(local, (wx1 - wx0, wy1 - wy0), interpolation=cv2.INTER_LINEAR).clip(min=0)
+        return normalise(full, box)
 
     # -- class task --------------------------------------------------------------------------
     def segment_class(self, voc_class: str, technique: Technique | None = None) -> MaskResult:
@@ -334,10 +433,91 @@ class Segmenter:
         if not has_both_sides(init):
             m = foreground(init)
             return MaskResult(m, tech, self._score(m, cam), "no_background")
-        m = run_grabcut(self.image, init, self.config.grabcut_iterations)
+        m, fallback = self._cut(init, None)
+        return MaskResult(m, tech, self._score(m, cam), fallback)
+
+    # -- interactive clicks / strokes without a box ----------------------------------------------
+    def segment_seeds(self, seeds: Seeds, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
+        """Mask from clicks / strokes alone (no box).
+
+        The initial mask is the class task's digitized CAM when a class is given (else all
+        probable background), with positive seeds as definite foreground and negative seeds as
+        definite background; GrabCut decides the rest. The result keeps only the connected
+        regions that touch a positive seed, since a click names one object.
+        """
+        tech = technique or self.config.class_technique
+        h, w = self.image.shape[:2]
+        if seeds.is_empty():
+            raise ValueError("no clicks or strokes given")
+        pos, neg = seeds.rasterize(h, w)
+        if not pos.any():
+            return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_positive_seed")
+        cam = None
+        init = np.full((h, w), GC_PR_BGD, np.uint8)
+        if voc_class is not None and tech.kind != "grabcut":
+            cam, evidence = self.class_cam(voc_class)
+            if evidence:
+                init = digitize(cam, tech.thresholds)  # type: ignore[arg-type]
+                init[init == GC_BGD] = GC_PR_BGD  # clicks, not the CAM, decide what is certain
+                init[init == GC_FGD] = GC_PR_FGD
+        init[pos] = GC_FGD
+        init[neg] = GC_BGD
+        m, fallback = self._cut(init, None)
+        if fallback:
+            return MaskResult(m, tech, self._score(m, cam), fallback)
+        n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+        keep = np.unique(comp[pos & m])
+        m = np.isin(comp, keep[keep > 0])
         return MaskResult(m, tech, self._score(m, cam))
 
     # -- helpers -----------------------------------------------------------------------------
+    def _window(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int] | None:
+        """GrabCut window around a box (None = whole image), per ``config.crop_margin``."""
+        m = self.config.crop_margin
+        if m is None:
+            return None
+        h, w = self.image.shape[:2]
+        mx = max(CROP_MIN_PX, int(round(m * (x1 - x0))))
+        my = max(CROP_MIN_PX, int(round(m * (y1 - y0))))
+        return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+
+    def _cut(self, init: np.ndarray, window: tuple[int, int, int, int] | None) -> tuple[np.ndarray, str | None]:
+        """GrabCut of a full-image initial mask inside ``window``, at the configured resolution.
+
+        Returns (full-size bool mask, fallback). A window with no background sample gets a ring
+        of probable background along its border; with too few samples on either side the
+        initial mask's own foreground is returned (fallback "no_background").
+        """
+        h, w = init.shape
+        wx0, wy0, wx1, wy1 = window or (0, 0, w, h)
+        sub = init[wy0:wy1, wx0:wx1].copy()
+        if not np.any((sub == GC_BGD) | (sub == GC_PR_BGD)):
+            add_border_background(sub)
+        out = np.zeros((h, w), bool)
+        if not has_both_sides(sub):
+            out[wy0:wy1, wx0:wx1] = foreground(sub)
+            return out, "no_background"
+        img = self.image[wy0:wy1, wx0:wx1]
+        sh, sw = sub.shape
+        limit = self.config.grabcut_max_side
+        scale = 1.0 if limit is None else min(1.0, limit / max(sh, sw))
+        if scale < 1.0:
+            size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
+            small_img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            small_init = cv2.resize(sub, size, interpolation=cv2.INTER_NEAREST)
+            if has_both_sides(small_init):
+                small = run_grabcut(small_img, small_init, self.config.grabcut_iterations)
+                m = cv2.resize(small.astype(np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR) > 0.5
+            else:  # the downscale lost one side: GrabCut at full resolution instead
+                m = run_grabcut(img, sub, self.config.grabcut_iterations)
+            # Hard labels stay hard at full resolution.
+            m[sub == GC_FGD] = True
+            m[sub == GC_BGD] = False
+        else:
+            m = run_grabcut(img, sub, self.config.grabcut_iterations)
+        out[wy0:wy1, wx0:wx1] = m
+        return out, None
+
     @staticmethod
     def _score(mask: np.ndarray, cam: np.ndarray | None) -> float:
         """Mean normalised CAM inside the mask (0 with no CAM or an empty mask)."""

@@ -18,6 +18,7 @@ foreground = p >= t).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,7 +45,7 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         vals = (self.t0, self.t1, self.t2)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in vals):
             raise ThresholdError(f"thresholds must be finite numbers, got {vals}")
         if not (0.0 <= self.t0 < self.t1 < self.t2 <= 1.0):
             raise ThresholdError(f"thresholds must satisfy 0 <= t0 < t1 < t2 <= 1, got t0={self.t0}, t1={self.t1}, t2={self.t2}")
