@@ -1,0 +1,168 @@
+"""Flask app speaking Label Studio's ML backend protocol (as label-studio-ml 2.x / LS 1.23).
+
+``create_app()`` builds one :class:`backend.model.CamCutModel` (the CNN loaded once per
+process); every request makes its own Segmenter. Payloads:
+
+* ``GET /``, ``GET /health``  -> ``{"status": "UP", "model_class": "CamCutModel"}`` (no auth)
+* ``POST /setup``   ``{project: "<id>.<ts>", schema, hostname, access_token, extra_params}``
+  -> ``{"model_version": ...}``
+* ``POST /predict`` ``{tasks, project, label_config, params: {context}}`` -> ``{"results": [
+  {result: [...], score, model_version}, ...]}`` one per task, in order; a task that fails gets
+  ``result: []`` and an ``error``
+* ``POST /webhook`` ``{action, annotation, task, project}`` -> 201 ``{status, ...}``; unknown
+  actions -> 200 ``{"status": "Unknown event"}``
+* ``GET /metrics``  -> counters, per-project corrections and adapted thresholds
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import BadRequest, HTTPException
+
+from model import CamNet
+
+from .config import ConfigError, Settings
+from .fetch import RedactingFilter, redact
+from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError
+
+log = logging.getLogger("backend.app")
+OPEN_PATHS = ("/", "/health")
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log level from LOG_LEVEL; redact credentials on every handler and our loggers."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    secrets = tuple(s for s in (settings.label_studio_api_key, settings.basic_auth_pass) if s)
+    flt = RedactingFilter(secrets)
+    for name in ("backend", "backend.app", "backend.model", "backend.fetch", "werkzeug", "gunicorn.error", "gunicorn.access", "urllib3"):
+        lg = logging.getLogger(name)
+        lg.filters = [f for f in lg.filters if not isinstance(f, RedactingFilter)] + [flt]
+    for h in root.handlers:
+        h.filters = [f for f in h.filters if not isinstance(f, RedactingFilter)] + [flt]
+    logging.getLogger("backend").setLevel(settings.log_level)
+
+
+def _project_id(value: Any) -> str:
+    """LS sends project as "<id>.<created timestamp>"; statistics are kept per id."""
+    if value is None:
+        return ""
+    return str(value).split(".", 1)[0]
+
+
+def create_app(settings: Settings | None = None, net: CamNet | None = None, model: CamCutModel | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    mdl = model or CamCutModel(settings, net=net)
+    app = Flask("camcut")
+    app.config["CAMCUT_MODEL"] = mdl
+    counters = {"predict_requests": 0, "predict_tasks": 0, "task_errors": 0, "webhook_events": 0, "seconds_predicting": 0.0}
+
+    def body() -> dict[str, Any]:
+        try:
+            data = request.get_json(force=True, silent=False)
+        except BadRequest:
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return data
+
+    @app.before_request
+    def check_auth() -> Response | None:
+        auth = settings.basic_auth
+        if auth is None or request.path in OPEN_PATHS:
+            return None
+        given = request.authorization
+        ok = (
+            given is not None
+            and given.type == "basic"
+            and hmac.compare_digest(str(given.username or ""), auth[0])
+            and hmac.compare_digest(str(given.password or ""), auth[1])
+        )
+        if ok:
+            return None
+        return Response("Unauthorized", 401, {"WWW-Authenticate": 'Basic realm="camcut"'})
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify({"error": exc.description, "status": exc.code}), exc.code or 500
+
+    @app.errorhandler(SchemaError)
+    def schema_error(exc: SchemaError) -> tuple[Response, int]:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return jsonify({"error": str(exc), "status": 400}), 400
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        msg = redact(f"{type(exc).__name__}: {exc}", mdl.secrets)
+        log.exception("%s %s failed: %s", request.method, request.path, msg)
+        return jsonify({"error": msg, "status": 500}), 500
+
+    @app.get("/")
+    @app.get("/health")
+    def health() -> Response:
+        return jsonify({"status": "UP", "model_class": type(mdl).__name__, "model_dir": str(settings.model_dir)})
+
+    @app.post("/setup")
+    def setup() -> Response:
+        data = body()
+        schema = data.get("schema") or data.get("label_config") or ""
+        return jsonify(mdl.setup(_project_id(data.get("project")), schema))
+
+    @app.post("/predict")
+    def predict() -> Response:
+        data = body()
+        tasks = data.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("'tasks' must be a list of tasks")
+        params = data.get("params") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("'params' must be an object")
+        context = params.get("context") or data.get("context")
+        if context is not None and not isinstance(context, dict):
+            raise BadRequest("'params.context' must be an object")
+        t0 = time.monotonic()
+        results = mdl.predict(tasks, _project_id(data.get("project")), data.get("label_config") or "", context)
+        counters["predict_requests"] += 1
+        counters["predict_tasks"] += len(tasks)
+        counters["task_errors"] += sum(1 for r in results if r.get("error") and not r.get("result"))
+        counters["seconds_predicting"] += time.monotonic() - t0
+        return jsonify({"results": results, "model_version": results[0]["model_version"] if results else mdl.model_version(_project_id(data.get("project")))})
+
+    @app.post("/webhook")
+    def webhook() -> tuple[Response, int]:
+        data = body()
+        event = data.pop("action", None)
+        counters["webhook_events"] += 1
+        if event not in TRAIN_EVENTS:
+            return jsonify({"status": "Unknown event", "action": event}), 200
+        try:
+            res = mdl.fit(str(event), data)
+        except (TaskError, SchemaError) as exc:
+            raise BadRequest(str(exc)) from None
+        return jsonify(res), 201
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return jsonify({**mdl.metrics(), "counters": {**counters, "seconds_predicting": round(counters["seconds_predicting"], 3)}, "pid": os.getpid()})
+
+    return app
+
+
+def main() -> None:  # pragma: no cover - development server
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    app.run(host="0.0.0.0", port=int(os.environ.get("PORT", "9090")))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
