@@ -338,7 +338,7 @@ class CamCutModel:
         else:
             tech = self.technique_for(adapted, "box", cls)
         try:
-            res = seg.segment_box(Box(*px), cls, tech, seeds)
+            res = seg.segment_box(Box(*px), cls, tech, seeds, quality=True)
         except BoxError as exc:
             out.warnings.append(f"box of {label!r} skipped: {exc}")
             return
@@ -348,7 +348,7 @@ class CamCutModel:
     def _class_region(self, seg: Segmenter, label: str, cls: str, adapted: Mapping[tuple[str, str], tuple[Technique, float, int]],
                       out: TaskOutcome, score: float | None = None) -> None:
         tech = self.technique_for(adapted, "class", cls)
-        res = seg.segment_class(cls, tech)
+        res = seg.segment_class(cls, tech, quality=score is None)
         if not res.mask.any():
             out.warnings.append(f"class {cls!r}: empty mask ({res.fallback or 'no foreground'})")
             return

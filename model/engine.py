@@ -162,7 +162,17 @@ class EngineConfig:
 REFERENCE = EngineConfig()
 
 # Named configurations, selectable by name in the evaluator, the CLI and the backend.
-CONFIGS: dict[str, EngineConfig] = {"reference": REFERENCE}
+# "default" is provisional until the speed issue's benchmark chooses it.
+DEFAULT = EngineConfig(
+    name="default",
+    cnn_max_side=320,
+    cam_norm="box",
+    crop_margin=0.05,
+    grabcut_max_side=200,
+    box_technique=Technique("fpf", 0.7),
+    class_technique=Technique("pfpb", 0.3),
+)
+CONFIGS: dict[str, EngineConfig] = {"reference": REFERENCE, "default": DEFAULT}
 
 
 def get_config(name: str) -> EngineConfig:
@@ -205,6 +215,12 @@ class MaskResult:
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.mask))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks (1.0 when both are empty)."""
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
 
 
 def pool_voc_cams(cam1000: np.ndarray) -> np.ndarray:
@@ -330,12 +346,26 @@ class Segmenter:
 
     # -- object task -------------------------------------------------------------------------
     def segment_box(
-        self, box: Box, voc_class: str | None = None, technique: Technique | None = None, seeds: Seeds | None = None
+        self,
+        box: Box,
+        voc_class: str | None = None,
+        technique: Technique | None = None,
+        seeds: Seeds | None = None,
+        quality: bool = False,
     ) -> MaskResult:
         """Binary mask of the object in ``box``; ``voc_class`` is needed by the CAM techniques.
 
-        ``seeds`` (clicks, brush strokes) are hard constraints inside the box.
+        ``seeds`` (clicks, brush strokes) are hard constraints inside the box. With
+        ``quality=True`` the result's score is the second-opinion agreement (see
+        :meth:`_second_opinion`), which costs one more GrabCut.
         """
+        res = self._segment_box(box, voc_class, technique, seeds)
+        alt = self._second_opinion(res.technique, voc_class is not None, task="object")
+        if quality and alt is not None and res.fallback != "box_too_small":
+            res.score = mask_iou(res.mask, self._segment_box(box, voc_class, alt, seeds).mask)
+        return res
+
+    def _segment_box(self, box: Box, voc_class: str | None, technique: Technique | None, seeds: Seeds | None) -> MaskResult:
         tech = technique or self.config.box_technique
         img = self.image
         h, w = img.shape[:2]
@@ -416,8 +446,18 @@ class Segmenter:
         return normalise(full, box)
 
     # -- class task --------------------------------------------------------------------------
-    def segment_class(self, voc_class: str, technique: Technique | None = None) -> MaskResult:
-        """Binary mask of every region of ``voc_class`` in the image, from the CAM alone."""
+    def segment_class(self, voc_class: str, technique: Technique | None = None, quality: bool = False) -> MaskResult:
+        """Binary mask of every region of ``voc_class`` in the image, from the CAM alone.
+
+        ``quality=True``: the score is the second-opinion agreement (one more GrabCut).
+        """
+        res = self._segment_class(voc_class, technique)
+        alt = self._second_opinion(res.technique, True, task="class")
+        if quality and alt is not None and res.fallback != "no_cam":
+            res.score = mask_iou(res.mask, self._segment_class(voc_class, alt).mask)
+        return res
+
+    def _segment_class(self, voc_class: str, technique: Technique | None) -> MaskResult:
         tech = technique or self.config.class_technique
         if tech.kind == "grabcut":
             raise ValueError("naked GrabCut needs a box; the class task uses 'cam' or a GrabCut-CAM variant")
@@ -471,6 +511,22 @@ class Segmenter:
         return MaskResult(m, tech, self._score(m, cam))
 
     # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _second_opinion(tech: Technique, has_class: bool, task: str) -> Technique | None:
+        """The technique whose mask a result is compared with to estimate its quality.
+
+        A mask that a different technique reproduces is more often right: on VOC the IoU
+        between the two ranks masks by their true IoU better than the CAM's strength does
+        (Spearman's rho in README "Mask scores"). Boxes: naked GrabCut vs the CAM technique;
+        tags: F PB 0.5 vs the configured technique. None: no second opinion exists (naked
+        GrabCut of a box without a class), the score stays the CAM's (0).
+        """
+        if task == "object":
+            if tech.kind != "grabcut":
+                return Technique("grabcut")
+            return Technique("fpf", 0.6) if has_class else None
+        return Technique("fpb", 0.5) if tech.variant != "fpb" else Technique("pfpb", 0.3)
+
     def _window(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int] | None:
         """GrabCut window around a box (None = whole image), per ``config.crop_margin``."""
         m = self.config.crop_margin

@@ -1,0 +1,73 @@
+"""Mask quality scores: the second-opinion score and the Spearman ranking report on real VOC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.dataset import VocDataset
+from evaluator.ranking import main as ranking_main
+from evaluator.ranking import rank_scores
+from model.engine import Segmenter, get_config, mask_iou
+from model.techniques import Technique
+
+VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    return Segmenter(get_config("default"))
+
+
+def test_mask_iou_edge_cases():
+    a = np.zeros((4, 4), bool)
+    assert mask_iou(a, a) == 1.0
+    b = a.copy()
+    b[0, :2] = True
+    c = a.copy()
+    c[0, 1:3] = True
+    assert mask_iou(b, c) == pytest.approx(1 / 3)
+
+
+def test_box_quality_is_agreement_with_naked_grabcut(seg):
+    s = VocDataset(VOC).load("2007_000063")
+    seg.set_image(s.image)
+    obj = s.objects[0]
+    res = seg.segment_box(obj.box, obj.name, quality=True)
+    plain = seg.segment_box(obj.box, obj.name)
+    other = seg.segment_box(obj.box, obj.name, Technique("grabcut"))
+    assert np.array_equal(res.mask, plain.mask)  # quality never changes the mask
+    assert res.score == pytest.approx(mask_iou(plain.mask, other.mask))
+    assert plain.score != res.score  # the cheap score is a different quantity
+
+
+def test_class_quality_is_agreement_with_fpb(seg):
+    s = VocDataset(VOC).load("2007_000063")
+    seg.set_image(s.image)
+    res = seg.segment_class("dog", quality=True)
+    other = seg.segment_class("dog", Technique("fpb", 0.5))
+    assert res.score == pytest.approx(mask_iou(res.mask, other.mask))
+
+
+def test_box_without_class_keeps_cam_score(seg):
+    s = VocDataset(VOC).load("2007_000063")
+    seg.set_image(s.image)
+    res = seg.segment_box(s.objects[0].box, None, Technique("grabcut"), quality=True)
+    assert res.score == 0.0  # no second opinion exists for a class-less box
+
+
+def test_ranking_on_a_real_slice():
+    res = rank_scores(str(VOC), "default", limit=3, progress=False)
+    for key in ("box", "tag"):
+        r = res[key]
+        assert r["n"] >= 3
+        assert 0.0 < r["mean_iou"] <= 1.0
+        assert -1.0 <= r["rho_quality"] <= 1.0
+        assert -1.0 <= r["rho_cam"] <= 1.0
+
+
+def test_ranking_cli_rejects_a_wrong_folder(tmp_path, capsys):
+    assert ranking_main(["--voc", str(tmp_path), "--limit", "1"]) == 2
+    assert "not a VOC2012-style folder" in capsys.readouterr().err
