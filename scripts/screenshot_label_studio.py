@@ -48,7 +48,7 @@ from tests.e2e.label_studio import (  # noqa: E402
     voc_rectangles,
 )
 
-VOC = Path(os.environ.get("CAMCUT_VOC_ROOT", "/work/shared/voc2012/VOC2012"))
+VOC = Path(os.environ.get("CAMCUT_VOC_ROOT", Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"))
 LABELS = ("dog", "cat", "person")
 LABEL_CONFIG = """<View>
   <Image name="image" value="$image" zoom="true"/>

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 from backend.config import Settings  # noqa: E402
 from model import CamNet  # noqa: E402
 
-VOC = Path("/work/shared/voc2012/VOC2012")
+VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"  # ../shared beside the repo
 TOKEN = "legacy-token-0123456789abcdef"
 ACCESS_PREFIX = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
 

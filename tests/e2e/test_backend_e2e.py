@@ -29,7 +29,7 @@ from tests.e2e.label_studio import free_port, voc_rectangles  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-VOC = Path("/work/shared/voc2012/VOC2012")
+VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"  # ../shared beside the repo
 LABELS = ("dog", "cat", "person")
 LABEL_CONFIG = """<View>
   <Image name="image" value="$image" zoom="true"/>

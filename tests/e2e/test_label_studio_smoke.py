@@ -19,7 +19,7 @@ if str(_REPO_ROOT) not in sys.path:
 
 from tests.e2e.label_studio import voc_rectangles  # noqa: E402
 
-VOC = Path("/work/shared/voc2012/VOC2012")
+VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"  # ../shared beside the repo
 LABELS = ("dog", "cat", "person")
 LABEL_CONFIG = """<View>
   <Image name="image" value="$image" zoom="true"/>
