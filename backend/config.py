@@ -78,7 +78,7 @@ ENV_DOCS: dict[str, tuple[str, str]] = {
     "BASIC_AUTH_USER": ("", "if set (with BASIC_AUTH_PASS), every endpoint but / and /health needs HTTP basic auth"),
     "BASIC_AUTH_PASS": ("", "basic auth password"),
     "MODEL_DIR": ("./model_dir", "writable directory for the SQLite statistics and per-task prediction records"),
-    "CAMCUT_CONFIG": ("reference", "engine configuration name (model.engine.CONFIGS)"),
+    "CAMCUT_CONFIG": ("default", "engine configuration: default (fast, see README Results) or reference (the report's pipeline)"),
     "CAMCUT_BOX_TECHNIQUE": ("", "technique for boxes, e.g. 'fpf 0.6', 'grabcut'; empty: the engine config's"),
     "CAMCUT_CLASS_TECHNIQUE": ("", "technique for tags / guessed classes, e.g. 'pfpb 0.3'; empty: the engine config's"),
     "CAMCUT_WEIGHTS": ("", "SqueezeNet weights path; empty: the packaged weights"),
@@ -93,6 +93,7 @@ ENV_DOCS: dict[str, tuple[str, str]] = {
     "CAMCUT_MAX_CLASSES": ("3", "with no prompt, at most this many classes"),
     "CAMCUT_MIN_CORRECTIONS": ("3", "corrections of a class needed before its threshold is re-chosen"),
     "CAMCUT_ADAPT_THRESHOLDS": ("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "candidate t values scored against corrections"),
+    "CAMCUT_MAX_INFLIGHT": ("0", "most /predict requests one worker runs at once; more get 503 + Retry-After at once (0: THREADS-1, at least 1, so a thread stays free for /health and /webhook)"),
     "CAMCUT_WEBHOOK_SYNC": ("0", "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
 }
 
@@ -138,7 +139,7 @@ class Settings:
     basic_auth_user: str = ""
     basic_auth_pass: str = field(default="", repr=False)
     model_dir: Path = Path("./model_dir")
-    engine_config: str = "reference"
+    engine_config: str = "default"
     box_technique: str = ""
     class_technique: str = ""
     weights: str = ""
@@ -154,6 +155,7 @@ class Settings:
     min_corrections: int = 3
     adapt_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     webhook_sync: bool = False
+    max_inflight: int = 1
     log_level: str = "INFO"
 
     @classmethod
@@ -191,6 +193,7 @@ class Settings:
             min_corrections=_int(env, "CAMCUT_MIN_CORRECTIONS", 1),
             adapt_thresholds=ts,
             webhook_sync=_get(env, "CAMCUT_WEBHOOK_SYNC").lower() in ("1", "true", "yes", "on"),
+            max_inflight=_int(env, "CAMCUT_MAX_INFLIGHT", 0) or max(1, _int(env, "THREADS", 1) - 1),
             log_level=level,
         )
 

@@ -20,6 +20,7 @@ import pytest
 from backend.model import mask_to_rle, rle_to_mask
 from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, mask_iou, rect
 from model import adapt
+from model.engine import get_config
 from model.techniques import Technique
 
 CLASS = "cat"
@@ -58,14 +59,17 @@ def held_out_iou(client: Any, stems: list[str]) -> tuple[float, set[str]]:
     return float(np.mean(ious)), techs
 
 
-def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["", "fpf 0.2"], ids=["served-default", "poor-start-fpf-0.2"])
+def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Path, start: str) -> None:
+    """From the default technique (already near the best t: must not get worse) and from a
+    poorly chosen one (CAMCUT_BOX_TECHNIQUE=fpf 0.2: corrections must make it strictly better)."""
     stems = cat_stems()
     assert len(stems) == 12
     train, held = stems[:4], stems[4:]
-    client = app_factory(CAMCUT_MIN_CORRECTIONS="3").test_client()
+    client = app_factory(CAMCUT_MIN_CORRECTIONS="3", CAMCUT_BOX_TECHNIQUE=start).test_client()
     v0 = client.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"]
     before, techs_before = held_out_iou(client, held)
-    assert techs_before == {"F PF 0.6"}
+    assert techs_before == {Technique.parse(start).label if start else get_config("default").box_technique.label}
 
     for k, stem in enumerate(train):
         results = predict(client, stem, 2000 + k)
@@ -94,6 +98,8 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
     assert after >= before - 1e-9, report
+    if start:
+        assert after > before + 0.01, report
 
 
 def test_adapt_scores_and_choice(camnet: Any) -> None:

@@ -58,7 +58,7 @@ def test_boxes_from_task_predictions(client: Any) -> None:
     dog = check_result(pred["result"][0], DOG)
     assert best_iou(dog, DOG, "dog") > 0.8  # measured 0.90
     assert pred["score"] == pytest.approx(np.mean([r["score"] for r in pred["result"]]), abs=1e-6)
-    assert pred["model_version"].startswith("camcut-reference-")
+    assert pred["model_version"].startswith("camcut-default-")  # the backend serves the default config
     # the mask stays inside its box
     x0, y0, x1, y1 = voc_boxes(DOG)[0][1]
     outside = dog.copy()
@@ -123,13 +123,14 @@ def test_tags_from_data_field(client: Any, field: str, value: Any) -> None:
 
 def test_nothing_given_uses_predicted_classes(client: Any, camnet: Any) -> None:
     from model import Segmenter, decode_image
+    from model.engine import get_config
 
     from tests.backend.conftest import jpeg
 
     config = LABEL_CONFIG.replace('<Label value="widget"/></BrushLabels>', '<Label value="widget"/><Label value="bird"/></BrushLabels>')
     [pred] = predict(client, [{"id": 17, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}], config=config)
     assert pred["mode"] == "guess"
-    seg = Segmenter(net=camnet)
+    seg = Segmenter(get_config("default"), net=camnet)
     seg.set_image(decode_image(jpeg(CAT)))
     expected = {g.voc_class for g in seg.predict_classes(0.2, 3)} & {"dog", "cat", "person", "chair", "bird"}
     got = {r["meta"]["voc_class"] for r in pred["result"]}
