@@ -40,5 +40,9 @@ test-fast: install-dev
 eval: install
 	$(PY) -m evaluator --voc ../shared/voc2012/VOC2012 --out runs/reference
 
+# Speed, memory and quality of reference vs default side by side (see README "Speed").
+bench: install
+	$(PY) -m bench --voc ../shared/voc2012/VOC2012 --configs reference,default --out runs/bench
+
 clean:
 	rm -rf $(VENV) .venv-ls .cache runs .pytest_cache

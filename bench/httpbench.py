@@ -1,0 +1,283 @@
+"""Sections 2 and 4: ``/predict`` on the real gunicorn server, and its worker's memory.
+
+Per configuration a fresh ``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app`` is
+started (WORKERS=1, default THREADS, CAMCUT_CONFIG=<config>, MODEL_DIR in a temporary folder,
+LABEL_STUDIO_URL = a static file server on 127.0.0.1 in this process that serves the VOC JPEGs
+under ``/data/upload/bench/<id>.jpg``). One task per POST, one request at a time over a
+keep-alive session; the time is the client's, from sending the request to the whole response
+read. A request counts only if it returns 200 with one mask per prompt and no error.
+
+* ``http_box``: the task carries the image's VOC boxes as a prediction (rectanglelabels,
+  percent coordinates) -> the backend's "boxes" mode.
+* ``http_tag``: the task data has ``tags`` = the GT classes (and empty annotations /
+  predictions) -> "tags" mode.
+* ``http_interactive``: ``params.context.result`` = the first VOC box -> "interactive" mode;
+  the server downloads, decodes and sets the image per request, so it compares with the
+  in-process ``interactive_cold``.
+
+Every task has a new integer id, so the backend also records its predictions in its SQLite
+store, as it does for Label Studio.
+
+Memory: the gunicorn worker is the master's child; VmRSS / VmHWM come from
+/proc/<worker>/status. After the latency requests the soak continues (cycling box, tag and
+interactive tasks over the images) until ``soak`` /predict requests were served since the
+server started; RSS is read after request 50 and after the last one (and every 50 between).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from model import VOC_CLASSES
+
+from .common import ROOT, BenchImage, children, proc_status, summarize
+
+HTTP_MODES = ("http_box", "http_tag", "http_interactive")
+
+LABEL_CONFIG = (
+    '<View>\n  <Image name="image" value="$image"/>\n'
+    '  <RectangleLabels name="box" toName="image">' + "".join(f'<Label value="{c}"/>' for c in VOC_CLASSES) + "</RectangleLabels>\n"
+    '  <BrushLabels name="mask" toName="image">' + "".join(f'<Label value="{c}"/>' for c in VOC_CLASSES) + "</BrushLabels>\n"
+    "</View>"
+)
+
+
+class StaticImages:
+    """A loopback file server for the benchmark's JPEGs: GET /data/upload/bench/<id>.jpg."""
+
+    def __init__(self, images: list[BenchImage]) -> None:
+        files = {im.image_id: im.jpeg for im in images}
+        self.hits = 0
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                srv.hits += 1
+                stem = Path(self.path.split("?", 1)[0]).stem
+                body = files.get(stem) if self.path.startswith("/data/upload/") else None
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", "image/jpeg" if body is not None else "text/plain")
+                body = body if body is not None else b"not found"
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One gunicorn master + worker for a configuration; stopped by the master's pid."""
+
+    def __init__(self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0) -> None:
+        self.config = config
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = tempfile.TemporaryDirectory(prefix="camcut-bench-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))}
+        env.update(PORT=str(self.port), WORKERS="1", CAMCUT_CONFIG=config, LABEL_STUDIO_URL=ls_url,
+                   MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING")
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.log_file = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
+            cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+        )
+        self.worker = 0
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(f"gunicorn for {config!r} exited with {self.proc.returncode}; see {log_path}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(f"gunicorn for {config!r} did not answer /health in {start_timeout:.0f} s; see {log_path}")
+            time.sleep(0.2)
+        kids = children(self.proc.pid)
+        if len(kids) != 1:
+            self.close()
+            raise RuntimeError(f"expected one gunicorn worker under pid {self.proc.pid}, found {kids}")
+        self.worker = kids[0]
+
+    def counters(self) -> dict[str, float]:
+        r = requests.get(self.url + "/metrics", timeout=30)
+        r.raise_for_status()
+        return r.json()["counters"]
+
+    def memory(self) -> dict[str, float]:
+        return proc_status(self.worker)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+        self.tmp.cleanup()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _rect(name: str, box: Any, w: int, h: int, rid: str) -> dict[str, Any]:
+    x0, y0, x1, y1 = box.clip(w, h)
+    return {
+        "id": rid, "type": "rectanglelabels", "from_name": "box", "to_name": "image",
+        "original_width": w, "original_height": h, "image_rotation": 0,
+        "value": {"x": 100.0 * x0 / w, "y": 100.0 * y0 / h, "width": 100.0 * (x1 - x0) / w,
+                  "height": 100.0 * (y1 - y0) / h, "rotation": 0, "rectanglelabels": [name]},
+    }
+
+
+def make_request(mode: str, im: BenchImage, task_id: int) -> tuple[dict[str, Any], int]:
+    """(JSON body of one /predict call, number of masks expected)."""
+    data = {"image": f"/data/upload/bench/{im.image_id}.jpg"}
+    body: dict[str, Any] = {"project": "1.1700000000", "label_config": LABEL_CONFIG}
+    if mode == "http_box":
+        rects = [_rect(n, b, im.width, im.height, f"r{k}") for k, (n, b) in enumerate(im.objects)]
+        body["tasks"] = [{"id": task_id, "data": data, "annotations": [], "predictions": [{"result": rects}]}]
+        return body, len(rects)
+    if mode == "http_tag":
+        body["tasks"] = [{"id": task_id, "data": {**data, "tags": list(im.classes)}, "annotations": [], "predictions": []}]
+        return body, -1  # a class with an empty mask is dropped with a warning: at least one is expected
+    if mode == "http_interactive":
+        n, b = im.objects[0]
+        body["tasks"] = [{"id": task_id, "data": data}]
+        body["params"] = {"context": {"result": [_rect(n, b, im.width, im.height, "i0")]}}
+        return body, 1
+    raise ValueError(mode)
+
+
+class Client:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.session = requests.Session()
+        self.session.trust_env = False
+        self.task_ids = itertools.count(1)
+        self.requests = 0
+
+    def predict(self, mode: str, im: BenchImage) -> float:
+        body, expected = make_request(mode, im, next(self.task_ids))
+        t0 = time.perf_counter()
+        r = self.session.post(self.server.url + "/predict", json=body, timeout=600)
+        content = r.content
+        dt = time.perf_counter() - t0
+        self.requests += 1
+        if r.status_code != 200:
+            raise RuntimeError(f"/predict {mode} {im.image_id}: HTTP {r.status_code}: {content[:300]!r}")
+        res = r.json()["results"][0]
+        n = len(res.get("result") or [])
+        if res.get("error") or (expected >= 0 and n != expected) or n == 0:
+            raise RuntimeError(f"/predict {mode} {im.image_id}: {n} masks (expected {expected}), error {res.get('error')!r}")
+        return dt
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def usable(mode: str, images: list[BenchImage]) -> list[BenchImage]:
+    return [im for im in images if (im.classes if mode == "http_tag" else im.objects)]
+
+
+def run_http(config: str, images: list[BenchImage], repeat: int, ls: StaticImages, log_path: Path, soak: int,
+             warmup: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """{mode: summary, ..., "memory": {...}} for one configuration's server."""
+    out: dict[str, Any] = {}
+    with Server(config, ls.url, log_path) as srv:
+        cl = Client(srv)
+        try:
+            mem: dict[str, Any] = {"worker_pid": srv.worker, "after_start": srv.memory(), "series": []}
+            marks: dict[int, dict[str, float]] = {}
+
+            def after_request() -> None:
+                if cl.requests % 50 == 0:
+                    m = srv.memory()
+                    marks[cl.requests] = m
+                    mem["series"].append({"requests": cl.requests, **m})
+
+            for mode in HTTP_MODES:
+                for im in usable(mode, images)[:warmup]:
+                    cl.predict(mode, im)
+                    after_request()
+            rounds: dict[str, list[list[float]]] = {m: [] for m in HTTP_MODES}
+            c0 = srv.counters()
+            for r in range(repeat):
+                t0 = time.perf_counter()
+                for mode in HTTP_MODES:
+                    samples = []
+                    for im in usable(mode, images):
+                        samples.append(cl.predict(mode, im))
+                        after_request()
+                    rounds[mode].append(samples)
+                log(f"  http round {r + 1}/{repeat} {config}: {time.perf_counter() - t0:.1f} s")
+            for mode in HTTP_MODES:
+                out[mode] = summarize(rounds[mode])
+            c1 = srv.counters()
+            n_req = c1["predict_requests"] - c0["predict_requests"]
+            if n_req > 0:  # the app's own time in CamCutModel.predict (download included), for comparison
+                out["server_predict_ms_mean"] = 1000.0 * (c1["seconds_predicting"] - c0["seconds_predicting"]) / n_req
+            if soak > 0:
+                t0 = time.perf_counter()
+                cycle = itertools.cycle([(m, im) for im in images for m in HTTP_MODES if (im.classes if m == "http_tag" else im.objects)])
+                while cl.requests < soak:
+                    mode, im = next(cycle)
+                    cl.predict(mode, im)
+                    after_request()
+                    if cl.requests % 200 == 0:
+                        log(f"  soak {config}: {cl.requests}/{soak} requests, RSS {srv.memory()['VmRSS']:.0f} MB")
+                mem["soak_seconds"] = time.perf_counter() - t0
+                end = srv.memory()
+                mem["soak_requests"] = cl.requests
+                mem["rss_after_50"] = marks.get(50, mem["series"][0] if mem["series"] else end)["VmRSS"]
+                mem["rss_after_soak"] = end["VmRSS"]
+                mem["rss_growth"] = mem["rss_after_soak"] - mem["rss_after_50"]
+            end = srv.memory()
+            mem["requests"] = cl.requests
+            mem["rss_end"] = end["VmRSS"]
+            mem["rss_peak"] = end["VmHWM"]
+            out["memory"] = mem
+        finally:
+            cl.close()
+    return out

@@ -1,0 +1,100 @@
+"""Section 1: in-process latency, one process, torch threads = all cores.
+
+Every timed call starts from the JPEG bytes where the mode implies a new image and ends with
+the brush RLE of every mask (``backend.model.mask_to_rle``, the SDK's encoder), i.e. what the
+backend does per task minus download, JSON and HTTP:
+
+* ``box``: decode + set_image + segment_box(box, its class) for every VOC box + RLE of every
+  mask; one sample per image.
+* ``tag``: decode + set_image + segment_class(class) for every GT class present + RLE; one
+  sample per image.
+* ``interactive``: the image already set (untimed), one segment_box + RLE; one sample per box
+  (every VOC box of every image), as an annotator drawing boxes on an open image.
+* ``interactive_cold``: decode + set_image + segment_box(first VOC box) + RLE; one sample per
+  image (the first box drawn on a newly opened image).
+
+Configurations are interleaved round by round (round r runs every configuration), so slow
+drifts of the machine hit them alike. The first ``warmup`` images of each mode are run once,
+untimed, before round 1.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import cv2
+import torch
+
+from backend.model import mask_to_rle
+from model.engine import CamNet, Segmenter, get_config
+from model.image import decode_image
+
+from .common import BenchImage, cores, summarize
+
+MODES = ("box", "tag", "interactive", "interactive_cold")
+
+
+def _box(seg: Segmenter, im: BenchImage) -> list[float]:
+    t0 = time.perf_counter()
+    seg.set_image(decode_image(im.jpeg))
+    for name, box in im.objects:
+        mask_to_rle(seg.segment_box(box, name).mask)
+    return [time.perf_counter() - t0]
+
+
+def _tag(seg: Segmenter, im: BenchImage) -> list[float]:
+    t0 = time.perf_counter()
+    seg.set_image(decode_image(im.jpeg))
+    for name in im.classes:
+        mask_to_rle(seg.segment_class(name).mask)
+    return [time.perf_counter() - t0]
+
+
+def _interactive(seg: Segmenter, im: BenchImage) -> list[float]:
+    seg.set_image(decode_image(im.jpeg))  # the session already has the image
+    out = []
+    for name, box in im.objects:
+        t0 = time.perf_counter()
+        mask_to_rle(seg.segment_box(box, name).mask)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _cold(seg: Segmenter, im: BenchImage) -> list[float]:
+    name, box = im.objects[0]
+    t0 = time.perf_counter()
+    seg.set_image(decode_image(im.jpeg))
+    mask_to_rle(seg.segment_box(box, name).mask)
+    return [time.perf_counter() - t0]
+
+
+RUNNERS: dict[str, Callable[[Segmenter, BenchImage], list[float]]] = {
+    "box": _box, "tag": _tag, "interactive": _interactive, "interactive_cold": _cold,
+}
+
+
+def run_inprocess(configs: list[str], images: list[BenchImage], repeat: int, warmup: int = 2,
+                  log: Callable[[str], None] = print) -> dict[str, dict[str, dict]]:
+    """{config: {mode: summary}}; summaries are medians over ``repeat`` rounds (bench.common.summarize)."""
+    n = cores()
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    net = CamNet()
+    segs = {c: Segmenter(get_config(c), net=net) for c in configs}
+    usable = {m: [im for im in images if (im.classes if m == "tag" else im.objects)] for m in MODES}
+    for c in configs:
+        for m in MODES:
+            for im in usable[m][:warmup]:
+                RUNNERS[m](segs[c], im)
+    rounds: dict[str, dict[str, list[list[float]]]] = {c: {m: [] for m in MODES} for c in configs}
+    for r in range(repeat):
+        for c in configs:
+            t0 = time.perf_counter()
+            for m in MODES:
+                samples: list[float] = []
+                for im in usable[m]:
+                    samples.extend(RUNNERS[m](segs[c], im))
+                rounds[c][m].append(samples)
+            log(f"  in-process round {r + 1}/{repeat} {c}: {time.perf_counter() - t0:.1f} s")
+    return {c: {m: summarize(rounds[c][m]) for m in MODES} for c in configs}
