@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -24,7 +25,7 @@ from label_studio_sdk.label_interface import LabelInterface
 from model import Box, BoxError, CamNet, ImageError, Seeds, Segmenter, Technique, UnknownClassError, decode_image
 from model import adapt
 from model import voc as voc_module
-from model.engine import EngineConfig, get_config
+from model.engine import CnnOutput, EngineConfig, get_config
 from model.techniques import ThresholdError
 
 from .config import Settings
@@ -62,10 +63,19 @@ def _label_values(control: Any) -> tuple[str, ...]:
     return tuple(str(getattr(a, "attr", {}).get("value", k)) for k, a in attrs.items())
 
 
-@functools.lru_cache(maxsize=64)
 def parse_schema(label_config: str) -> Schema:
-    if not isinstance(label_config, str) or not label_config.strip():
+    if not isinstance(label_config, str) or not label_config.strip():  # checked before the cache: a list is unhashable
         raise SchemaError("the project has no labelling config")
+    return _parse_schema(label_config)
+
+
+def _int64(value: Any) -> int | None:
+    """An id usable as an SQLite INTEGER (JSON may carry bools, floats or huge integers)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63 else None
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_schema(label_config: str) -> Schema:
     try:
         li = LabelInterface(label_config)
         controls = list(li.controls)
@@ -116,6 +126,35 @@ def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
+# ------------------------------------------------------------------------------------ cache
+class ImageCache:
+    """The last few decoded images and their CNN outputs, keyed by (task id, image URL).
+
+    Interactive pre-annotation sends one /predict per prompt on the same task; like
+    SamPredictor's set_image, the image is fetched and the CNN run once, then each prompt is
+    cheap. Bounded by entries and by pixels so that large photos cannot exhaust memory.
+    """
+
+    def __init__(self, max_entries: int = 8, max_pixels: int = 40_000_000) -> None:
+        self.max_entries, self.max_pixels = max_entries, max_pixels
+        self._items: "OrderedDict[tuple[str, str], tuple[np.ndarray, CnnOutput]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> tuple[np.ndarray, CnnOutput] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple[str, str], item: tuple[np.ndarray, CnnOutput]) -> None:
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while self._items and (len(self._items) > self.max_entries or sum(i[0].shape[0] * i[0].shape[1] for i in self._items.values()) > self.max_pixels):
+                self._items.popitem(last=False)
+
+
 # ------------------------------------------------------------------------------------ model
 @dataclass
 class Region:
@@ -157,6 +196,7 @@ class CamCutModel:
         self.store = Store(settings.model_dir)
         self.fetcher = fetcher or ImageFetcher(settings)
         self._pool: ThreadPoolExecutor | None = None
+        self._images = ImageCache()
         self._pool_lock = threading.Lock()
         log.addFilter(RedactingFilter(self.secrets))
 
@@ -219,8 +259,13 @@ class CamCutModel:
                 log.warning("task %s: %s", task_id, msg)
                 out.append({"result": [], "score": 0.0, "model_version": version, "error": msg})
                 continue
+            except Exception as exc:  # hostile/garbage task data must not fail the other tasks of the batch
+                msg = redact(f"internal error on this task ({type(exc).__name__}: {exc})", self.secrets)
+                log.exception("task %s: %s", redact(repr(task_id)[:80], self.secrets), msg)
+                out.append({"result": [], "score": 0.0, "model_version": version, "error": msg})
+                continue
             results = [self._to_result(r, schema) for r in outcome.regions]
-            if isinstance(task_id, int) and results:
+            if _int64(task_id) is not None and results:
                 self.store.save_predictions(
                     project, task_id, version,
                     [PredictedRegion(res["id"], r.label, r.voc_class, r.kind, r.box, r.technique.label,
@@ -277,10 +322,15 @@ class CamCutModel:
 
     def _predict_task(self, task: dict[str, Any], schema: Schema, adapted: Mapping[tuple[str, str], tuple[Technique, float, int]],
                       context: Mapping[str, Any] | None) -> TaskOutcome:
-        img = self.load_image(task, schema)
         seg = Segmenter(self.config, net=self.net)
-        seg.set_image(img)
-        h, w = img.shape[:2]
+        key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
+        cached = self._images.get(key)
+        if cached is not None:  # the annotator's next prompt on the same image: no download, no CNN
+            seg.set_image(cached[0], cnn=cached[1])
+        else:
+            cnn = seg.set_image(self.load_image(task, schema))
+            self._images.put(key, (seg.image, cnn))
+        h, w = seg.image.shape[:2]
         out = TaskOutcome()
         if context is not None:
             out.mode = "interactive"
@@ -511,16 +561,18 @@ class CamCutModel:
             return {"status": "ok", "detail": "camcut adapts thresholds from each submitted annotation; nothing to train"}
         if event == "ANNOTATION_DELETED":
             anns = data.get("annotations") or ([data["annotation"]] if isinstance(data.get("annotation"), dict) else [])
+            if not isinstance(anns, list):
+                raise TaskError(f"{event} payload: 'annotations' must be a list")
             for a in anns:
-                if isinstance(a, dict) and isinstance(a.get("id"), int) and project:
+                if isinstance(a, dict) and _int64(a.get("id")) is not None and project:
                     self.store.delete_annotation(project, a["id"])
             return {"status": "deleted", "annotations": len(anns)}
         ann, task = data.get("annotation"), data.get("task")
-        if not project or not isinstance(ann, dict) or not isinstance(task, dict) or not isinstance(ann.get("id"), int):
-            raise TaskError(f"{event} payload needs project.id, annotation.id and task")
+        if not project or not isinstance(ann, dict) or not isinstance(task, dict) or _int64(ann.get("id")) is None:
+            raise TaskError(f"{event} payload needs project.id, annotation.id (an integer) and task")
         label_config = project_obj.get("label_config") or ""
         updated_at = str(ann.get("updated_at") or ann.get("created_at") or "")
-        status = self.store.claim_event(project, ann["id"], updated_at, task.get("id"), event)
+        status = self.store.claim_event(project, ann["id"], updated_at, _int64(task.get("id")), event)
         if status != "new":
             return {"status": status, "annotation": ann["id"]}
         if self.settings.webhook_sync:

@@ -239,3 +239,35 @@ def test_bad_boxes(client: Any) -> None:
     assert sum("no area inside" in wmsg for wmsg in pred["warnings"]) == 2
     [only_bad] = predict(client, [{"id": 33, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": results[:1]}]}])
     assert only_bad["result"] == [] and "no area inside" in only_bad["error"]
+
+
+def test_second_prompt_on_the_same_image_reuses_image_and_cnn(client: Any, monkeypatch: Any) -> None:
+    """Interactive prompts on one task: the image is fetched and the CNN run once (SamPredictor-style)."""
+    from backend.model import CamCutModel
+    from model.engine import CamNet
+
+    model: CamCutModel = client.application.config["CAMCUT_MODEL"]
+    calls = {"load": 0, "cnn": 0}
+    real_load, real_run = model.load_image, CamNet.run
+
+    def counting_load(*a: Any, **k: Any) -> Any:
+        calls["load"] += 1
+        return real_load(*a, **k)
+
+    def counting_run(self: Any, *a: Any, **k: Any) -> Any:
+        calls["cnn"] += 1
+        return real_run(self, *a, **k)
+
+    monkeypatch.setattr(model, "load_image", counting_load)
+    monkeypatch.setattr(CamNet, "run", counting_run)
+    w, h = image_size(DOG)
+    task = {"id": 4242, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}
+    first = second = None
+    for k, box in enumerate(((123, 115, 379, 275), (130, 120, 370, 270))):
+        ctx = {"result": [rect("Dog", box, w, h, f"r{k}")]}
+        r = client.post("/predict", json={"tasks": [task], "project": "1.1", "label_config": LABEL_CONFIG, "params": {"context": ctx}})
+        [pred] = r.get_json()["results"]
+        assert pred["mode"] == "interactive" and len(pred["result"]) == 1, pred
+        first, second = (pred, second) if k == 0 else (first, pred)
+    assert calls == {"load": 1, "cnn": 1}
+    assert first["result"][0]["value"]["rle"] != second["result"][0]["value"]["rle"]  # two prompts, two masks
