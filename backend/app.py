@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -57,13 +58,28 @@ def _project_id(value: Any) -> str:
     return str(value).split(".", 1)[0]
 
 
+def _is_interactive(data: dict[str, Any]) -> bool:
+    """LS's interactive pre-annotation: one task and a non-empty ``params.context.result``."""
+    params = data.get("params")
+    ctx = (params.get("context") if isinstance(params, dict) else None) or data.get("context")
+    tasks = data.get("tasks")
+    return isinstance(tasks, list) and len(tasks) == 1 and isinstance(ctx, dict) and isinstance(ctx.get("result"), list) and bool(ctx["result"])
+
+
 def create_app(settings: Settings | None = None, net: CamNet | None = None, model: CamCutModel | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings)
     mdl = model or CamCutModel(settings, net=net)
     app = Flask("camcut")
     app.config["CAMCUT_MODEL"] = mdl
-    counters = {"predict_requests": 0, "predict_tasks": 0, "task_errors": 0, "webhook_events": 0, "seconds_predicting": 0.0}
+    counters = {"predict_requests": 0, "predict_tasks": 0, "task_errors": 0, "webhook_events": 0, "seconds_predicting": 0.0,
+                "predict_rejected_busy": 0}
+    # Bounded /predict concurrency per process: gthread queues requests beyond THREADS without
+    # bound, so a full worker answers 503 + Retry-After at once instead of letting them pile up.
+    # One extra slot is kept for interactive calls (one task + params.context, an annotator waiting)
+    # so that batch pre-annotation cannot starve them.
+    inflight = threading.BoundedSemaphore(settings.max_inflight)
+    interactive_lane = threading.BoundedSemaphore(1)
 
     def body() -> dict[str, Any]:
         try:
@@ -114,11 +130,29 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     def setup() -> Response:
         data = body()
         schema = data.get("schema") or data.get("label_config") or ""
+        if not isinstance(schema, str):
+            raise BadRequest("'schema' must be a string (the project's labelling config XML)")
         return jsonify(mdl.setup(_project_id(data.get("project")), schema))
 
     @app.post("/predict")
     def predict() -> Response:
         data = body()
+        lane = inflight if inflight.acquire(blocking=False) else None
+        if lane is None and _is_interactive(data) and interactive_lane.acquire(blocking=False):
+            lane = interactive_lane
+        if lane is None:
+            counters["predict_rejected_busy"] += 1
+            resp = jsonify({"error": f"busy: {settings.max_inflight} /predict request(s) already running in this worker, retry later",
+                            "status": 503})
+            resp.status_code = 503
+            resp.headers["Retry-After"] = "1"
+            return resp
+        try:
+            return _predict(data)
+        finally:
+            lane.release()
+
+    def _predict(data: dict[str, Any]) -> Response:
         tasks = data.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("'tasks' must be a list of tasks")
@@ -128,8 +162,11 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
         context = params.get("context") or data.get("context")
         if context is not None and not isinstance(context, dict):
             raise BadRequest("'params.context' must be an object")
+        label_config = data.get("label_config") or ""
+        if not isinstance(label_config, str):
+            raise BadRequest("'label_config' must be a string (the project's labelling config XML)")
         t0 = time.monotonic()
-        results = mdl.predict(tasks, _project_id(data.get("project")), data.get("label_config") or "", context)
+        results = mdl.predict(tasks, _project_id(data.get("project")), label_config, context)
         counters["predict_requests"] += 1
         counters["predict_tasks"] += len(tasks)
         counters["task_errors"] += sum(1 for r in results if r.get("error") and not r.get("result"))

@@ -93,7 +93,7 @@ ENV_DOCS: dict[str, tuple[str, str]] = {
     "CAMCUT_MAX_CLASSES": ("3", "with no prompt, at most this many classes"),
     "CAMCUT_MIN_CORRECTIONS": ("3", "corrections of a class needed before its threshold is re-chosen"),
     "CAMCUT_ADAPT_THRESHOLDS": ("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "candidate t values scored against corrections"),
-    "CAMCUT_MAX_INFLIGHT": ("0", "most /predict requests one worker runs at once; more get 503 + Retry-After at once (0: THREADS-1, at least 1, so a thread stays free for /health and /webhook)"),
+    "CAMCUT_MAX_INFLIGHT": ("0", "most batch /predict requests one worker runs at once, plus one slot kept for interactive calls; more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
     "CAMCUT_WEBHOOK_SYNC": ("0", "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
 }
 

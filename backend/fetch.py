@@ -294,7 +294,9 @@ class ImageFetcher:
             try:
                 r = self.session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining))
             except requests.Timeout:
-                raise FetchError(f"image download timed out: {redact(url)}") from None
+                raise FetchError(f"image download timed out after {s.download_timeout:g} s: {redact(url)}") from None
+            except requests.ConnectionError as exc:
+                raise FetchError(f"image host unreachable, cannot connect ({type(exc).__name__}): {redact(url)}") from None
             except requests.RequestException as exc:
                 raise FetchError(f"image download failed ({type(exc).__name__}): {redact(url)}") from None
             with r:
@@ -306,6 +308,9 @@ class ImageFetcher:
                     continue
                 if r.status_code == 404:
                     raise FetchError(f"image not found (HTTP 404): {redact(url)}")
+                if r.status_code in (401, 403):
+                    hint = " (check LABEL_STUDIO_API_KEY)" if self.policy.is_ls(url) else ""
+                    raise FetchError(f"image access denied (HTTP {r.status_code}){hint}: {redact(url)}")
                 if r.status_code != 200:
                     raise FetchError(f"image download failed: HTTP {r.status_code} from {redact(url)}")
                 declared = r.headers.get("Content-Length")

@@ -1,12 +1,16 @@
 """Per-project state in SQLite (``MODEL_DIR/camcut.sqlite3``): what was predicted, which
 webhook events were seen, and how every candidate technique scored against each correction.
 
-One connection per operation (safe across gunicorn workers and threads; WAL journal).
+One connection per operation (safe across gunicorn workers and threads; WAL journal). Writes
+run in ``BEGIN IMMEDIATE`` transactions (read-check-write is atomic across processes; a
+busy database is waited for, up to ``busy_timeout``). An event whose process died between
+claiming and finishing it (``pending``, owner pid gone) is claimed again on redelivery.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -71,16 +75,31 @@ class Store:
         self.dir = Path(model_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "camcut.sqlite3"
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
+            db.execute("BEGIN IMMEDIATE")
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute("COMMIT")
+        finally:
+            db.close()
 
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0)
+    def _db(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: IMMEDIATE for writes (takes the write lock up front), deferred for reads."""
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            with db:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
                 yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         finally:
             db.close()
 
@@ -100,7 +119,7 @@ class Store:
             )
 
     def predictions_for(self, project: str, task_id: int) -> list[PredictedRegion]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT region_id, label, voc_class, kind, box, technique, width, height, rle FROM predictions"
                 " WHERE project=? AND task_id=? ORDER BY created", (project, task_id)
@@ -113,16 +132,28 @@ class Store:
     # -- events (idempotency) -------------------------------------------------------------------
     def claim_event(self, project: str, annotation_id: int, updated_at: str, task_id: int | None, action: str) -> str:
         """Record an event; returns "new", "duplicate" (same id + updated_at) or "stale" (older)."""
+        owner = f"pid {os.getpid()}"
         with self._db() as db:
             newest = db.execute(
                 "SELECT MAX(updated_at) FROM events WHERE project=? AND annotation_id=?", (project, annotation_id)
             ).fetchone()[0]
             cur = db.execute(
                 "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?)",
-                (project, annotation_id, updated_at, task_id, action, "pending", None, time.time()),
+                (project, annotation_id, updated_at, task_id, action, "pending", owner, time.time()),
             )
             if cur.rowcount == 0:
-                return "duplicate"
+                row = db.execute(
+                    "SELECT status, detail FROM events WHERE project=? AND annotation_id=? AND updated_at=?",
+                    (project, annotation_id, updated_at),
+                ).fetchone()
+                if row is None or row[0] != "pending" or _owner_alive(row[1]):
+                    return "duplicate"
+                # claimed by a process that died (SIGKILL, OOM) before finishing it: take it over
+                db.execute(
+                    "UPDATE events SET detail=?, received=? WHERE project=? AND annotation_id=? AND updated_at=?",
+                    (owner, time.time(), project, annotation_id, updated_at),
+                )
+                return "new"
             if newest is not None and updated_at < newest:
                 db.execute(
                     "UPDATE events SET status='stale' WHERE project=? AND annotation_id=? AND updated_at=?",
@@ -139,7 +170,7 @@ class Store:
             )
 
     def event_status(self, project: str, annotation_id: int, updated_at: str) -> str | None:
-        with self._db() as db:
+        with self._db(write=False) as db:
             row = db.execute(
                 "SELECT status FROM events WHERE project=? AND annotation_id=? AND updated_at=?", (project, annotation_id, updated_at)
             ).fetchone()
@@ -169,7 +200,7 @@ class Store:
 
     def technique_scores(self, project: str) -> dict[tuple[str, str], dict[str, tuple[float, int]]]:
         """(kind, voc_class) -> technique -> (mean IoU, number of corrections)."""
-        with self._db() as db:
+        with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT kind, voc_class, technique, AVG(iou), COUNT(*) FROM scores WHERE project=?"
                 " GROUP BY kind, voc_class, technique", (project,)
@@ -180,7 +211,7 @@ class Store:
         return out
 
     def stats(self) -> dict[str, Any]:
-        with self._db() as db:
+        with self._db(write=False) as db:
             preds = db.execute("SELECT project, COUNT(DISTINCT task_id), COUNT(*) FROM predictions GROUP BY project").fetchall()
             events = db.execute("SELECT project, status, COUNT(*) FROM events GROUP BY project, status").fetchall()
             corr = db.execute(
@@ -196,3 +227,26 @@ class Store:
                 "count": n, "mean_iou_of_prediction": None if mean is None else round(mean, 4)
             }
         return out
+
+
+def _owner_alive(detail: str | None) -> bool:
+    """Is the process that claimed a pending event (detail "pid N") still running on this host?"""
+    if not detail or not detail.startswith("pid "):
+        return False
+    try:
+        pid = int(detail[4:])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    try:  # a killed process nobody reaped yet is a zombie: dead for our purpose
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True

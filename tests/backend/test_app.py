@@ -27,7 +27,7 @@ def test_health_and_metrics(client: Any) -> None:
         r = client.get(path)
         assert r.status_code == 200 and r.get_json()["status"] == "UP"
     m = client.get("/metrics").get_json()
-    assert m["engine"].startswith("reference:") and len(m["weights_sha256"]) == 64
+    assert m["engine"].startswith("default:") and len(m["weights_sha256"]) == 64
 
 
 def test_basic_auth(app_factory: Any) -> None:
@@ -72,7 +72,7 @@ def test_a_non_object_task_fails_alone(client: Any) -> None:
 def test_model_version_changes_with_technique_and_threshold(app_factory: Any, tmp_path: Path) -> None:
     base = setup_version(app_factory().test_client())
     assert base == setup_version(app_factory().test_client())  # stable
-    assert base == setup_version(app_factory(CAMCUT_BOX_TECHNIQUE="fpf 0.6").test_client())  # the default spelled out
+    assert base == setup_version(app_factory(CAMCUT_BOX_TECHNIQUE="fpf 0.7").test_client())  # the default spelled out
     versions = {
         base,
         setup_version(app_factory(CAMCUT_BOX_TECHNIQUE="fpf 0.5").test_client()),
@@ -131,7 +131,7 @@ def test_mapping_file_used_in_predictions(app_factory: Any, tmp_path: Path) -> N
     task = {"id": 5, "data": {"image": "/data/upload/1/2007_000063.jpg"},
             "predictions": [{"result": [rect("widget", voc_boxes("2007_000063")[0][1], w, h)]}]}
     [pred] = client.post("/predict", json={"tasks": [task], "project": "1.1", "label_config": LABEL_CONFIG}).get_json()["results"]
-    assert pred["result"][0]["meta"] == {"technique": "F PF 0.6", "voc_class": "dog"} and "warnings" not in pred
+    assert pred["result"][0]["meta"] == {"technique": "F PF 0.7", "voc_class": "dog"} and "warnings" not in pred
 
 
 def test_unknown_webhook_event(client: Any) -> None:
