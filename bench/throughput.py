@@ -33,7 +33,7 @@ def _worker(config: str, shard: list[BenchImage], repeat: int, barrier: Any, res
     def one(im: BenchImage) -> None:
         seg.set_image(decode_image(im.jpeg))
         for name, box in im.objects:
-            mask_to_rle(seg.segment_box(box, name).mask)
+            mask_to_rle(seg.segment_box(box, name, quality=True).mask)
 
     if shard:
         one(shard[0])  # warm-up
