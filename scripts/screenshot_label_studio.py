@@ -41,21 +41,17 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.e2e.label_studio import (  # noqa: E402
+    DEMO_LABEL_CONFIG,
+    DEMO_LABELS,
+    VOC_ROOT,
     LabelStudioError,
     LabelStudioServer,
+    create_voc_project,
     ensure_installed,
     free_port,
-    voc_rectangles,
 )
 
-VOC = Path(os.environ.get("CAMCUT_VOC_ROOT", Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"))
-LABELS = ("dog", "cat", "person")
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <RectangleLabels name="box" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></RectangleLabels>
-  <BrushLabels name="mask" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></BrushLabels>
-  <Choices name="tags" toName="image" choice="multiple"><Choice value="dog"/><Choice value="cat"/><Choice value="person"/></Choices>
-</View>"""
+VOC, LABELS, LABEL_CONFIG = VOC_ROOT, DEMO_LABELS, DEMO_LABEL_CONFIG
 DEFAULT_STEMS = ("2007_000063", "2007_000549")  # dog (+ a chair, not a label), cat
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -140,23 +136,8 @@ class Backend:
 def setup_project(ls: LabelStudioServer, backend_url: str, stems: List[str]) -> Dict[str, Any]:
     """Project + images + VOC box predictions + camcut predictions. Returns ids and the
     camcut prediction of the first stem's task."""
-    proj = ls.create_project("camcut demo", LABEL_CONFIG)
+    proj, by_stem = create_voc_project(ls, "camcut demo", stems)
     pid = proj["id"]
-    task_ids = ls.upload_files(pid, [VOC / "JPEGImages" / f"{s}.jpg" for s in stems])
-    tasks = {t["id"]: t for t in ls.list_tasks(pid)}
-    by_stem = {next(s for s in stems if tasks[tid]["data"]["image"].endswith(f"{s}.jpg")): tid for tid in task_ids}
-    ls.import_predictions(
-        pid,
-        [
-            {
-                "task": by_stem[s],
-                "result": voc_rectangles(VOC / "Annotations" / f"{s}.xml", labels=LABELS),
-                "score": 1.0,
-                "model_version": "voc-boxes",
-            }
-            for s in stems
-        ],
-    )
     ml = ls.connect_ml_backend(pid, backend_url, title="camcut", is_interactive=True, timeout=300)
     t0 = time.monotonic()
     ls.retrieve_predictions(pid)

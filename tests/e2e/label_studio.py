@@ -684,3 +684,31 @@ def voc_rectangles(
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, default=str)
+
+
+# -- the demo project shared by the e2e tests and the screenshot script ---------------------
+VOC_ROOT = Path(os.environ.get("CAMCUT_VOC_ROOT", Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"))
+DEMO_LABELS = ("dog", "cat", "person")
+DEMO_LABEL_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <RectangleLabels name="box" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></RectangleLabels>
+  <BrushLabels name="mask" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></BrushLabels>
+  <Choices name="tags" toName="image" choice="multiple"><Choice value="dog"/><Choice value="cat"/><Choice value="person"/></Choices>
+</View>"""
+
+
+def create_voc_project(ls: "LabelStudioServer", title: str, stems: "list[str] | tuple[str, ...]",
+                       voc: Path = VOC_ROOT, labels: "tuple[str, ...]" = DEMO_LABELS,
+                       label_config: str = DEMO_LABEL_CONFIG) -> "tuple[dict, dict[str, int]]":
+    """Create a project, upload the VOC images ``stems`` and import their VOC boxes as
+    predictions (model_version "voc-boxes"). Returns (project, {stem: task id})."""
+    proj = ls.create_project(title, label_config)
+    task_ids = ls.upload_files(proj["id"], [voc / "JPEGImages" / f"{s}.jpg" for s in stems])
+    tasks = {t["id"]: t for t in ls.list_tasks(proj["id"])}
+    by_stem = {next(s for s in stems if tasks[tid]["data"]["image"].endswith(f"{s}.jpg")): tid for tid in task_ids}
+    ls.import_predictions(
+        proj["id"],
+        [{"task": by_stem[s], "result": voc_rectangles(voc / "Annotations" / f"{s}.xml", labels=labels), "score": 1.0,
+          "model_version": "voc-boxes"} for s in stems],
+    )
+    return proj, by_stem

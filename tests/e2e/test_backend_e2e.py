@@ -25,18 +25,11 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.e2e.label_studio import free_port, voc_rectangles  # noqa: E402
+from tests.e2e.label_studio import DEMO_LABEL_CONFIG, DEMO_LABELS, VOC_ROOT, create_voc_project, free_port, voc_rectangles  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"  # ../shared beside the repo
-LABELS = ("dog", "cat", "person")
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <RectangleLabels name="box" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></RectangleLabels>
-  <BrushLabels name="mask" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></BrushLabels>
-  <Choices name="tags" toName="image" choice="multiple"><Choice value="dog"/><Choice value="cat"/><Choice value="person"/></Choices>
-</View>"""
+VOC, LABELS, LABEL_CONFIG = VOC_ROOT, DEMO_LABELS, DEMO_LABEL_CONFIG
 STEMS = ("2007_000063", "2007_000528")  # dog (+ a chair, not a label), cat
 # Measured IoU with the VOC instance: dog 0.90 (batch and interactive), cat 0.58.
 IOU_FLOOR = {"dog": 0.75, "cat": 0.45}
@@ -101,15 +94,7 @@ def backend(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def project(label_studio: Any, backend: str) -> dict[str, Any]:
-    proj = label_studio.create_project("camcut e2e", LABEL_CONFIG)
-    task_ids = label_studio.upload_files(proj["id"], [VOC / "JPEGImages" / f"{s}.jpg" for s in STEMS])
-    tasks = {t["id"]: t for t in label_studio.list_tasks(proj["id"])}
-    by_stem = {next(s for s in STEMS if tasks[tid]["data"]["image"].endswith(f"{s}.jpg")): tid for tid in task_ids}
-    label_studio.import_predictions(
-        proj["id"],
-        [{"task": by_stem[s], "result": voc_rectangles(VOC / "Annotations" / f"{s}.xml", labels=LABELS), "score": 1.0,
-          "model_version": "voc-boxes"} for s in STEMS],
-    )
+    proj, by_stem = create_voc_project(label_studio, "camcut e2e", STEMS)
     ml = label_studio.connect_ml_backend(proj["id"], backend, title="camcut", is_interactive=True, timeout=300)
     return {"id": proj["id"], "tasks": by_stem, "ml": ml}
 

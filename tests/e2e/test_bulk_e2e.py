@@ -25,17 +25,11 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.e2e.label_studio import voc_rectangles  # noqa: E402
+from tests.e2e.label_studio import DEMO_LABELS, VOC_ROOT, create_voc_project, voc_rectangles  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-VOC = Path("/work/shared/voc2012/VOC2012")
-LABELS = ("dog", "cat", "person")
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <RectangleLabels name="box" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></RectangleLabels>
-  <BrushLabels name="mask" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></BrushLabels>
-</View>"""
+VOC, LABELS = VOC_ROOT, DEMO_LABELS
 STEMS = ("2007_000063", "2007_000528", "2007_000170")  # dog, cat, two persons
 
 
@@ -55,15 +49,7 @@ def camcut_predictions(label_studio: Any, tid: int) -> list[dict[str, Any]]:
 
 
 def test_bulk_predicts_every_task_once(label_studio: Any, tmp_path: Path) -> None:
-    proj = label_studio.create_project("camcut bulk e2e", LABEL_CONFIG)
-    task_ids = label_studio.upload_files(proj["id"], [VOC / "JPEGImages" / f"{s}.jpg" for s in STEMS])
-    tasks = {t["id"]: t for t in label_studio.list_tasks(proj["id"])}
-    by_stem = {next(s for s in STEMS if tasks[tid]["data"]["image"].endswith(f"{s}.jpg")): tid for tid in task_ids}
-    label_studio.import_predictions(
-        proj["id"],
-        [{"task": by_stem[s], "result": voc_rectangles(VOC / "Annotations" / f"{s}.xml", labels=LABELS), "score": 1.0,
-          "model_version": "voc-boxes"} for s in STEMS],
-    )
+    proj, by_stem = create_voc_project(label_studio, "camcut bulk e2e", STEMS)
     model_dir = tmp_path / "model_dir"
 
     code, out, err = bulk(label_studio, proj["id"], model_dir)
