@@ -21,7 +21,6 @@ import math
 import numbers
 import threading
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -584,8 +583,3 @@ class Segmenter:
         if cam is None or not mask.any():
             return 0.0
         return float(cam[mask].mean())
-
-
-def segment_boxes(seg: Segmenter, boxes: Sequence[tuple[Box, str | None]], technique: Technique | None = None) -> list[MaskResult]:
-    """Convenience: one mask per (box, class) on the image already set."""
-    return [seg.segment_box(b, c, technique) for b, c in boxes]
