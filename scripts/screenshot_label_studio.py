@@ -25,16 +25,13 @@ Logs go to ``out/screenshot/`` (label-studio.log, backend.log).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -45,10 +42,10 @@ from tests.e2e.label_studio import (  # noqa: E402
     DEMO_LABELS,
     VOC_ROOT,
     LabelStudioError,
+    CamcutBackend,
     LabelStudioServer,
     create_voc_project,
     ensure_installed,
-    free_port,
 )
 
 VOC, LABELS, LABEL_CONFIG = VOC_ROOT, DEMO_LABELS, DEMO_LABEL_CONFIG
@@ -62,72 +59,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- backend
-
-
-class Backend:
-    """camcut under gunicorn, exactly as tests/e2e/test_backend_e2e.py starts it."""
-
-    def __init__(self, ls: LabelStudioServer, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.model_dir = Path(tempfile.mkdtemp(prefix="camcut-screenshot-model-"))
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))},
-            "PORT": str(self.port),
-            "WORKERS": "1",
-            "THREADS": "2",
-            "LOG_LEVEL": "INFO",
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_API_KEY": ls.token,
-            "MODEL_DIR": str(self.model_dir / "model_dir"),
-        }
-        self.proc: Optional[subprocess.Popen] = None
-        self._log = None
-
-    def start(self, timeout: float = 180.0) -> "Backend":
-        gunicorn = Path(sys.executable).parent / "gunicorn"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"backend exited with {self.proc.returncode}; log {self.log_path}:\n{self.tail()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"backend not healthy after {timeout:.0f}s; log {self.log_path}:\n{self.tail()}")
-            time.sleep(0.5)
-
-    def tail(self, n: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return "<no log>"
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        shutil.rmtree(self.model_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- project
@@ -249,13 +180,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     ensure_installed()
     ls = LabelStudioServer(log_path=args.log_dir / "label-studio.log")
-    backend: Optional[Backend] = None
+    backend: Optional[CamcutBackend] = None
+    model_dir = Path(tempfile.mkdtemp(prefix="camcut-screenshot-model-"))
     driver = None
     profile = Path(tempfile.mkdtemp(prefix="camcut-chromium-"))
     try:
         ls.start()
         log(f"Label Studio up at {ls.url} in {ls.startup_seconds:.1f}s")
-        backend = Backend(ls, args.log_dir / "backend.log")
+        backend = CamcutBackend(ls, args.log_dir / "backend.log", model_dir / "model_dir")
         backend.start()
         log(f"backend up at {backend.url}")
         info = setup_project(ls, backend.url, args.stems)
@@ -294,6 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         shutil.rmtree(profile, ignore_errors=True)
         if backend is not None:
             backend.stop()
+        shutil.rmtree(model_dir, ignore_errors=True)
         ls.stop()
 
 

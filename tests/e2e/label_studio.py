@@ -37,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -712,3 +713,60 @@ def create_voc_project(ls: "LabelStudioServer", title: str, stems: "list[str] | 
           "model_version": "voc-boxes"} for s in stems],
     )
     return proj, by_stem
+
+
+class CamcutBackend:
+    """camcut's backend under gunicorn (the ``make run`` command) on a free loopback port,
+    pointed at Label Studio ``ls``; used by the e2e tests and the screenshot script."""
+
+    def __init__(self, ls: "LabelStudioServer", log_path: Path, model_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))},
+            "PORT": str(self.port), "WORKERS": "1", "THREADS": "2", "LOG_LEVEL": "INFO",
+            "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, "MODEL_DIR": str(model_dir),
+        }
+        self.proc: "Optional[subprocess.Popen]" = None
+        self._log: Any = None
+
+    def start(self, timeout: float = 180.0) -> "CamcutBackend":
+        """Start gunicorn and wait for /health; RuntimeError (with the log tail) otherwise."""
+        gunicorn = Path(sys.executable).parent / "gunicorn"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
+                                     cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited with {self.proc.returncode}; log {self.log_path}:\n{self.tail()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"backend not healthy after {timeout:.0f}s; log {self.log_path}:\n{self.tail()}")
+            time.sleep(0.5)
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return "<no log>"
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None

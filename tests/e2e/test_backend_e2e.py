@@ -9,15 +9,12 @@ rectangle. Every returned mask is decoded with the SDK and compared with the VOC
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pytest
-import requests
 from label_studio_sdk.converter.brush import decode_rle
 from PIL import Image
 
@@ -25,7 +22,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.e2e.label_studio import DEMO_LABEL_CONFIG, DEMO_LABELS, VOC_ROOT, create_voc_project, free_port, voc_rectangles  # noqa: E402
+from tests.e2e.label_studio import DEMO_LABEL_CONFIG, DEMO_LABELS, VOC_ROOT, CamcutBackend, create_voc_project, voc_rectangles  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -53,42 +50,16 @@ def best_iou(mask: np.ndarray, stem: str) -> float:
 
 @pytest.fixture(scope="module")
 def backend(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("camcut-backend")
     log_path = Path(os.environ.get("CAMCUT_BACKEND_LOG", _REPO_ROOT / "out" / "e2e" / "backend.log"))
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))},
-        "PORT": str(port), "WORKERS": "1", "THREADS": "2", "LOG_LEVEL": "INFO",
-        "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
-        "MODEL_DIR": str(workdir / "model_dir"),
-    }
-    gunicorn = Path(sys.executable).parent / "gunicorn"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
-                                cwd=_REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"backend exited with {proc.returncode}; log: {log_path}\n{log_path.read_text()[-3000:]}")
-                try:
-                    if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"backend did not become healthy; log: {log_path}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-backend") / "model_dir")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()
     assert label_studio.token not in log_path.read_text(errors="replace"), "the API key leaked into the backend log"
 
 

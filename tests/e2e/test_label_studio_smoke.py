@@ -17,16 +17,9 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.e2e.label_studio import voc_rectangles  # noqa: E402
+from tests.e2e.label_studio import DEMO_LABEL_CONFIG, DEMO_LABELS, VOC_ROOT, voc_rectangles  # noqa: E402
 
-VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"  # ../shared beside the repo
-LABELS = ("dog", "cat", "person")
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <RectangleLabels name="box" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></RectangleLabels>
-  <BrushLabels name="mask" toName="image"><Label value="dog"/><Label value="cat"/><Label value="person"/></BrushLabels>
-  <Choices name="tags" toName="image" choice="multiple"><Choice value="dog"/><Choice value="cat"/><Choice value="person"/></Choices>
-</View>"""
+VOC, LABELS, LABEL_CONFIG = VOC_ROOT, DEMO_LABELS, DEMO_LABEL_CONFIG
 
 # 2007_000063: 500x375, dog (123,115)-(379,275) + a chair (not in our labels)
 # 2007_000528: 500x375, cat (124,68)-(319,310)
