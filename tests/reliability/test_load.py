@@ -113,7 +113,8 @@ class Phase:
         def stats(sel: list[Rec]) -> dict[str, Any]:
             lat = [r.seconds for r in sel]
             return {"n": len(sel), "status": dict(sorted(Counter(str(r.status) for r in sel).items())),
-                    "p50_s": pct(lat, 50), "p95_s": pct(lat, 95), "p99_s": pct(lat, 99), "max_s": round(max(lat), 4) if lat else None}
+                    "p50_s": pct(lat, 50), "p95_s": pct(lat, 95), "p99_s": pct(lat, 99),
+                    "max_s": round(max(lat), 4) if lat else None}
 
         ok_predict = [r for r in self.records if r.kind in ("batch", "interactive") and r.status == 200]
         return {
@@ -133,8 +134,8 @@ class Phase:
             "predict_503": stats([r for r in self.records if r.kind in ("batch", "interactive") and r.status == 503]),
             "by_kind": {k: stats([r for r in self.records if r.kind == k]) for k in dict.fromkeys(r.kind for r in self.records)},
             "status_5xx_not_503": dict(Counter(str(r.status) for r in self.records if r.status >= 500 and r.status != 503)),
-            "worker_rss_kb": {"start": self.rss_start_kb, "after_first_predict": self.rss_after_first_predict_kb, "end": self.rss_end_kb,
-                              "growth": self.rss_end_kb - self.rss_start_kb},
+            "worker_rss_kb": {"start": self.rss_start_kb, "after_first_predict": self.rss_after_first_predict_kb,
+                              "end": self.rss_end_kb, "growth": self.rss_end_kb - self.rss_start_kb},
         }
 
 
@@ -227,7 +228,8 @@ def load_run(tmp_path_factory: pytest.TempPathFactory, fault_server: FaultServer
         g.kill()
     first, repeat = phases["in_capacity"], phases["in_capacity_repeat"]
     report = {
-        "config": {"workers": 1, "threads": 2, "max_inflight": MAX_INFLIGHT, "interactive_lane": 1, "client_timeout_s": CLIENT_TIMEOUT,
+        "config": {"workers": 1, "threads": 2, "max_inflight": MAX_INFLIGHT, "interactive_lane": 1,
+                   "client_timeout_s": CLIENT_TIMEOUT,
                    "engine": metrics0.get("engine")},
         "startup_s": round(startup_s, 2),
         "phases": {k: p.summary() for k, p in phases.items()},
