@@ -94,6 +94,7 @@ ENV_DOCS: dict[str, tuple[str, str]] = {
     "CAMCUT_MIN_CORRECTIONS": ("3", "corrections of a class needed before its threshold is re-chosen"),
     "CAMCUT_ADAPT_THRESHOLDS": ("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "candidate t values scored against corrections"),
     "CAMCUT_MAX_INFLIGHT": ("0", "most batch /predict requests one worker runs at once, plus one slot kept for interactive calls; more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
+    "CAMCUT_CUT_THREADS": ("0", "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available"),
     "CAMCUT_WEBHOOK_SYNC": ("0", "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
 }
 
@@ -156,6 +157,7 @@ class Settings:
     adapt_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     webhook_sync: bool = False
     max_inflight: int = 1
+    cut_threads: int = 1
     log_level: str = "INFO"
 
     @classmethod
@@ -194,6 +196,7 @@ class Settings:
             adapt_thresholds=ts,
             webhook_sync=_get(env, "CAMCUT_WEBHOOK_SYNC").lower() in ("1", "true", "yes", "on"),
             max_inflight=_int(env, "CAMCUT_MAX_INFLIGHT", 0) or max(1, _int(env, "THREADS", 1) - 1),
+            cut_threads=_int(env, "CAMCUT_CUT_THREADS", 0) or len(os.sched_getaffinity(0)),
             log_level=level,
         )
 

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ import numpy as np
 from label_studio_sdk.converter.brush import decode_rle, mask2rle
 from label_studio_sdk.label_interface import LabelInterface
 
-from model import Box, BoxError, CamNet, ImageError, Seeds, Segmenter, Technique, UnknownClassError, decode_image
+from model import Box, BoxError, BoxPrompt, CamNet, ImageError, Seeds, Segmenter, Technique, UnknownClassError, decode_image
 from model import adapt
 from model import voc as voc_module
 from model.engine import CnnOutput, EngineConfig, get_config
@@ -242,7 +243,10 @@ class CamCutModel:
         return {"model_version": self.model_version(project)}
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict(self, tasks: list[Any], project: str, label_config: str, context: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    def predict(self, tasks: list[Any], project: str, label_config: str, context: Mapping[str, Any] | None,
+                timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+        """One prediction per task, in order. ``timings``, if given, receives the seconds spent
+        downloading images ("download"), which the HTTP layer reports in Server-Timing."""
         schema = parse_schema(label_config)
         adapted = self.adapted(project)
         version = self.model_version(project, adapted)
@@ -253,7 +257,7 @@ class CamCutModel:
             try:
                 if not isinstance(task, dict):
                     raise TaskError(f"a task must be a JSON object, got {type(task).__name__}")
-                outcome = self._predict_task(task, schema, adapted, context if interactive else None)
+                outcome = self._predict_task(task, schema, adapted, context if interactive else None, timings)
             except (TaskError, FetchError, ImageError, BoxError, SchemaError, UnknownClassError, ValueError) as exc:
                 msg = redact(str(exc), self.secrets)
                 log.warning("task %s: %s", task_id, msg)
@@ -304,7 +308,7 @@ class CamCutModel:
             "meta": {"technique": r.technique.label, "voc_class": r.voc_class, **({"fallback": r.fallback} if r.fallback else {})},
         }
 
-    def load_image(self, task: Mapping[str, Any], schema: Schema) -> np.ndarray:
+    def load_image(self, task: Mapping[str, Any], schema: Schema, timings: dict[str, float] | None = None) -> np.ndarray:
         data = task.get("data")
         if not isinstance(data, dict):
             raise TaskError("the task has no 'data' object")
@@ -314,21 +318,24 @@ class CamCutModel:
         if not isinstance(ref, str):
             raise TaskError(f"the task's {schema.value_key!r} must be a URL string, got {type(ref).__name__}")
         task_id = task.get("id") if isinstance(task.get("id"), int) else None
+        t0 = time.perf_counter()
         fetched = self.fetcher.fetch(ref, task_id)
+        if timings is not None:
+            timings["download"] = timings.get("download", 0.0) + time.perf_counter() - t0
         try:
             return decode_image(fetched.data, max_pixels=self.settings.max_pixels)
         except ImageError as exc:
             raise ImageError(f"{exc} (from {fetched.url})") from None
 
     def _predict_task(self, task: dict[str, Any], schema: Schema, adapted: Mapping[tuple[str, str], tuple[Technique, float, int]],
-                      context: Mapping[str, Any] | None) -> TaskOutcome:
-        seg = Segmenter(self.config, net=self.net)
+                      context: Mapping[str, Any] | None, timings: dict[str, float] | None = None) -> TaskOutcome:
+        seg = Segmenter(self.config, net=self.net, threads=self.settings.cut_threads)
         key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
         cached = self._images.get(key)
         if cached is not None:  # the annotator's next prompt on the same image: no download, no CNN
             seg.set_image(cached[0], cnn=cached[1])
         else:
-            cnn = seg.set_image(self.load_image(task, schema))
+            cnn = seg.set_image(self.load_image(task, schema, timings))
             self._images.put(key, (seg.image, cnn))
         h, w = seg.image.shape[:2]
         out = TaskOutcome()
@@ -339,8 +346,7 @@ class CamCutModel:
         boxes = self._task_boxes(task, schema)
         if boxes:
             out.mode = "boxes"
-            for label, pct in boxes:
-                self._box_region(seg, label, self._to_px(pct, w, h), adapted, schema, out)
+            self._box_regions(seg, [(label, self._to_px(pct, w, h)) for label, pct in boxes], adapted, schema, out)
             return out
         tags = self._task_tags(task, schema)
         if tags:
@@ -378,22 +384,28 @@ class CamCutModel:
             out.warnings.append(f"label {label!r} is not one of the BrushLabels labels; the mask keeps it")
         return label
 
-    def _box_region(self, seg: Segmenter, label: str, px: tuple[float, float, float, float],
-                    adapted: Mapping[tuple[str, str], tuple[Technique, float, int]], schema: Schema, out: TaskOutcome,
-                    seeds: Seeds | None = None) -> None:
-        cls = self.labels.resolve(label) if label else None
-        if cls is None:
-            tech = Technique("grabcut")
-            out.warnings.append(f"label {label!r} has no engine class: naked GrabCut from its box")
-        else:
-            tech = self.technique_for(adapted, "box", cls)
-        try:
-            res = seg.segment_box(Box(*px), cls, tech, seeds, quality=True)
-        except BoxError as exc:
-            out.warnings.append(f"box of {label!r} skipped: {exc}")
-            return
-        out.regions.append(Region(self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0],
-                                  cls, "box", res.mask, tech, res.score, px, res.fallback))
+    def _box_regions(self, seg: Segmenter, boxes: list[tuple[str, tuple[float, float, float, float]]],
+                     adapted: Mapping[tuple[str, str], tuple[Technique, float, int]], schema: Schema, out: TaskOutcome,
+                     seeds: Seeds | None = None) -> None:
+        """One mask per (label, pixel box); the engine runs the boxes concurrently."""
+        prompts, classes = [], []
+        for label, px in boxes:
+            cls = self.labels.resolve(label) if label else None
+            if cls is None:
+                tech = Technique("grabcut")
+                out.warnings.append(f"label {label!r} has no engine class: naked GrabCut from its box")
+            else:
+                tech = self.technique_for(adapted, "box", cls)
+            prompts.append(BoxPrompt(Box(*px), cls, tech, seeds))
+            classes.append(cls)
+        for (label, px), cls, prompt, res in zip(boxes, classes, prompts, seg.segment_boxes(prompts, quality=True)):
+            if isinstance(res, BoxError):
+                out.warnings.append(f"box of {label!r} skipped: {res}")
+                continue
+            if isinstance(res, Exception):
+                raise res
+            out.regions.append(Region(self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0],
+                                      cls, "box", res.mask, prompt.technique, res.score, px, res.fallback))
 
     def _class_region(self, seg: Segmenter, label: str, cls: str, adapted: Mapping[tuple[str, str], tuple[Technique, float, int]],
                       out: TaskOutcome, score: float | None = None) -> None:
@@ -533,8 +545,7 @@ class CamCutModel:
                     label = label or str(labs[0])
         seeds = Seeds(tuple(pos_pts), tuple(neg_pts), pos_mask if pos_mask.any() else None, neg_mask if neg_mask.any() else None)
         if boxes:
-            for lab, pct in boxes:
-                self._box_region(seg, lab or label, self._to_px(pct, w, h), adapted, schema, out, seeds)
+            self._box_regions(seg, [(lab or label, self._to_px(pct, w, h)) for lab, pct in boxes], adapted, schema, out, seeds)
             return
         if seeds.is_empty():
             raise TaskError("the interactive context has no rectangle, keypoint or brush stroke on the image")

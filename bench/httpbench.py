@@ -197,8 +197,16 @@ class Client:
         self.session.trust_env = False
         self.task_ids = itertools.count(1)
         self.requests = 0
+        self.last_overhead = 0.0
 
     def predict(self, mode: str, im: BenchImage) -> float:
+        """Latency of one /predict in seconds; ``last_overhead`` gets what HTTP added to it.
+
+        The overhead is measured within the same request, so machine noise cannot turn it
+        negative: client latency minus the server's own compute (its Server-Timing ``predict``
+        minus ``download``). It is what the HTTP path adds over the in-process one: the
+        request and response, JSON, Flask, and the image download from Label Studio.
+        """
         body, expected = make_request(mode, im, next(self.task_ids))
         t0 = time.perf_counter()
         r = self.session.post(self.server.url + "/predict", json=body, timeout=600)
@@ -207,6 +215,10 @@ class Client:
         self.requests += 1
         if r.status_code != 200:
             raise RuntimeError(f"/predict {mode} {im.image_id}: HTTP {r.status_code}: {content[:300]!r}")
+        timing = parse_server_timing(r.headers.get("Server-Timing", ""))
+        if "predict" not in timing:
+            raise RuntimeError(f"/predict {mode} {im.image_id}: no Server-Timing predict in the answer")
+        self.last_overhead = dt - (timing["predict"] - timing.get("download", 0.0)) / 1000.0
         res = r.json()["results"][0]
         n = len(res.get("result") or [])
         if res.get("error") or (expected >= 0 and n != expected) or n == 0:
@@ -215,6 +227,17 @@ class Client:
 
     def close(self) -> None:
         self.session.close()
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """{name: dur in ms} from a W3C Server-Timing header ('a;dur=1.5, b;dur=2')."""
+    out = {}
+    for metric in header.split(","):
+        name, *params = [p.strip() for p in metric.split(";")]
+        for p in params:
+            if p.startswith("dur="):
+                out[name] = float(p[4:])
+    return out
 
 
 def usable(mode: str, images: list[BenchImage]) -> list[BenchImage]:
@@ -242,18 +265,22 @@ def run_http(config: str, images: list[BenchImage], repeat: int, ls: StaticImage
                     cl.predict(mode, im)
                     after_request()
             rounds: dict[str, list[list[float]]] = {m: [] for m in HTTP_MODES}
+            overheads: dict[str, list[list[float]]] = {m: [] for m in HTTP_MODES}
             c0 = srv.counters()
             for r in range(repeat):
                 t0 = time.perf_counter()
                 for mode in HTTP_MODES:
-                    samples = []
+                    samples, extra = [], []
                     for im in usable(mode, images):
                         samples.append(cl.predict(mode, im))
+                        extra.append(cl.last_overhead)
                         after_request()
                     rounds[mode].append(samples)
+                    overheads[mode].append(extra)
                 log(f"  http round {r + 1}/{repeat} {config}: {time.perf_counter() - t0:.1f} s")
             for mode in HTTP_MODES:
                 out[mode] = summarize(rounds[mode])
+                out[f"{mode}_overhead"] = summarize(overheads[mode])
             c1 = srv.counters()
             n_req = c1["predict_requests"] - c0["predict_requests"]
             if n_req > 0:  # the app's own time in CamCutModel.predict (download included), for comparison

@@ -1,4 +1,4 @@
-"""Section 1: in-process latency, one process, torch threads = all cores.
+"""Section 1: in-process latency, one process, torch threads and GrabCut threads = all cores.
 
 Every timed call starts from the JPEG bytes where the mode implies a new image and ends with
 the brush RLE of every mask (``backend.model.mask_to_rle``, the SDK's encoder), i.e. what the
@@ -82,7 +82,7 @@ def run_inprocess(configs: list[str], images: list[BenchImage], repeat: int, war
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
     net = CamNet()
-    segs = {c: Segmenter(get_config(c), net=net) for c in configs}
+    segs = {c: Segmenter(get_config(c), net=net, threads=n) for c in configs}
     usable = {m: [im for im in images if (im.classes if m == "tag" else im.objects)] for m in MODES}
     for c in configs:
         for m in MODES:

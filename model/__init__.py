@@ -3,7 +3,7 @@
 The evaluator (``evaluator``) and the Label Studio backend (``backend``) both call this API.
 """
 
-from .engine import REFERENCE, Box, BoxError, CamNet, ClassScore, CnnOutput, EngineConfig, MaskResult, Seeds, Segmenter
+from .engine import REFERENCE, Box, BoxError, BoxPrompt, CamNet, ClassScore, CnnOutput, EngineConfig, MaskResult, Seeds, Segmenter
 from .image import ImageError, decode_image, to_rgb_uint8
 from .squeezenet import WeightsError
 from .techniques import Technique, ThresholdError, Thresholds, digitize
@@ -13,6 +13,7 @@ __all__ = [
     "REFERENCE",
     "Box",
     "BoxError",
+    "BoxPrompt",
     "CamNet",
     "ClassScore",
     "CnnOutput",

@@ -271,3 +271,18 @@ def test_second_prompt_on_the_same_image_reuses_image_and_cnn(client: Any, monke
         first, second = (pred, second) if k == 0 else (first, pred)
     assert calls == {"load": 1, "cnn": 1}
     assert first["result"][0]["value"]["rle"] != second["result"][0]["value"]["rle"]  # two prompts, two masks
+
+
+def test_server_timing_splits_compute_and_download(client: Any) -> None:
+    """The benchmark's HTTP overhead rests on this header: predict covers the download."""
+    from bench.httpbench import parse_server_timing
+
+    w, h = image_size(DOG)
+    body = {"tasks": [{"id": 12, "data": {"image": f"/data/upload/1/{DOG}.jpg"},
+                       "predictions": [{"result": [rect(n, b, w, h, f"r{i}") for i, (n, b) in enumerate(voc_boxes(DOG))]}]}],
+            "project": "7.1700000000", "label_config": LABEL_CONFIG}
+    r = client.post("/predict", json=body)
+    assert r.status_code == 200
+    t = parse_server_timing(r.headers["Server-Timing"])
+    assert set(t) == {"predict", "download"}
+    assert 0 < t["download"] < t["predict"]  # the image came from the fake Label Studio, then 2 masks were made
