@@ -351,23 +351,27 @@ class CamCutModel:
         tags = self._task_tags(task, schema)
         if tags:
             out.mode = "tags"
+            wanted = []
             for tag in tags:
                 cls = self.labels.resolve(tag)
                 if cls is None:
                     out.warnings.append(f"tag {tag!r} has no engine class and no box: no mask made for it")
                     continue
-                self._class_region(seg, self._brush_label(tag, cls, schema, out), cls, adapted, out)
+                wanted.append((self._brush_label(tag, cls, schema, out), cls, None))
+            self._class_regions(seg, wanted, adapted, out)
             return out
         out.mode = "guess"
         guesses = seg.predict_classes(self.settings.min_class_probability, self.settings.max_classes)
         if not guesses:
             out.warnings.append(f"no class reached probability {self.settings.min_class_probability:g}: nothing to segment")
+        wanted = []
         for g in guesses:
             label = self.labels.brush_label_for(g.voc_class, list(schema.brush_labels))
             if label is None:
                 out.warnings.append(f"the CNN sees {g.voc_class!r} (p={g.probability:.2f}) but BrushLabels has no label for it")
                 continue
-            self._class_region(seg, label, g.voc_class, adapted, out, score=g.probability)
+            wanted.append((label, g.voc_class, g.probability))
+        self._class_regions(seg, wanted, adapted, out)
         return out
 
     # -- prompts ------------------------------------------------------------------------------
@@ -407,14 +411,20 @@ class CamCutModel:
             out.regions.append(Region(self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0],
                                       cls, "box", res.mask, prompt.technique, res.score, px, res.fallback))
 
-    def _class_region(self, seg: Segmenter, label: str, cls: str, adapted: Mapping[tuple[str, str], tuple[Technique, float, int]],
-                      out: TaskOutcome, score: float | None = None) -> None:
-        tech = self.technique_for(adapted, "class", cls)
-        res = seg.segment_class(cls, tech, quality=score is None)
-        if not res.mask.any():
-            out.warnings.append(f"class {cls!r}: empty mask ({res.fallback or 'no foreground'})")
-            return
-        out.regions.append(Region(label, cls, "class", res.mask, tech, res.score if score is None else score, None, res.fallback))
+    def _class_regions(self, seg: Segmenter, wanted: list[tuple[str, str, float | None]],
+                       adapted: Mapping[tuple[str, str], tuple[Technique, float, int]], out: TaskOutcome) -> None:
+        """One mask per (label, class, given score); a given score (the CNN's probability of a
+        guessed class) replaces the second opinion. The engine runs the classes concurrently."""
+        techs = [self.technique_for(adapted, "class", cls) for _, cls, _ in wanted]
+        quality = any(score is None for _, _, score in wanted)
+        results = seg.segment_classes([(cls, t) for (_, cls, _), t in zip(wanted, techs)], quality=quality)
+        for (label, cls, score), tech, res in zip(wanted, techs, results):
+            if isinstance(res, Exception):
+                raise res
+            if not res.mask.any():
+                out.warnings.append(f"class {cls!r}: empty mask ({res.fallback or 'no foreground'})")
+                continue
+            out.regions.append(Region(label, cls, "class", res.mask, tech, res.score if score is None else score, None, res.fallback))
 
     @staticmethod
     def _results_of(task: Mapping[str, Any]) -> list[list[dict[str, Any]]]:

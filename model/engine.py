@@ -554,21 +554,32 @@ class Segmenter:
 
         ``quality=True``: the score is the second-opinion agreement (one more GrabCut).
         """
-        tech = technique or self.config.class_technique
-        alt = self._second_opinion(tech, True, task="class") if quality else None
-        jobs: list[Callable[[], MaskResult]] = [lambda: self._segment_class(voc_class, tech)]
-        if alt is not None:
-            jobs.append(lambda: self._segment_class(voc_class, alt, score=True))
-        done = self._run(jobs)
-        res = done[0]
+        res = self.segment_classes([(voc_class, technique)], quality)[0]
         if isinstance(res, Exception):
             raise res
-        if alt is not None and res.fallback != "no_cam":
-            alt_res = done[1]
-            if isinstance(alt_res, Exception):
-                raise alt_res
-            res.score = mask_iou(res.mask, alt_res.mask)
         return res
+
+    def segment_classes(self, prompts: Sequence[tuple[str, Technique | None]], quality: bool = False) -> list[MaskResult | Exception]:
+        """Masks of several (class, technique) pairs, run concurrently with ``threads`` > 1; one
+        entry per prompt, its MaskResult or the exception it raised (see segment_boxes)."""
+        jobs: list[Callable[[], MaskResult]] = [lambda p=p: self._segment_class(p[0], p[1]) for p in prompts]
+        second: list[int | None] = []
+        for cls, tech in prompts:
+            alt = self._second_opinion(tech or self.config.class_technique, True, task="class") if quality else None
+            second.append(None if alt is None else len(jobs))
+            if alt is not None:
+                jobs.append(lambda cls=cls, alt=alt: self._segment_class(cls, alt, score=True))
+        done = self._run(jobs)
+        out: list[MaskResult | Exception] = []
+        for i, res in enumerate(done[: len(prompts)]):
+            j = second[i]
+            if isinstance(res, MaskResult) and j is not None and res.fallback != "no_cam":
+                alt_res = done[j]
+                if isinstance(alt_res, Exception):
+                    raise alt_res  # the same class succeeded with the main technique: a bug, not bad input
+                res.score = mask_iou(res.mask, alt_res.mask)
+            out.append(res)
+        return out
 
     def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False) -> MaskResult:
         tech = technique or self.config.class_technique

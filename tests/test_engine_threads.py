@@ -58,6 +58,16 @@ def test_threaded_class_mask_equals_serial(pair) -> None:  # type: ignore[no-unt
     assert np.array_equal(a.mask, b.mask) and a.score == b.score and a.mask.any()
 
 
+def test_threaded_classes_equal_serial_and_fail_alone(pair) -> None:  # type: ignore[no-untyped-def]
+    serial, threaded, _ = pair
+    prompts = [("dog", None), ("unicorn", None), ("chair", None)]
+    a, b = serial.segment_classes(prompts, quality=True), threaded.segment_classes(prompts, quality=True)
+    assert isinstance(a[1], ValueError) and isinstance(b[1], ValueError)
+    for x, y in ((a[0], b[0]), (a[2], b[2])):
+        assert not isinstance(x, Exception) and not isinstance(y, Exception)
+        assert np.array_equal(x.mask, y.mask) and x.score == y.score
+
+
 def test_threads_must_be_positive(pair) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="threads"):
         Segmenter(get_config("default"), net=pair[0].net, threads=0)

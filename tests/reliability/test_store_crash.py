@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from tests.reliability.conftest import LABEL_CONFIG, ROOT, FaultServer, Gunicorn
