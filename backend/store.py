@@ -78,7 +78,18 @@ class Store:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout=30000")
-            db.execute("PRAGMA journal_mode=WAL")  # persistent: set once per database file
+            # Persistent: set once per database file. Switching needs an exclusive lock, and
+            # SQLite does not call the busy handler for it, so two processes opening a new
+            # file at once get "database is locked" at once: retry within the busy timeout.
+            deadline = time.monotonic() + 30.0
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
             db.execute("BEGIN IMMEDIATE")
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():

@@ -7,7 +7,7 @@ backend does per task minus download, JSON and HTTP. Masks are made with ``quali
 
 * ``box``: decode + set_image + segment_box(box, its class) for every VOC box + RLE of every
   mask; one sample per image.
-* ``tag``: decode + set_image + segment_class(class) for every GT class present + RLE; one
+* ``tag``: decode + set_image + segment_classes(every GT class present) + RLE; one
   sample per image.
 * ``interactive``: the image already set (untimed), one segment_box + RLE; one sample per box
   (every VOC box of every image), as an annotator drawing boxes on an open image.
@@ -47,8 +47,8 @@ def _box(seg: Segmenter, im: BenchImage) -> list[float]:
 def _tag(seg: Segmenter, im: BenchImage) -> list[float]:
     t0 = time.perf_counter()
     seg.set_image(decode_image(im.jpeg))
-    for name in im.classes:
-        mask_to_rle(seg.segment_class(name, quality=True).mask)
+    for res in seg.segment_classes([(name, None) for name in im.classes], quality=True):
+        mask_to_rle(res.mask)  # type: ignore[union-attr]
     return [time.perf_counter() - t0]
 
 

@@ -56,8 +56,8 @@ def rank_scores(voc_root: str, config_name: str = "default", split: str = "train
             boxes.quality.append(q.score)
             boxes.cam.append(cheap.score)
         for name in s.classes_present():
-            q = seg.segment_class(name, quality=True)
-            cheap = seg.segment_class(name)
+            q = seg.segment_class(name, quality=True, others=s.classes_present())
+            cheap = seg.segment_class(name, others=s.classes_present())
             tags.iou.append(mask_iou(q.mask & v, (s.class_mask == voc.voc_index(name)) & v))
             tags.quality.append(q.score)
             tags.cam.append(cheap.score)

@@ -120,7 +120,7 @@ def evaluate_sample(seg: Segmenter, sample: VocSample, tasks: Iterable[str], tec
             else:
                 best = np.zeros(sample.class_mask.shape, np.float32)
                 for name in sample.classes_present():
-                    r = seg.segment_class(name, tech)
+                    r = seg.segment_class(name, tech, others=sample.classes_present())
                     ci = voc.voc_index(name) - 1
                     counts.add(ci, r.mask, sample.class_mask == ci + 1, valid)
                     # A pixel claimed by several classes goes to the one with the highest CAM.

@@ -125,6 +125,14 @@ class BoxPrompt:
     seeds: Seeds | None = None
 
 
+def _known(voc_class: object) -> bool:
+    try:
+        voc.voc_index(voc_class)  # type: ignore[arg-type]
+    except voc.UnknownClassError:
+        return False
+    return True
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -175,6 +183,14 @@ class EngineConfig:
     # grabcut_max_side). The score only ranks masks, and at 96 px it ranks them almost as well
     # as at full size (Spearman 0.449 vs 0.461 on 273 VOC boxes) for a quarter of the cost.
     score_max_side: int | None = None
+    # Tags: the other classes tagged on the image compete for pixels. A pixel where another
+    # tagged class's (raw) CAM is higher cannot be foreground of this one (it becomes probable
+    # background), since a pixel has one class. The report segments each tag on its own (False).
+    class_exclusive: bool = False
+    # Tags: GrabCut window = the bounding box of the digitized CAM's foreground grown by this
+    # fraction of its size on each side (None: the whole image, the report). As for boxes, a
+    # local window gives GrabCut a background model of the object's surroundings.
+    class_window_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.box_cam not in ("image", "crop", "crop_agnostic"):
@@ -185,8 +201,10 @@ class EngineConfig:
             raise ValueError("grabcut_iterations must be >= 1")
         if self.cnn_max_side is not None and self.cnn_max_side < 32:
             raise ValueError("cnn_max_side must be >= 32 or None")
-        if self.crop_margin is not None and self.crop_margin < 0:
-            raise ValueError("crop_margin must be >= 0 or None")
+        for name in ("crop_margin", "class_window_margin"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} must be >= 0 or None")
         for name in ("grabcut_max_side", "class_grabcut_max_side", "score_max_side"):
             v = getattr(self, name)
             if v is not None and v < 16:
@@ -197,7 +215,7 @@ class EngineConfig:
         return (
             f"{self.name}:cnn={self.cnn_max_side or 'full'}:norm={self.cam_norm}:it={self.grabcut_iterations}"
             f":crop={self.crop_margin}:gc={self.grabcut_max_side or 'full'}/{self.class_grabcut_max_side or 'full'}:boxcam={self.box_cam}@{self.box_cnn_side}"
-            f":score={self.score_max_side or 'gc'}"
+            f":score={self.score_max_side or 'gc'}:excl={int(self.class_exclusive)}:cwin={self.class_window_margin}"
             f":box={self.box_technique.label}:class={self.class_technique.label}"
         ).replace(" ", "")
 
@@ -205,17 +223,28 @@ class EngineConfig:
 REFERENCE = EngineConfig()
 
 # Named configurations, selectable by name in the evaluator, the CLI and the backend.
-# "default": the configuration the backend serves. It keeps the report's F PF technique but
-# normalises the CAM over the box (a box says an object is there, so its own peak is the
-# object's), runs GrabCut in a window of 5% around the box at <= 200 px and the CNN at
-# <= 320 px. On the 205 VOC images that is 71.6 object mIoU (F PF 0.7) against the
-# reference's 71.0 (F PF 0.6); CNN sizes 320..full changed it by < 0.6 (README "Speed").
+# "default": the configuration the backend serves (README "Results" and "Speed" give the
+# measurements behind each choice). It keeps the report's techniques (F PF for boxes, PF PB
+# for tags) and changes how they run:
+# * the CNN at <= 320 px (CNN sizes 320..full changed object mIoU by < 0.6);
+# * the box CAM normalised over the box: a box says an object is there, so its own peak is
+#   the object's;
+# * box GrabCut in a window of 5% around the box at <= 160 px;
+# * tag GrabCut at <= 300 px: tags lose far more than boxes at low resolution (PF PB 0.3,
+#   whole image: 24.6 at 160 px, 30.3 at 300, 30.2 at full size);
+# * the image's tags compete for pixels (class_exclusive), and a tag's GrabCut runs in a
+#   window 25% larger than its CAM's foreground (class_window_margin);
+# * the second-opinion score at 96 px.
 DEFAULT = EngineConfig(
     name="default",
     cnn_max_side=320,
     cam_norm="box",
     crop_margin=0.05,
-    grabcut_max_side=200,
+    grabcut_max_side=160,
+    class_grabcut_max_side=300,
+    score_max_side=96,
+    class_exclusive=True,
+    class_window_margin=0.25,
     box_technique=Technique("fpf", 0.7),
     class_technique=Technique("pfpb", 0.3),
 )
@@ -549,26 +578,35 @@ class Segmenter:
         return normalise(full, box)
 
     # -- class task --------------------------------------------------------------------------
-    def segment_class(self, voc_class: str, technique: Technique | None = None, quality: bool = False) -> MaskResult:
+    def segment_class(self, voc_class: str, technique: Technique | None = None, quality: bool = False,
+                      others: Sequence[str] = ()) -> MaskResult:
         """Binary mask of every region of ``voc_class`` in the image, from the CAM alone.
 
         ``quality=True``: the score is the second-opinion agreement (one more GrabCut).
+        ``others``: the image's other tags; they compete for pixels when config.class_exclusive.
         """
-        res = self.segment_classes([(voc_class, technique)], quality)[0]
+        res = self.segment_classes([(voc_class, technique)], quality, others)[0]
         if isinstance(res, Exception):
             raise res
         return res
 
-    def segment_classes(self, prompts: Sequence[tuple[str, Technique | None]], quality: bool = False) -> list[MaskResult | Exception]:
+    def segment_classes(self, prompts: Sequence[tuple[str, Technique | None]], quality: bool = False,
+                        others: Sequence[str] = ()) -> list[MaskResult | Exception]:
         """Masks of several (class, technique) pairs, run concurrently with ``threads`` > 1; one
-        entry per prompt, its MaskResult or the exception it raised (see segment_boxes)."""
-        jobs: list[Callable[[], MaskResult]] = [lambda p=p: self._segment_class(p[0], p[1]) for p in prompts]
+        entry per prompt, its MaskResult or the exception it raised (see segment_boxes).
+
+        The image's tags are the prompts' classes plus ``others``; each class competes with the
+        rest of them when config.class_exclusive.
+        """
+        tags = tuple(dict.fromkeys(c for c in [c for c, _ in prompts] + list(others) if _known(c)))
+        rivals = {c: tuple(o for o in tags if o != c) for c in tags}
+        jobs: list[Callable[[], MaskResult]] = [lambda p=p: self._segment_class(p[0], p[1], rivals=rivals.get(p[0], ())) for p in prompts]
         second: list[int | None] = []
         for cls, tech in prompts:
             alt = self._second_opinion(tech or self.config.class_technique, True, task="class") if quality else None
             second.append(None if alt is None else len(jobs))
             if alt is not None:
-                jobs.append(lambda cls=cls, alt=alt: self._segment_class(cls, alt, score=True))
+                jobs.append(lambda cls=cls, alt=alt: self._segment_class(cls, alt, score=True, rivals=rivals.get(cls, ())))
         done = self._run(jobs)
         out: list[MaskResult | Exception] = []
         for i, res in enumerate(done[: len(prompts)]):
@@ -581,7 +619,8 @@ class Segmenter:
             out.append(res)
         return out
 
-    def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False) -> MaskResult:
+    def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False,
+                       rivals: Sequence[str] = ()) -> MaskResult:
         tech = technique or self.config.class_technique
         if tech.kind == "grabcut":
             raise ValueError("naked GrabCut needs a box; the class task uses 'cam' or a GrabCut-CAM variant")
@@ -591,13 +630,20 @@ class Segmenter:
         if not evidence:
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
         init = digitize(cam, tech.thresholds)  # type: ignore[arg-type]
+        if self.config.class_exclusive and rivals:
+            raw = self.raw_class_cam(voc_class)
+            lost = np.zeros(raw.shape, bool)
+            for other in rivals:
+                if other != voc_class and voc.imagenet_members(other):
+                    lost |= self.raw_class_cam(other) > raw
+            init[lost & foreground(init)] = GC_PR_BGD
         if tech.kind == "cam":
             m = foreground(init)
             return MaskResult(m, tech, self._score(m, cam))
         if not has_both_sides(init):
             m = foreground(init)
             return MaskResult(m, tech, self._score(m, cam), "no_background")
-        m, fallback = self._cut(init, None, self._side("class", score))
+        m, fallback = self._cut(init, self._class_window(init), self._side("class", score))
         return MaskResult(m, tech, self._score(m, cam), fallback)
 
     # -- interactive clicks / strokes without a box ----------------------------------------------
@@ -657,6 +703,20 @@ class Segmenter:
         if m is None:
             return None
         h, w = self.image.shape[:2]
+        mx = max(CROP_MIN_PX, int(round(m * (x1 - x0))))
+        my = max(CROP_MIN_PX, int(round(m * (y1 - y0))))
+        return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+
+    def _class_window(self, init: np.ndarray) -> tuple[int, int, int, int] | None:
+        """GrabCut window of a tag (None = whole image), per ``config.class_window_margin``."""
+        m = self.config.class_window_margin
+        if m is None:
+            return None
+        ys, xs = np.nonzero(foreground(init))
+        if not len(ys):
+            return None
+        h, w = init.shape
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
         mx = max(CROP_MIN_PX, int(round(m * (x1 - x0))))
         my = max(CROP_MIN_PX, int(round(m * (y1 - y0))))
         return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,11 @@ def test_box_quality_is_agreement_with_naked_grabcut(seg):
     obj = s.objects[0]
     res = seg.segment_box(obj.box, obj.name, quality=True)
     plain = seg.segment_box(obj.box, obj.name)
-    other = seg.segment_box(obj.box, obj.name, Technique("grabcut"))
+    # the second opinion runs at the config's score resolution
+    low = Segmenter(dataclasses.replace(seg.config, grabcut_max_side=seg.config.score_max_side), net=seg.net)
+    low.set_image(s.image, seg.cnn)
+    other = low.segment_box(obj.box, obj.name, Technique("grabcut"))
+    assert seg.config.score_max_side == 96 and seg.config.grabcut_max_side == 160
     assert np.array_equal(res.mask, plain.mask)  # quality never changes the mask
     assert res.score == pytest.approx(mask_iou(plain.mask, other.mask))
     assert plain.score != res.score  # the cheap score is a different quantity
@@ -47,7 +52,9 @@ def test_class_quality_is_agreement_with_fpb(seg):
     s = VocDataset(VOC).load("2007_000063")
     seg.set_image(s.image)
     res = seg.segment_class("dog", quality=True)
-    other = seg.segment_class("dog", Technique("fpb", 0.5))
+    low = Segmenter(dataclasses.replace(seg.config, class_grabcut_max_side=seg.config.score_max_side), net=seg.net)
+    low.set_image(s.image, seg.cnn)
+    other = low.segment_class("dog", Technique("fpb", 0.5))
     assert res.score == pytest.approx(mask_iou(res.mask, other.mask))
 
 
