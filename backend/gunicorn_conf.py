@@ -19,3 +19,25 @@ accesslog = "-"
 errorlog = "-"
 # no query strings in the access log: they may carry token= parameters
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
+
+
+def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+    """Cap glibc's malloc arenas in each worker before its threads start.
+
+    glibc gives every thread that allocates its own arena (up to 8 per core), and the request
+    threads plus the engine's GrabCut threads each keep freed memory in theirs: worker RSS
+    crept up by about 20 MB over 1,000 predictions. Two arenas keep it flat (measured in
+    process: 360 MB and creeping with the default, 337 MB flat with 2). There is no Python API
+    for this, hence ctypes; M_ARENA_MAX is -8 in glibc's malloc.h. MALLOC_ARENA_MAX in the
+    environment, if set, wins.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, 2)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to cap
+        pass

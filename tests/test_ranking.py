@@ -42,7 +42,7 @@ def test_box_quality_is_agreement_with_naked_grabcut(seg):
     low = Segmenter(dataclasses.replace(seg.config, grabcut_max_side=seg.config.score_max_side), net=seg.net)
     low.set_image(s.image, seg.cnn)
     other = low.segment_box(obj.box, obj.name, Technique("grabcut"))
-    assert seg.config.score_max_side == 96 and seg.config.grabcut_max_side == 160
+    assert seg.config.score_max_side < seg.config.grabcut_max_side  # a cheaper, different cut
     assert np.array_equal(res.mask, plain.mask)  # quality never changes the mask
     assert res.score == pytest.approx(mask_iou(plain.mask, other.mask))
     assert plain.score != res.score  # the cheap score is a different quantity
