@@ -78,7 +78,7 @@ ENV_DOCS: dict[str, tuple[str, str]] = {
     "BASIC_AUTH_USER": ("", "if set (with BASIC_AUTH_PASS), every endpoint but / and /health needs HTTP basic auth"),
     "BASIC_AUTH_PASS": ("", "basic auth password"),
     "MODEL_DIR": ("./model_dir", "writable directory for the SQLite statistics and per-task prediction records"),
-    "CAMCUT_CONFIG": ("default", "engine configuration: default (fast, see README Results) or reference (the report's pipeline)"),
+    "CAMCUT_CONFIG": ("default", "engine configuration: default (fast, see README Results), quality (slower, better boxes) or reference (the report's pipeline)"),
     "CAMCUT_BOX_TECHNIQUE": ("", "technique for boxes, e.g. 'fpf 0.6', 'grabcut'; empty: the engine config's"),
     "CAMCUT_CLASS_TECHNIQUE": ("", "technique for tags / guessed classes, e.g. 'pfpb 0.3'; empty: the engine config's"),
     "CAMCUT_WEIGHTS": ("", "SqueezeNet weights path; empty: the packaged weights"),

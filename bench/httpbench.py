@@ -300,6 +300,11 @@ def run_http(config: str, images: list[BenchImage], repeat: int, ls: StaticImage
                 mem["rss_after_50"] = marks.get(50, mem["series"][0] if mem["series"] else end)["VmRSS"]
                 mem["rss_after_soak"] = end["VmRSS"]
                 mem["rss_growth"] = mem["rss_after_soak"] - mem["rss_after_50"]
+                # A leak grows without end; filling caches and malloc arenas levels off. The
+                # second half of the soak tells the two apart.
+                half = marks.get(50 * max(1, round(cl.requests / 100)))
+                if half is not None:
+                    mem["rss_growth_second_half"] = mem["rss_after_soak"] - half["VmRSS"]
             end = srv.memory()
             mem["requests"] = cl.requests
             mem["rss_end"] = end["VmRSS"]

@@ -44,13 +44,14 @@ def test_parse_server_timing() -> None:
     assert parse_server_timing("") == {}
 
 
-def _fake(box_p50: float, miou: float) -> dict:
+def _fake(box_p50: float, miou: float, late_growth: float = 0.5) -> dict:
     lat = {"p50": box_p50, "p95": 2 * box_p50, "max": 3 * box_p50}
     return {"box": lat, "tag": lat, "interactive": lat, "interactive_cold": lat,
             "http_box": {"p50": box_p50 + 4, "p95": 1.0, "max": 1.0},
             "http_box_overhead": {"p50": 4.0, "p95": 5.0, "max": 6.0},
             "throughput": {"images_per_s": 1000 / box_p50},
-            "memory": {"rss_peak": 400.0, "rss_after_50": 380.0, "rss_after_soak": 390.0, "rss_growth": 10.0},
+            "memory": {"rss_peak": 400.0, "rss_after_50": 380.0, "rss_after_soak": 390.0, "rss_growth": 10.0,
+                       "rss_growth_second_half": late_growth},
             "quality": {"object": {"mIoU": miou}, "class": {"mIoU": 30.0}}}
 
 
@@ -65,12 +66,13 @@ def test_report_ratios_and_targets() -> None:
     assert rows["speedup.box"]["pass"] == {"default": True}
     assert rows["quality.object_miou"]["pass"] == {"default": True}
     assert rows["interactive.p95"]["pass"] == {"default": True}
-    assert rows["memory.rss_growth"]["pass"] == {"default": True}
-    worse = flatten({"reference": _fake(100.0, 60.0), "default": _fake(60.0, 59.0)}, "reference")
+    assert rows["memory.rss_growth_second_half"]["pass"] == {"default": True}  # 0.5 MB: flat
+    worse = flatten({"reference": _fake(100.0, 60.0), "default": _fake(60.0, 59.0, late_growth=8.0)}, "reference")
     rows = {r["key"]: r for r in build_rows(worse, ["reference", "default"], "reference")}
     assert rows["box.p50"]["pass"] == {"default": False}
     assert rows["speedup.box"]["pass"] == {"default": False}
     assert rows["quality.object_miou"]["pass"] == {"default": False}
+    assert rows["memory.rss_growth_second_half"]["pass"] == {"default": False}
     md = markdown(list(rows.values()), ["reference", "default"], "reference")
     assert "FAIL" in md and "default/reference" in md
 
