@@ -325,7 +325,9 @@ def _init_worker(settings: Settings, project: int, label_config: str, overwrite:
 
         from .model import CamCutModel
 
-        _WORKER["model"] = CamCutModel(settings, net=CamNet(settings.weights or None, num_threads=1))
+        # The workers already fill the cores: one GrabCut at a time in each.
+        one_thread = dataclasses.replace(settings, cut_threads=1)
+        _WORKER["model"] = CamCutModel(one_thread, net=CamNet(settings.weights or None, num_threads=1))
         _WORKER["api"] = LabelStudioApi(settings.label_studio_url, settings.label_studio_api_key, settings.download_timeout)
     except Exception as exc:  # reported through every job, so the parent can stop cleanly
         _WORKER["error"] = redact(f"worker start failed: {type(exc).__name__}: {exc}",
