@@ -679,7 +679,7 @@ class CamCutModel:
                 prompt, corrected, kind = adapt.Prompt(cls, Box(*box)), mask, "box"
             elif class_groups.get(cls, [None])[0] == i:
                 corrected = np.logical_or.reduce([items[j][3] for j in class_groups[cls]])
-                prompt, kind = adapt.Prompt(cls), "class"
+                prompt, kind = adapt.Prompt(cls, others=tuple(c for c in class_groups if c != cls)), "class"
             else:
                 continue
             scores = adapt.score_candidates(seg, prompt, corrected, self.candidates(kind))

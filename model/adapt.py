@@ -26,6 +26,7 @@ class Prompt:
 
     voc_class: str
     box: Box | None = None
+    others: tuple[str, ...] = ()  # class prompts: the image's other tags (they compete for pixels)
 
     @property
     def kind(self) -> str:
@@ -67,7 +68,7 @@ def score_candidates(
         if prompt.box is not None:
             res = seg.segment_box(prompt.box, prompt.voc_class, tech)
         else:
-            res = seg.segment_class(prompt.voc_class, tech)
+            res = seg.segment_class(prompt.voc_class, tech, others=prompt.others)
         out[tech] = iou(res.mask, corrected)
     return out
 

@@ -60,3 +60,14 @@ def test_tag_window_keeps_the_mask_near_the_cam(segs) -> None:  # type: ignore[n
     whole = Segmenter(dataclasses.replace(on.config, class_window_margin=None), net=on.net)
     whole.set_image(on.image, on.cnn)
     assert (whole.segment_class("dog", t).mask & outside).any()  # without the window GrabCut does reach out there
+
+
+def test_correction_scoring_uses_the_other_tags(segs) -> None:  # type: ignore[no-untyped-def]
+    """The correction loop re-runs a tag prompt as it was served: with the image's other tags."""
+    from model import adapt
+
+    on, _ = segs
+    t = Technique("cam", 0.3)
+    corrected = on.segment_class("chair", t, others=["dog"]).mask
+    assert adapt.score_candidates(on, adapt.Prompt("chair", others=("dog",)), corrected, [t])[t] == 1.0
+    assert adapt.score_candidates(on, adapt.Prompt("chair"), corrected, [t])[t] < 1.0
