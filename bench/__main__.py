@@ -38,7 +38,7 @@ def _log(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"), help="VOC2012 folder")
-    ap.add_argument("--configs", default="reference,default", help="comma list of engine configurations (model.engine.CONFIGS)")
+    ap.add_argument("--configs", default="reference,default,quality", help="comma list of engine configurations (model.engine.CONFIGS)")
     ap.add_argument("--images", type=int, default=None, help="first N images of the train split (default: all)")
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds over the images (medians are reported)")
     ap.add_argument("--warmup", type=int, default=2, help="images run untimed per mode before timing")
