@@ -30,7 +30,7 @@ from model import CamNet
 
 from .config import ConfigError, Settings
 from .fetch import RedactingFilter, redact
-from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError
+from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError, is_interactive_context
 
 log = logging.getLogger("backend.app")
 OPEN_PATHS = ("/", "/health")
@@ -63,7 +63,7 @@ def _is_interactive(data: dict[str, Any]) -> bool:
     params = data.get("params")
     ctx = (params.get("context") if isinstance(params, dict) else None) or data.get("context")
     tasks = data.get("tasks")
-    return isinstance(tasks, list) and len(tasks) == 1 and isinstance(ctx, dict) and isinstance(ctx.get("result"), list) and bool(ctx["result"])
+    return isinstance(tasks, list) and len(tasks) == 1 and is_interactive_context(ctx)
 
 
 def create_app(settings: Settings | None = None, net: CamNet | None = None, model: CamCutModel | None = None) -> Flask:

@@ -70,6 +70,11 @@ def parse_schema(label_config: str) -> Schema:
     return _parse_schema(label_config)
 
 
+def is_interactive_context(context: Any) -> bool:
+    """LS's interactive pre-annotation context: an object with a non-empty ``result`` list."""
+    return isinstance(context, dict) and isinstance(context.get("result"), list) and bool(context["result"])
+
+
 def _int64(value: Any) -> int | None:
     """An id usable as an SQLite INTEGER (JSON may carry bools, floats or huge integers)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63 else None
@@ -250,7 +255,7 @@ class CamCutModel:
         schema = parse_schema(label_config)
         adapted = self.adapted(project)
         version = self.model_version(project, adapted)
-        interactive = bool(context and isinstance(context.get("result"), list) and context["result"])
+        interactive = is_interactive_context(context)
         out = []
         for task in tasks:
             task_id = task.get("id") if isinstance(task, dict) else None
@@ -392,7 +397,7 @@ class CamCutModel:
                      adapted: Mapping[tuple[str, str], tuple[Technique, float, int]], schema: Schema, out: TaskOutcome,
                      seeds: Seeds | None = None) -> None:
         """One mask per (label, pixel box); the engine runs the boxes concurrently."""
-        prompts, classes = [], []
+        prompts = []
         for label, px in boxes:
             cls = self.labels.resolve(label) if label else None
             if cls is None:
@@ -401,13 +406,13 @@ class CamCutModel:
             else:
                 tech = self.technique_for(adapted, "box", cls)
             prompts.append(BoxPrompt(Box(*px), cls, tech, seeds))
-            classes.append(cls)
-        for (label, px), cls, prompt, res in zip(boxes, classes, prompts, seg.segment_boxes(prompts, quality=True)):
+        for (label, px), prompt, res in zip(boxes, prompts, seg.segment_boxes(prompts, quality=True)):
             if isinstance(res, BoxError):
                 out.warnings.append(f"box of {label!r} skipped: {res}")
                 continue
             if isinstance(res, Exception):
                 raise res
+            cls = prompt.voc_class
             out.regions.append(Region(self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0],
                                       cls, "box", res.mask, prompt.technique, res.score, px, res.fallback))
 

@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from evaluator.dataset import VocDataset  # noqa: E402
-from model.engine import Box  # noqa: E402
+from model.engine import Box, available_cores  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,7 @@ class BenchImage:
 
 
 def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return available_cores()
 
 
 def load_images(voc_root: str | Path, limit: int | None, split: str = "train") -> list[BenchImage]:

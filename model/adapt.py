@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .engine import Box, Segmenter
+from .engine import Box, Segmenter, mask_iou
 from .techniques import Technique
 
 DEFAULT_TS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -39,8 +39,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, bool)
     if a.shape != b.shape:
         raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
+    return mask_iou(a, b)
 
 
 def candidate_techniques(variant: str, ts: Iterable[float] = DEFAULT_TS) -> tuple[Technique, ...]:

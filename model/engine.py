@@ -134,6 +134,13 @@ def _known(voc_class: object) -> bool:
     return True
 
 
+def _grown(x0: int, y0: int, x1: int, y1: int, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """A box grown by ``margin`` of its size on each side (at least CROP_MIN_PX), clipped."""
+    mx = max(CROP_MIN_PX, int(round(margin * (x1 - x0))))
+    my = max(CROP_MIN_PX, int(round(margin * (y1 - y0))))
+    return max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -181,7 +188,7 @@ class EngineConfig:
     box_cam: str = "image"
     box_cnn_side: int = 224
     # Resolution of the second-opinion GrabCut behind ``quality=True`` scores (None: the same as
-    # grabcut_max_side). The score only ranks masks, and at 96 px it ranks them almost as well
+    # the mask's own GrabCut). The score only ranks masks, and at 96 px it ranks them almost as well
     # as at full size (Spearman 0.449 vs 0.461 on 273 VOC boxes) for a quarter of the cost.
     score_max_side: int | None = None
     # Tags: the other classes tagged on the image compete for pixels. A pixel where another
@@ -647,8 +654,8 @@ class Segmenter:
         if self.config.class_exclusive and rivals:
             raw = self.raw_class_cam(voc_class)
             lost = np.zeros(raw.shape, bool)
-            for other in rivals:
-                if other != voc_class and voc.imagenet_members(other):
+            for other in rivals:  # never voc_class itself (segment_classes leaves it out)
+                if voc.imagenet_members(other):
                     lost |= self.raw_class_cam(other) > raw
             init[lost & foreground(init)] = GC_PR_BGD
         if tech.kind == "cam":
@@ -713,13 +720,10 @@ class Segmenter:
 
     def _window(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int] | None:
         """GrabCut window around a box (None = whole image), per ``config.crop_margin``."""
-        m = self.config.crop_margin
-        if m is None:
+        if self.config.crop_margin is None:
             return None
         h, w = self.image.shape[:2]
-        mx = max(CROP_MIN_PX, int(round(m * (x1 - x0))))
-        my = max(CROP_MIN_PX, int(round(m * (y1 - y0))))
-        return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+        return _grown(x0, y0, x1, y1, self.config.crop_margin, w, h)
 
     def _class_window(self, init: np.ndarray) -> tuple[int, int, int, int] | None:
         """GrabCut window of a tag (None = whole image), per ``config.class_window_margin``."""
@@ -730,10 +734,7 @@ class Segmenter:
         if not len(ys):
             return None
         h, w = init.shape
-        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-        mx = max(CROP_MIN_PX, int(round(m * (x1 - x0))))
-        my = max(CROP_MIN_PX, int(round(m * (y1 - y0))))
-        return max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+        return _grown(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, m, w, h)
 
     def _cut(self, init: np.ndarray, window: tuple[int, int, int, int] | None,
              max_side: int | None) -> tuple[np.ndarray, str | None]:
@@ -755,8 +756,7 @@ class Segmenter:
             return out, "no_background"
         img = self.image[wy0:wy1, wx0:wx1]
         sh, sw = sub.shape
-        limit = max_side
-        scale = 1.0 if limit is None else min(1.0, limit / max(sh, sw))
+        scale = 1.0 if max_side is None else min(1.0, max_side / max(sh, sw))
         if scale < 1.0:
             size = (max(1, round(sw * scale)), max(1, round(sh * scale)))
             small_img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
