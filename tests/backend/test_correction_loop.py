@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backend.model import mask_to_rle, rle_to_mask
+from backend.results import mask_to_rle, rle_to_mask
 from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, mask_iou, rect
 from model import adapt
 from model.engine import get_config

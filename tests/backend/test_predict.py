@@ -176,7 +176,7 @@ def test_interactive_keypoints_positive_and_negative(client: Any) -> None:
 
 
 def test_interactive_brush_strokes(client: Any) -> None:
-    from backend.model import mask_to_rle
+    from backend.results import mask_to_rle
 
     w, h = image_size(DOG)
     gt = next(g for c, g in instance_masks(DOG) if c == "dog")
