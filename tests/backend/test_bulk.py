@@ -206,8 +206,8 @@ def test_resume_after_interruption_predicts_each_task_once(fake_ls: FakeLS, env:
     del fake_ls.tasks[99]
     seen: list[int] = []
 
-    def interrupt_after_two(o: dict[str, Any]) -> None:
-        seen.append(o["task"])
+    def interrupt_after_two(o: bulk.Outcome) -> None:
+        seen.append(o.task)
         if len(seen) == 2:
             raise KeyboardInterrupt
 
@@ -262,7 +262,7 @@ def test_worker_processes_interrupted_then_resumed(fake_ls: FakeLS, env: dict[st
     recorded, the rest is left; the second run does only the rest."""
     del fake_ls.tasks[99]
 
-    def interrupt(o: dict[str, Any]) -> None:
+    def interrupt(o: bulk.Outcome) -> None:
         raise KeyboardInterrupt
 
     assert run(env, "--workers", "2", "--batch", "1", model=model, on_outcome=interrupt) == bulk.EXIT_INTERRUPTED
