@@ -9,9 +9,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install install-dev label-studio run test test-fast eval bench clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	# this repository itself, editable, for the `camcut` command in $(VENV)/bin (dependencies come from requirements.txt)
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
@@ -27,7 +29,7 @@ label-studio:
 	bash scripts/install_label_studio.sh
 
 run: install
-	PORT=$(PORT) $(VENV)/bin/gunicorn --config backend/gunicorn_conf.py backend.wsgi:app
+	PORT=$(PORT) $(VENV)/bin/camcut serve
 
 test: install-dev label-studio
 	$(PY) -m pytest $(PYTEST_ARGS)
