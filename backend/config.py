@@ -2,8 +2,9 @@
 
 Running it
 ----------
-``make run`` (or ``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app``) serves the
-Label Studio ML backend protocol on ``0.0.0.0:$PORT`` (default 9090). In Label Studio open
+``make run`` = ``camcut serve`` (= ``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app``)
+serves the Label Studio ML backend protocol on ``$CAMCUT_BIND:$PORT`` (default 0.0.0.0:9090).
+In Label Studio open
 *Project settings -> Model -> Connect model* and enter the backend URL (tick *Interactive
 preannotations* for the interactive mode). The project's labelling config must have a
 ``<BrushLabels>`` tag on an ``<Image>``; ``<RectangleLabels>`` and ``<Choices>`` tags on the

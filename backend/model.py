@@ -210,9 +210,10 @@ class CamCutModel:
                 out.append(failed_prediction(version, msg))
                 continue
             results = [brush_result(r.mask, r.label, r.score, schema, r.technique.label, r.voc_class, r.fallback) for r in outcome.regions]
-            if int64(task_id) is not None and results:
+            stored_id = int64(task_id)
+            if stored_id is not None and results:
                 self.store.save_predictions(
-                    project, task_id, version,
+                    project, stored_id, version,
                     [PredictedRegion(res["id"], r.label, r.voc_class, r.kind, r.box, r.technique.label,
                                      res["original_width"], res["original_height"], res["value"]["rle"])
                      for r, res in zip(outcome.regions, results)],
@@ -318,7 +319,7 @@ class CamCutModel:
     def _box_regions(self, seg: Segmenter, boxes: list[LabeledBox], adapted: Adapted, schema: Schema, out: TaskOutcome,
                      seeds: Seeds | None = None) -> None:
         """One mask per labelled pixel box; the engine runs the boxes concurrently."""
-        prompts = []
+        prompts, techs = [], []
         for b in boxes:
             cls = self.labels.resolve(b.label) if b.label else None
             if cls is None:
@@ -327,7 +328,8 @@ class CamCutModel:
             else:
                 tech = self.technique_for(adapted, "box", cls)
             prompts.append(BoxPrompt(Box(*b.box), cls, tech, seeds))
-        for b, prompt, res in zip(boxes, prompts, seg.segment_boxes(prompts, quality=True)):
+            techs.append(tech)
+        for b, prompt, tech, res in zip(boxes, prompts, techs, seg.segment_boxes(prompts, quality=True)):
             if isinstance(res, BoxError):
                 out.warnings.append(f"box of {b.label!r} skipped: {res}")
                 continue
@@ -335,7 +337,7 @@ class CamCutModel:
                 raise res
             cls = prompt.voc_class
             out.regions.append(Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
-                                      cls, "box", res.mask, prompt.technique, res.score, b.box, res.fallback))
+                                      cls, "box", res.mask, tech, res.score, b.box, res.fallback))
 
     def _class_regions(self, seg: Segmenter, wanted: list[WantedClass], adapted: Adapted, out: TaskOutcome) -> None:
         """One mask per wanted class; a given probability (of a guessed class) replaces the

@@ -1,6 +1,6 @@
 """Pre-annotate a whole Label Studio project with camcut, resumably.
 
-Usage::
+Usage (``camcut bulk`` is the same command)::
 
     python -m backend.bulk --project ID [--url URL] [--api-key KEY] [--workers N] [--batch K]
                            [--state FILE] [--overwrite] [--limit M] [--page-size P] [--no-progress]
@@ -107,17 +107,16 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None,
     configure_logging(settings, level="INFO" if args.verbose else "WARNING")
     opts = Options(project=args.project, workers=args.workers, batch=args.batch, state=args.state, overwrite=args.overwrite,
                    limit=args.limit, page_size=args.page_size, progress=not args.no_progress)
-    secrets = settings.secrets
     try:
         run = BulkRun(opts, settings, model=model, on_outcome=on_outcome)
         summary = run.run()
     except UsageError as exc:
-        print(f"camcut bulk: error: {redact(str(exc), secrets)}", file=sys.stderr)
+        print(f"camcut bulk: error: {redact(str(exc), settings.secrets)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("camcut bulk: interrupted before any task was predicted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(redact(summary.render(), secrets), flush=True)
+    print(redact(summary.render(), settings.secrets), flush=True)
     return summary.exit_code
 
 
