@@ -310,7 +310,7 @@ class LabelStudioServer:
                 last_err = f"HTTP {r.status_code}: {r.text[:200]}"
             except (requests.RequestException, ValueError) as exc:
                 last_err = exc
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of the deadline-bounded readiness check
         else:
             raise LabelStudioError(
                 f"label-studio not ready at {self.url} after {self.startup_timeout:.0f}s ({last_err}); "
@@ -750,7 +750,7 @@ class CamcutBackend:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"backend not healthy after {timeout:.0f}s; log {self.log_path}:\n{self.tail()}")
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of the deadline-bounded readiness check
 
     def tail(self, n: int = 3000) -> str:
         try:

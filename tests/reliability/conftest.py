@@ -82,7 +82,7 @@ class FaultServer:
                 if u.path.startswith("/status/"):
                     return self._send(int(u.path.rsplit("/", 1)[1]), b'{"detail": "nope"}', "application/json")
                 if u.path == "/slow":
-                    time.sleep(float(q.get("s", "3")))
+                    time.sleep(float(q.get("s", "3")))  # the behaviour under test: a server slower than the timeout
                     try:
                         return self._send(200, jpeg(CAT).read_bytes(), "image/jpeg")
                     except OSError:
@@ -217,7 +217,7 @@ class Gunicorn:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.3)
+            time.sleep(0.3)  # poll interval of the deadline-bounded readiness check above
         raise RuntimeError("gunicorn did not come up")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

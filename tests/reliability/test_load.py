@@ -178,14 +178,14 @@ def run_phase(url: str, pid: int, name: str, clients: list[str], duration: float
                 r = call(s, kind, "POST", "/predict", interactive_body(i))
             elif kind == "webhook":
                 r = call(s, kind, "POST", "/webhook", webhook_body(webhook_base + n * 10_000 + i))
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing of the load generator (about 20 webhooks/s), not synchronisation
             else:
                 r = call(s, kind, "GET", "/health")
-                time.sleep(0.1)
+                time.sleep(0.1)  # pacing: a monitoring probe, about 10/s
             if n == 0 and i == 1:
                 ph.rss_after_first_predict_kb = rss_kb(pid)
             if r is not None and r.status_code == 503:
-                time.sleep(0.1)  # sooner than Retry-After (1 s): keep the pressure on
+                time.sleep(0.1)  # pacing, sooner than Retry-After (1 s): keep the pressure on
 
     ph.rss_start_kb = rss_kb(pid)
     t0 = time.monotonic()
