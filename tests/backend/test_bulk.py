@@ -256,6 +256,7 @@ def state_lines_tolerant(p: Path) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow  # 16 s
 def test_worker_processes_interrupted_then_resumed(fake_ls: FakeLS, env: dict[str, str], model: CamCutModel,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """2 spawned workers; Ctrl-C after the first result: the tasks in flight are finished and

@@ -29,6 +29,9 @@ import requests
 from backend.config import Settings
 from tests.reliability.conftest import CAT, DOG, LABEL_CONFIG, ROOT, FaultServer, Gunicorn, box_task, image_size, rect, voc_boxes
 
+# Every test here shares the module's load run (three phases, 28 s of load, 40 s in all).
+pytestmark = pytest.mark.slow
+
 SERVER_ENV = {"WORKERS": "1", "THREADS": "2", "CAMCUT_WEBHOOK_SYNC": "1", "TIMEOUT": "120"}
 # Batch /predict requests one worker runs at once (CAMCUT_MAX_INFLIGHT unset: THREADS - 1 = 1);
 # one more slot is kept for interactive calls only (backend/app.py). A batch that arrives while

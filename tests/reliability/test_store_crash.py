@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.reliability.conftest import LABEL_CONFIG, ROOT, FaultServer, Gunicorn
@@ -38,6 +39,7 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
         c.close()
 
 
+@pytest.mark.slow  # 26 s
 def test_sigkill_gunicorn_while_recording_webhooks(tmp_path: Path, fault_server: FaultServer, camnet: Any) -> None:
     md = tmp_path / "md"
     g = Gunicorn({"WORKERS": "2", "THREADS": "2", "MODEL_DIR": str(md), "CAMCUT_WEBHOOK_SYNC": "1",
@@ -139,12 +141,10 @@ def _writer(md: Path, base: int, n: int) -> subprocess.Popen[str]:
 def go(procs: list[subprocess.Popen[str]]) -> None:
     """Wait until every child has printed "ready", then release them all at once."""
     for p in procs:
-        assert p.stdout is not None and p.stdin is not None
-        line = p.stdout.readline()
+        line = p.stdout.readline()  # stdout=PIPE
         assert line == "ready\n", (line, p.wait(timeout=60), p.stderr.read()[-2000:] if p.stderr else "")
     for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
+        p.stdin.write("go\n")  # stdin=PIPE
         p.stdin.flush()
 
 
@@ -172,8 +172,7 @@ def test_sigkill_store_writer_mid_transaction(tmp_path: Path) -> None:
     p = _writer(md, 0, -1)  # writes until killed
     go([p])
     done = []
-    assert p.stdout is not None
-    for line in p.stdout:
+    for line in p.stdout:  # stdout=PIPE
         done.append(int(line))
         if len(done) >= 200:
             break
