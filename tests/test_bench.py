@@ -151,7 +151,7 @@ def test_bench_ratios_are_the_division_of_the_reported_values(bench_run: tuple[d
     head, table = _md_rows(md)
     i_ref, i_def, i_ratio = head.index("reference"), head.index("default"), head.index("default/reference")
     assert len(table) == len(doc["rows"])
-    for r, cells in zip(doc["rows"], table):
+    for r, cells in zip(doc["rows"], table, strict=False):
         assert cells[0] == r["metric"]
         if not r["ratios"]:
             continue

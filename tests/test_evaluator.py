@@ -150,7 +150,7 @@ def test_wrong_folder(tmp_path):
 
 
 def test_missing_split(fake_voc):
-    with pytest.raises(DatasetError, match="no split list .*val.txt; available: train"):
+    with pytest.raises(DatasetError, match=r"no split list .*val\.txt; available: train"):
         VocDataset(fake_voc).ids("val")
 
 
@@ -179,7 +179,7 @@ def test_truncated_jpeg(fake_voc):
 def test_malformed_xml(fake_voc):
     p = fake_voc / "Annotations" / "2007_000039.xml"
     p.write_text(p.read_text()[:-40])
-    with pytest.raises(DatasetError, match="malformed XML .*2007_000039.xml"):
+    with pytest.raises(DatasetError, match=r"malformed XML .*2007_000039\.xml"):
         VocDataset(fake_voc).load("2007_000039")
 
 
@@ -349,11 +349,11 @@ def test_cli_writes_tables_csvs_and_figures(tmp_path, sweep, thresholds):
     assert "Object segmentation" in md and "Class segmentation" in md and "| grabcut |" in md
     import csv
 
-    rows = list(csv.DictReader(open(out / "sweep_object.csv")))
+    rows = list(csv.DictReader((out / "sweep_object.csv").read_text().splitlines()))
     assert {r["technique"] for r in rows} == {"grabcut", "cam", "PF PB", "F PF", "F PB"}
     g = next(r for r in rows if r["technique"] == "grabcut")
     assert 0 < float(g["mIoU"]) < 100
-    table = list(csv.DictReader(open(out / "table_class.csv")))
+    table = list(csv.DictReader((out / "table_class.csv").read_text().splitlines()))
     assert {r["technique"] for r in table} == {"cam", "PF PB", "F PF", "F PB"} and all(r["t"] in thresholds.split(",") for r in table)
 
 

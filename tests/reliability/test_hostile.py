@@ -51,7 +51,7 @@ def test_ssrf_targets_are_refused_before_connecting(app_factory: Any, fault_serv
     ]
     n_ls, n_target = len(fault_server.requests), len(target_server.requests)
     out = predict(client, [pct_box_task(i, url) for i, (url, _) in enumerate(cases, 1)] + [pct_box_task(99, f"/img/{CAT}.jpg")])
-    for (url, expect), res in zip(cases, out):
+    for (url, expect), res in zip(cases, out, strict=False):
         assert res["result"] == [] and expect in res["error"], (url, res)
     assert out[-1]["result"]  # the one legitimate task of the batch
     assert len(target_server.requests) == n_target  # the SSRF target never received anything
@@ -78,7 +78,7 @@ def test_wildcard_hosts_resolving_to_private_addresses(app_factory: Any, fault_s
         "http://169.254.169.254/latest", "http://10.0.0.1/x", "http://192.168.1.1/x", "http://[::1]/x", "http://0.0.0.0/x"]
     n = len(fault_server.requests)
     out = predict(app.test_client(), [pct_box_task(i, u) for i, u in enumerate(urls, 1)])
-    for u, res in zip(urls, out):
+    for u, res in zip(urls, out, strict=False):
         assert res["result"] == [] and "non-public address" in res["error"], (u, res)
     assert sorted(resolved) == sorted(table)  # names resolved by the policy, literal IPs not even that
     assert len(fault_server.requests) == n and loopback_only == []
@@ -159,7 +159,7 @@ def test_hostile_image_files(app_factory: Any, fault_server: FaultServer) -> Non
     names = list(files)
     out = predict(client, [pct_box_task(i, f"/file/{n}") for i, n in enumerate(names, 1)])
     report = {}
-    for name, res in zip(names, out):
+    for name, res in zip(names, out, strict=False):
         expect = files[name][1]
         report[name] = res.get("error") or f"{len(res['result'])} mask(s)"
         if name == "tiny.png":  # 3 x 2 px: one mask of that size, or a task error that was expected

@@ -155,7 +155,7 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     procs = [_writer(md, 0, n), _writer(md, 100_000, n)]
     go(procs)
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=False):
         assert p.returncode == 0, err[-2000:]
     db = md / "camcut.sqlite3"
     assert integrity(db) == "ok"

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from evaluator.dataset import VocDataset  # noqa: E402
-from evaluator.metrics import BinaryCounts  # noqa: E402
-from model import voc  # noqa: E402
-from model.engine import EngineConfig, Segmenter  # noqa: E402
-from model.techniques import Technique as T  # noqa: E402
+from evaluator.dataset import VocDataset
+from evaluator.metrics import BinaryCounts
+from model import voc
+from model.engine import EngineConfig, Segmenter
+from model.techniques import Technique as T
 
 VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"
 BASE = EngineConfig(name="exp", cnn_max_side=320, cam_norm="box", crop_margin=0.05, grabcut_max_side=200,

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from evaluator.dataset import VocDataset  # noqa: E402
-from evaluator.metrics import BinaryCounts  # noqa: E402
-from model import voc  # noqa: E402
-from model.engine import CnnOutput, EngineConfig, Segmenter  # noqa: E402
-from model.techniques import Technique  # noqa: E402
+from evaluator.dataset import VocDataset
+from evaluator.metrics import BinaryCounts
+from model import voc
+from model.engine import CnnOutput, EngineConfig, Segmenter
+from model.techniques import Technique
 
 # `default` at 98886e8, the commit whose figures the README quotes.
 CONFIG = EngineConfig(name="default", cnn_max_side=320, cam_norm="box", crop_margin=0.05, grabcut_max_side=144,
