@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = "reference" if "reference" in configs else configs[0]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t_start = time.perf_counter()
     images = load_images(a.voc, a.images)
     if not images:

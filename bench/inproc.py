@@ -22,7 +22,7 @@ untimed, before round 1.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import torch

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from multiprocessing import get_context
-from typing import Any, Callable
+from typing import Any
 
 from .common import BenchImage, cores
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ class Scores:
     confusion: dict[str, Confusion] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)
 
-    def merge(self, other: "Scores") -> None:
+    def merge(self, other: Scores) -> None:
         for k, v in other.binary.items():
             if k in self.binary:
                 self.binary[k] += v
@@ -143,12 +143,13 @@ _W: dict = {}
 
 
 def _init_worker(
-    voc_root: str, config_name: str, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]], pool: bool = True
+    voc_root: str, config_name: str | EngineConfig, cache_dir: str | None, tasks: tuple[str, ...],
+    techniques: dict[str, list[Technique]], pool: bool = True
 ) -> None:
     if pool:  # one thread per worker process: the pool itself fills the cores
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
-    seg = Segmenter(get_config(config_name))
+    seg = Segmenter(config_name if isinstance(config_name, EngineConfig) else get_config(config_name))
     _W.update(
         ds=VocDataset(voc_root),
         seg=seg,
@@ -172,7 +173,7 @@ def _work(image_id: str) -> tuple[str, dict[str, Scores]]:
 def run_sweep(
     voc_root: str | Path,
     split: str = "train",
-    config_name: str = "reference",
+    config_name: str | EngineConfig = "reference",  # a registered name, or an unregistered configuration
     tasks: Iterable[str] = TASKS,
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
     variants: Iterable[str] | None = None,
@@ -193,7 +194,7 @@ def run_sweep(
     techs = {t: techniques_for(t, thresholds, variants) for t in tasks}
     totals = {t: Scores() for t in tasks}
     args = (str(ds.root), config_name, str(cache_dir) if cache_dir else None, tasks, techs)
-    bar = tqdm(total=len(ids), desc=f"sweep {config_name}", unit="img", disable=not progress)
+    bar = tqdm(total=len(ids), desc=f"sweep {getattr(config_name, 'name', config_name)}", unit="img", disable=not progress)
     if workers <= 1:
         _init_worker(*args, pool=False)
         results = map(_work, ids)

@@ -102,8 +102,10 @@ def test_class_probabilities_and_prediction(seg, samples, cnns):
         probs = seg.class_probabilities()
         assert [p.voc_class for p in probs][0] == expected
         assert len(probs) == 20 and sorted(p.voc_class for p in probs) == sorted(voc.VOC_CLASSES)
-        assert all(a.probability >= b.probability for a, b in zip(probs, probs[1:]))
-        assert 0 < sum(p.probability for p in probs) <= 1 + 1e-9
+        assert all(a.probability >= b.probability for a, b in zip(probs, probs[1:], strict=False))
+        # much of ImageNet's probability falls on the VOC classes' members (measured with this
+        # full-size CNN: 0.33 monitor, 0.77 cat; 0.54 / 0.86 at 320 px)
+        assert 0.25 < sum(p.probability for p in probs) <= 1 + 1e-9
         assert expected in [c.voc_class for c in seg.predict_classes()]
 
 

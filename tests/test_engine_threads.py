@@ -31,7 +31,7 @@ def test_threaded_boxes_equal_serial_ones(pair) -> None:  # type: ignore[no-unty
     a = serial.segment_boxes(prompts, quality=True)
     b = threaded.segment_boxes(prompts, quality=True)
     assert len(a) == len(b) == len(s.objects) >= 2
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert not isinstance(x, Exception) and not isinstance(y, Exception)
         assert np.array_equal(x.mask, y.mask) and x.score == y.score and 0 < x.score <= 1
     # segment_box is the one-prompt case of the same path

@@ -65,14 +65,16 @@ def test_box_without_class_keeps_cam_score(seg):
     assert res.score == 0.0  # no second opinion exists for a class-less box
 
 
+@pytest.mark.slow  # 16 s
 def test_ranking_on_a_real_slice():
     res = rank_scores(str(VOC), "default", limit=3, progress=False)
     for key in ("box", "tag"):
         r = res[key]
         assert r["n"] >= 3
-        assert 0.0 < r["mean_iou"] <= 1.0
-        assert -1.0 <= r["rho_quality"] <= 1.0
-        assert -1.0 <= r["rho_cam"] <= 1.0
+        assert 0.3 < r["mean_iou"] < 0.9  # measured 0.72 (box), 0.45 (tag)
+        # the backend's score ranks masks the right way round (measured 0.39 box, 0.40 tag; README: 0.42 on 205 images)
+        assert r["rho_quality"] > 0.0
+    assert res["tag"]["rho_cam"] > 0.0  # measured 0.6; the box one is 0.0 on these 7 masks
 
 
 def test_ranking_cli_rejects_a_wrong_folder(tmp_path, capsys):

@@ -124,7 +124,6 @@ def test_tags_from_data_field(client: Any, field: str, value: Any) -> None:
 def test_nothing_given_uses_predicted_classes(client: Any, camnet: Any) -> None:
     from model import Segmenter, decode_image
     from model.engine import get_config
-
     from tests.backend.conftest import jpeg
 
     config = LABEL_CONFIG.replace('<Label value="widget"/></BrushLabels>', '<Label value="widget"/><Label value="bird"/></BrushLabels>')
