@@ -406,7 +406,7 @@ class CamCutModel:
             else:
                 tech = self.technique_for(adapted, "box", cls)
             prompts.append(BoxPrompt(Box(*px), cls, tech, seeds))
-        for (label, px), prompt, res in zip(boxes, prompts, seg.segment_boxes(prompts, quality=True)):
+        for (label, px), prompt, res in zip(boxes, prompts, seg.segment_boxes(prompts, agreement=True)):
             if isinstance(res, BoxError):
                 out.warnings.append(f"box of {label!r} skipped: {res}")
                 continue
@@ -422,7 +422,7 @@ class CamCutModel:
         guessed class) replaces the second opinion. The engine runs the classes concurrently."""
         techs = [self.technique_for(adapted, "class", cls) for _, cls, _ in wanted]
         quality = any(score is None for _, _, score in wanted)
-        results = seg.segment_classes([(cls, t) for (_, cls, _), t in zip(wanted, techs)], quality=quality)
+        results = seg.segment_classes([(cls, t) for (_, cls, _), t in zip(wanted, techs)], agreement=quality)
         for (label, cls, score), tech, res in zip(wanted, techs, results):
             if isinstance(res, Exception):
                 raise res
