@@ -329,7 +329,7 @@ class CamCutModel:
                 tech = self.technique_for(adapted, "box", cls)
             prompts.append(BoxPrompt(Box(*b.box), cls, tech, seeds))
             techs.append(tech)
-        for b, prompt, tech, res in zip(boxes, prompts, techs, seg.segment_boxes(prompts, quality=True)):
+        for b, prompt, tech, res in zip(boxes, prompts, techs, seg.segment_boxes(prompts, agreement=True)):
             if isinstance(res, BoxError):
                 out.warnings.append(f"box of {b.label!r} skipped: {res}")
                 continue
@@ -344,7 +344,7 @@ class CamCutModel:
         second opinion. The engine runs the classes concurrently."""
         techs = [self.technique_for(adapted, "class", w.voc_class) for w in wanted]
         quality = any(w.probability is None for w in wanted)
-        results = seg.segment_classes([(w.voc_class, t) for w, t in zip(wanted, techs)], quality=quality)
+        results = seg.segment_classes([(w.voc_class, t) for w, t in zip(wanted, techs)], agreement=quality)
         for w, tech, res in zip(wanted, techs, results):
             if isinstance(res, Exception):
                 raise res

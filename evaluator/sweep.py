@@ -15,7 +15,9 @@ import torch
 from tqdm import tqdm
 
 from model import voc
-from model.engine import CnnOutput, EngineConfig, Segmenter, get_config
+from model.cnn import CnnOutput
+from model.config import REFERENCE, EngineConfig
+from model.segmenter import Segmenter
 from model.techniques import Technique
 
 from .dataset import VocDataset, VocSample
@@ -143,13 +145,12 @@ _W: dict = {}
 
 
 def _init_worker(
-    voc_root: str, config_name: str | EngineConfig, cache_dir: str | None, tasks: tuple[str, ...],
-    techniques: dict[str, list[Technique]], pool: bool = True
+    voc_root: str, config: EngineConfig, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]], pool: bool = True
 ) -> None:
     if pool:  # one thread per worker process: the pool itself fills the cores
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
-    seg = Segmenter(config_name if isinstance(config_name, EngineConfig) else get_config(config_name))
+    seg = Segmenter(config)
     _W.update(
         ds=VocDataset(voc_root),
         seg=seg,
@@ -173,7 +174,7 @@ def _work(image_id: str) -> tuple[str, dict[str, Scores]]:
 def run_sweep(
     voc_root: str | Path,
     split: str = "train",
-    config_name: str | EngineConfig = "reference",  # a registered name, or an unregistered configuration
+    config: EngineConfig = REFERENCE,
     tasks: Iterable[str] = TASKS,
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
     variants: Iterable[str] | None = None,
@@ -193,8 +194,8 @@ def run_sweep(
     thresholds = tuple(thresholds)
     techs = {t: techniques_for(t, thresholds, variants) for t in tasks}
     totals = {t: Scores() for t in tasks}
-    args = (str(ds.root), config_name, str(cache_dir) if cache_dir else None, tasks, techs)
-    bar = tqdm(total=len(ids), desc=f"sweep {getattr(config_name, 'name', config_name)}", unit="img", disable=not progress)
+    args = (str(ds.root), config, str(cache_dir) if cache_dir else None, tasks, techs)
+    bar = tqdm(total=len(ids), desc=f"sweep {config.name}", unit="img", disable=not progress)
     if workers <= 1:
         _init_worker(*args, pool=False)
         results = map(_work, ids)

@@ -1,4 +1,4 @@
-"""The Segmenter (model/engine.py) on real VOC images: quality floors, determinism, edge cases."""
+"""The Segmenter (model/segmenter.py) on real VOC images: quality floors, determinism, edge cases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from evaluator.dataset import VocDataset
 from model import Box, BoxError, CnnOutput, Seeds, Segmenter, Technique, UnknownClassError, voc
-from model.engine import MIN_BOX_SIDE
+from model.segmenter import MIN_BOX_SIDE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VOC_ROOT = SHARED / "voc2012" / "VOC2012"

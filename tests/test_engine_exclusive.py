@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from evaluator.dataset import VocDataset
-from model.engine import CamNet, Segmenter, get_config
+from model.cnn import CamNet
+from model.config import get_config
+from model.segmenter import Segmenter
 from model.techniques import Technique
 
 VOC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "voc2012" / "VOC2012"

@@ -272,7 +272,7 @@ def test_sweep_numbers_are_sane(sweep):
 @pytest.mark.slow  # uses the sweep fixture (80 s)
 def test_sweep_rerun_from_cache_gives_identical_counts(sweep, monkeypatch):
     res, cache = sweep
-    from model.engine import CamNet
+    from model.cnn import CamNet
 
     def no_cnn(*a, **k):
         raise AssertionError("the CNN ran although its output is cached")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evaluator.report import sweep_rows
 from evaluator.sweep import run_sweep
-from model.engine import EngineConfig
+from model.config import EngineConfig
 
 VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"
 
@@ -36,9 +36,9 @@ def main(argv: list[str]) -> int:
     thresholds = tuple(float(x) for x in argv[3].split(","))
     tasks = argv[4].split(",") if len(argv) > 4 else ["object"]
     for name, kwargs in specs.items():
-        config = EngineConfig(name=name, **kwargs)  # not registered in model.engine.CONFIGS
+        config = EngineConfig(name=name, **kwargs)
         t0 = time.perf_counter()
-        res = run_sweep(VOC, config_name=config, tasks=tasks, thresholds=thresholds, variants=variants,
+        res = run_sweep(VOC, config=config, tasks=tasks, thresholds=thresholds, variants=variants,
                         workers=1, cache_dir=".cache/try", limit=limit, progress=False)
         for task in tasks:
             for r in sweep_rows(res[task]):
