@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -48,12 +47,12 @@ class Deadline:
             for sock in self._socks:
                 _shutdown(sock)
 
-    def __enter__(self) -> "Deadline":
+    def __enter__(self) -> Deadline:
         _WATCH.deadline = self
         self._timer.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
         _WATCH.deadline = None
 

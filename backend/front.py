@@ -59,7 +59,7 @@ async def _event(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
 async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader, lim: Limits) -> tuple[h11.Request, bytes] | None:
     try:
         req = await asyncio.wait_for(_event(conn, reader), lim.header)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise Refuse(408, "request head not received in time") from None
     if isinstance(req, h11.ConnectionClosed):
         return None
@@ -80,7 +80,7 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader, lim:
 
     try:
         await asyncio.wait_for(read_body(), lim.body)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise Refuse(408, "request body not received in time") from None
     return req, bytes(body)
 
@@ -150,14 +150,14 @@ class Front:
                 req, body = got
                 try:
                     status, headers, data = await _forward(req, body, self.upstream, peer, self.lim)
-                except (OSError, asyncio.TimeoutError, h11.ProtocolError, AssertionError):
+                except (OSError, TimeoutError, h11.ProtocolError, AssertionError):
                     status, headers = 502, [(b"content-type", b"application/json")]
                     data = b'{"error": "the backend workers are not answering", "status": 502}'
                 await _send(conn, writer, status, headers, data, self.lim, head_only=req.method == b"HEAD")
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-        except (OSError, asyncio.TimeoutError, h11.ProtocolError):
+        except (OSError, TimeoutError, h11.ProtocolError):
             return
         finally:
             self.conns -= 1

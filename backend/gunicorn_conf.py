@@ -77,3 +77,8 @@ def on_exit(server):  # noqa: ANN001
     if _front is not None and _front.poll() is None:
         _front.terminate()
         _front.wait(10)
+    bind = server.cfg.bind[0] if server.cfg.bind else ""
+    if _front is not None and bind.startswith("unix:"):
+        import shutil
+
+        shutil.rmtree(os.path.dirname(bind[len("unix:"):]), ignore_errors=True)  # our mkdtemp directory

@@ -4,12 +4,13 @@ deeply nested JSON, non-ASCII basic auth, forged log lines, huge URLs and heap a
 from __future__ import annotations
 
 import base64
-import re
 import logging
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -33,7 +34,7 @@ class Trickle:
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: 200000\r\n\r\n"
                 data = head + b"\xff" * 200_000 if self.path.endswith("/headers") else head
                 if not self.path.endswith("/headers"):
