@@ -16,6 +16,8 @@ process); every request makes its own Segmenter. Payloads:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import os
@@ -29,7 +31,7 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from model import CamNet
 
 from .config import ConfigError, Settings
-from .redaction import RedactingFilter, install_filter, redact
+from .redaction import RedactingFilter, install_filter, log_safe, redact
 from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError, is_interactive_context
 
 log = logging.getLogger("backend.app")
@@ -61,6 +63,28 @@ def _is_interactive(data: dict[str, Any]) -> bool:
     return isinstance(tasks, list) and len(tasks) == 1 and is_interactive_context(ctx)
 
 
+def _basic_auth_ok(header: str, expected: tuple[str, str]) -> bool:
+    """Compare HTTP basic credentials as bytes, in constant time.
+
+    werkzeug decodes the header as UTF-8 into str and hmac.compare_digest refuses non-ASCII
+    str (TypeError, a 500 on every protected endpoint); a latin-1 header does not decode at all.
+    Bytes compare whatever the client sent; config.py only accepts ASCII credentials, so a
+    non-ASCII header is simply a wrong one (401)."""
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, sep, password = raw.partition(b":")
+    want_user, want_pass = expected[0].encode(), expected[1].encode()
+    # both compared (no early exit), so the timing does not tell which one was wrong
+    ok_user = hmac.compare_digest(user, want_user)
+    ok_pass = hmac.compare_digest(password, want_pass)
+    return bool(sep) and ok_user and ok_pass
+
+
 def create_app(settings: Settings | None = None, net: CamNet | None = None, model: CamCutModel | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings)
@@ -81,6 +105,8 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
             data = request.get_json(force=True, silent=False)
         except BadRequest:
             raise BadRequest("the request body is not valid JSON") from None
+        except RecursionError:  # e.g. [[[[...]]]] 100,000 deep: json's decoder recurses per level
+            raise BadRequest("the request body is nested too deeply") from None
         if not isinstance(data, dict):
             raise BadRequest("the request body must be a JSON object")
         return data
@@ -90,14 +116,7 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
         auth = settings.basic_auth
         if auth is None or request.path in OPEN_PATHS:
             return None
-        given = request.authorization
-        ok = (
-            given is not None
-            and given.type == "basic"
-            and hmac.compare_digest(str(given.username or ""), auth[0])
-            and hmac.compare_digest(str(given.password or ""), auth[1])
-        )
-        if ok:
+        if _basic_auth_ok(request.headers.get("Authorization", ""), auth):
             return None
         return Response("Unauthorized", 401, {"WWW-Authenticate": 'Basic realm="camcut"'})
 
@@ -112,14 +131,15 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
-        msg = redact(f"{type(exc).__name__}: {exc}", mdl.secrets)
+        msg = log_safe(f"{type(exc).__name__}: {exc}", 500, mdl.secrets)  # no heap addresses, no forged lines
         log.exception("%s %s failed: %s", request.method, request.path, msg)
         return jsonify({"error": msg, "status": 500}), 500
 
     @app.get("/")
     @app.get("/health")
     def health() -> Response:
-        return jsonify({"status": "UP", "model_class": type(mdl).__name__, "model_dir": str(settings.model_dir)})
+        # no paths or versions here: /health is open to anyone who can reach the port
+        return jsonify({"status": "UP", "model_class": type(mdl).__name__})
 
     @app.post("/setup")
     def setup() -> Response:

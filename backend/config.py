@@ -265,6 +265,18 @@ class Settings:
         values["cut_threads"] = values["cut_threads"] or len(os.sched_getaffinity(0))
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        # Label Studio 1.23.2 sends ML-backend basic auth with requests.HTTPBasicAuth, which
+        # encodes str credentials as latin-1 (label_studio/ml/api_connector.py), while clients
+        # such as curl send UTF-8: a non-ASCII user or password can never match for both and
+        # would lock Label Studio out. Refuse it at start-up with the reason.
+        for name, value in (("BASIC_AUTH_USER", self.basic_auth_user), ("BASIC_AUTH_PASS", self.basic_auth_pass)):
+            if not value.isascii() or any(not c.isprintable() for c in value):
+                raise ConfigError(f"{name} must be printable ASCII: Label Studio sends basic auth latin-1 encoded, "
+                                  "other clients UTF-8, so non-ASCII credentials cannot match")
+        if ":" in self.basic_auth_user:
+            raise ConfigError("BASIC_AUTH_USER must not contain ':' (it separates user and password in basic auth)")
+
     @property
     def basic_auth(self) -> tuple[str, str] | None:
         return (self.basic_auth_user, self.basic_auth_pass) if self.basic_auth_user else None

@@ -30,8 +30,9 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 import requests
 
 from .config import Settings
+from .deadline import Deadline, deadline_session
 from .labelstudio import LabelStudioClient, looks_like_jwt
-from .redaction import RedactingFilter, redact
+from .redaction import RedactingFilter, log_safe, redact
 
 log = logging.getLogger("backend.fetch")
 
@@ -51,20 +52,68 @@ class UnsafeUrlError(FetchError):
 
 
 # ------------------------------------------------------------------------------------ policy
-def _host_port(url: str) -> tuple[str, int]:
+def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port): what must match for a URL to be Label Studio's own (the key's destination)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
+    scheme = parts.scheme.lower()
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
-        raise UnsafeUrlError(f"invalid port in URL {redact(url)}") from None
-    return host, port
+        raise UnsafeUrlError(f"invalid port in URL {log_safe(url)}") from None
+    return scheme, host, port
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    return _origin(url)[1:]
+
+
+# IPv6 forms that carry an IPv4 address a router or the kernel may turn back into IPv4 traffic
+# (RFC 4291 compatible/mapped, RFC 6052 NAT64, RFC 6145 SIIT, RFC 3056 6to4, RFC 4380 Teredo).
+_V4_COMPATIBLE = ipaddress.ip_network("::/96")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # site-defined embedding: never public
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    out = []
+    if ip.ipv4_mapped is not None:
+        out.append(ip.ipv4_mapped)
+    if ip in _V4_COMPATIBLE or ip in _SIIT or ip in _NAT64:
+        out.append(low32)
+    if ip.sixtofour is not None:
+        out.append(ip.sixtofour)
+    if ip.teredo is not None:
+        out.extend(ip.teredo)  # (server, client); the client address is de-obfuscated by ipaddress
+    return out
 
 
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded:  # the IPv6 form is only as public as every IPv4 address it carries
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
+
+
+# Label Studio 1.23.2's URLs that serve task images (label_studio/data_import/urls.py,
+# io_storages/urls.py): the only paths the API key is ever sent to. Anything else on LS's host
+# (the API: /api/projects/..., exports, users) is refused before a request is made, whoever asks.
+_LS_IMAGE_PATHS = re.compile(
+    r"/data/upload/.+"  # uploaded files
+    r"|/data/local-files/"  # local files storage, ?d=<path>
+    r"|/storage-data/uploaded/"  # uploaded files through the storage proxy, ?filepath=<path>
+    r"|/(?:tasks|projects)/\d+/(?:resolve|presign)/"  # cloud storage URIs: proxied or redirected, ?fileuri=<b64>
+)
+
+
+def is_ls_image_path(path: str) -> bool:
+    """``path`` (percent-decoded as Django routes it) is one of LS's image URLs."""
+    return _LS_IMAGE_PATHS.fullmatch(unquote(path)) is not None
 
 
 Resolver = Callable[[str, int], list[str]]
@@ -82,7 +131,7 @@ class UrlPolicy:
     """Which URLs may be fetched (see module docstring)."""
 
     def __init__(self, ls_url: str, allowed_hosts: tuple[str, ...], resolver: Resolver = system_resolver) -> None:
-        self.ls = _host_port(ls_url) if ls_url else None
+        self.ls = _origin(ls_url) if ls_url else None
         self.exact: set[tuple[str, int | None]] = set()
         self.suffixes: list[str] = []
         self.any_public = False
@@ -98,12 +147,13 @@ class UrlPolicy:
         self.resolver = resolver
 
     def is_ls(self, url: str) -> bool:
-        return self.ls is not None and _host_port(url) == self.ls
+        """Same scheme, host and port as LABEL_STUDIO_URL: http on LS's https port is not LS (the key would go in clear)."""
+        return self.ls is not None and _origin(url) == self.ls
 
     def check(self, url: str) -> None:
         """Raise UnsafeUrlError unless ``url`` may be fetched."""
         parts = urlsplit(url)
-        shown = redact(url)
+        shown = log_safe(url)
         if parts.scheme not in ("http", "https"):
             raise UnsafeUrlError(f"refused URL scheme {parts.scheme or '(none)'!r} in {shown}: only http(s) is fetched")
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
@@ -114,11 +164,16 @@ class UrlPolicy:
             if any(seg == ".." for seg in re.split(r"[/\\]", piece)):
                 raise UnsafeUrlError(f"refused path traversal ('..') in {shown}")
         host, port = _host_port(url)
-        if self.ls == (host, port) or (host, port) in self.exact or (host, None) in self.exact:
+        if self.is_ls(url):
+            if not is_ls_image_path(parts.path):
+                raise UnsafeUrlError(f"refused {shown}: not a Label Studio image path (/data/upload/, /data/local-files/, "
+                                     "/storage-data/uploaded/, /tasks|projects/<id>/resolve|presign/)")
+            return  # LS itself: trusted even on a private address (e.g. a compose service)
+        if (host, port) in self.exact or (host, None) in self.exact:
             return  # explicitly trusted, may be a private address (e.g. a compose service)
         if not (self.any_public or any(host.endswith(s) for s in self.suffixes)):
             raise UnsafeUrlError(
-                f"refused image host {host!r}: only LABEL_STUDIO_URL's host and CAMCUT_ALLOWED_HOSTS are fetched ({shown})"
+                f"refused image host {log_safe(host, 80)!r}: only LABEL_STUDIO_URL's host and CAMCUT_ALLOWED_HOSTS are fetched ({shown})"
             )
         try:
             addrs = [ipaddress.ip_address(host)]
@@ -128,7 +183,12 @@ class UrlPolicy:
             raise FetchError(f"host {host!r} resolves to no address")
         bad = [str(a) for a in addrs if not _is_public(a)]
         if bad:
-            raise UnsafeUrlError(f"refused host {host!r}: resolves to non-public address(es) {', '.join(bad)}")
+            raise UnsafeUrlError(f"refused host {log_safe(host, 80)!r}: resolves to non-public address(es) {', '.join(bad)}")
+
+
+def _ls_refused(status: int) -> str:
+    """What may be said about LS's answer: its status class, never its body, size or exact code."""
+    return f"Label Studio refused the image (HTTP {status // 100}xx)"
 
 
 # ------------------------------------------------------------------------------------ fetcher
@@ -143,8 +203,6 @@ class ImageFetcher:
         self.settings = settings
         self.client = client or LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key, settings.download_timeout)
         self.policy = UrlPolicy(settings.label_studio_url, settings.allowed_hosts, resolver)
-        self.session = requests.Session()
-        self.session.trust_env = False
 
     def resolve(self, value: str, task_id: int | None) -> str:
         """Task data value -> absolute http(s) URL (see module docstring)."""
@@ -155,64 +213,78 @@ class ImageFetcher:
         ls = self.settings.label_studio_url
         if v.startswith("/") and not v.startswith("//"):
             if not ls:
-                raise FetchError(f"image path {redact(v)} is relative to Label Studio, but LABEL_STUDIO_URL is not set")
+                raise FetchError(f"image path {log_safe(v)} is relative to Label Studio, but LABEL_STUDIO_URL is not set")
             return ls + v
         if scheme in CLOUD_SCHEMES:
             if not ls:
-                raise FetchError(f"cloud URI {redact(v)} needs LABEL_STUDIO_URL to be presigned")
+                raise FetchError(f"cloud URI {log_safe(v)} needs LABEL_STUDIO_URL to be presigned")
             if task_id is None:
-                raise FetchError(f"cloud URI {redact(v)} needs the task id to be presigned")
+                raise FetchError(f"cloud URI {log_safe(v)} needs the task id to be presigned")
             return f"{ls}/tasks/{int(task_id)}/presign/?fileuri={base64.urlsafe_b64encode(v.encode()).decode()}"
         if scheme in ("http", "https"):
             return v
         if v.startswith("data:"):
             raise UnsafeUrlError("data: URIs are not fetched; store images as files or URLs")
-        raise UnsafeUrlError(f"refused URL scheme {scheme or '(none)'!r} in {redact(v)}: only http(s), LS paths and cloud URIs")
+        raise UnsafeUrlError(f"refused URL scheme {scheme or '(none)'!r} in {log_safe(v)}: only http(s), LS paths and cloud URIs")
 
     def fetch(self, value: str, task_id: int | None = None) -> Fetched:
         url = self.resolve(value, task_id)
         s = self.settings
-        deadline = time.monotonic() + s.download_timeout
+        timed_out = f"image download timed out after {s.download_timeout:g} s"
+        with Deadline(s.download_timeout) as deadline, deadline_session() as session:
+            try:
+                return self._fetch(session, url, value, deadline)
+            except FetchError:
+                if deadline.expired.is_set():
+                    raise FetchError(f"{timed_out}: {log_safe(url)}") from None
+                raise
+
+    def _fetch(self, session: requests.Session, url: str, value: str, deadline: Deadline) -> Fetched:
+        s = self.settings
         for _hop in range(s.max_redirects + 1):
             self.policy.check(url)
-            headers = self.client.auth_headers() if self.policy.is_ls(url) and self.client.api_key else {}
-            remaining = deadline - time.monotonic()
+            is_ls = self.policy.is_ls(url)
+            headers = self.client.auth_headers() if is_ls and self.client.api_key else {}
+            remaining = deadline.remaining()
             if remaining <= 0:
-                raise FetchError(f"image download timed out after {s.download_timeout:g} s: {redact(url)}")
+                raise FetchError(f"image download timed out after {s.download_timeout:g} s: {log_safe(url)}")
             try:
-                r = self.session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining))
+                r = session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining))
             except requests.Timeout:
-                raise FetchError(f"image download timed out after {s.download_timeout:g} s: {redact(url)}") from None
+                raise FetchError(f"image download timed out after {s.download_timeout:g} s: {log_safe(url)}") from None
             except requests.ConnectionError as exc:
-                raise FetchError(f"image host unreachable, cannot connect ({type(exc).__name__}): {redact(url)}") from None
+                raise FetchError(f"image host unreachable, cannot connect ({type(exc).__name__}): {log_safe(url)}") from None
             except requests.RequestException as exc:
-                raise FetchError(f"image download failed ({type(exc).__name__}): {redact(url)}") from None
+                raise FetchError(f"image download failed ({type(exc).__name__}): {log_safe(url)}") from None
             with r:
                 if r.status_code in _REDIRECTS:
                     loc = r.headers.get("Location")
                     if not loc:
-                        raise FetchError(f"redirect without Location from {redact(url)}")
+                        raise FetchError(f"redirect without Location from {log_safe(url)}")
                     url = urljoin(url, loc)
                     continue
+                if is_ls and r.status_code != 200:
+                    hint = " (check LABEL_STUDIO_API_KEY)" if r.status_code in (401, 403) else ""
+                    raise FetchError(f"{_ls_refused(r.status_code)}{hint}: {log_safe(url)}")
                 if r.status_code == 404:
-                    raise FetchError(f"image not found (HTTP 404): {redact(url)}")
+                    raise FetchError(f"image not found (HTTP 404): {log_safe(url)}")
                 if r.status_code in (401, 403):
-                    hint = " (check LABEL_STUDIO_API_KEY)" if self.policy.is_ls(url) else ""
-                    raise FetchError(f"image access denied (HTTP {r.status_code}){hint}: {redact(url)}")
+                    raise FetchError(f"image access denied (HTTP {r.status_code}): {log_safe(url)}")
                 if r.status_code != 200:
-                    raise FetchError(f"image download failed: HTTP {r.status_code} from {redact(url)}")
+                    raise FetchError(f"image download failed: HTTP {r.status_code} from {log_safe(url)}")
+                over = f"image is over the limit of {s.max_download_bytes} bytes: {log_safe(url)}"  # never the size LS declared
                 declared = r.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > s.max_download_bytes:
-                    raise FetchError(f"image is {declared} bytes, over the limit of {s.max_download_bytes}: {redact(url)}")
+                    raise FetchError(over)
                 buf = bytearray()
                 try:
                     for chunk in r.iter_content(65536):
                         buf += chunk
                         if len(buf) > s.max_download_bytes:
-                            raise FetchError(f"image is over the limit of {s.max_download_bytes} bytes: {redact(url)}")
-                        if time.monotonic() > deadline:
-                            raise FetchError(f"image download timed out after {s.download_timeout:g} s: {redact(url)}")
+                            raise FetchError(over)
+                        if deadline.remaining() <= 0:
+                            raise FetchError(f"image download timed out after {s.download_timeout:g} s: {log_safe(url)}")
                 except requests.RequestException as exc:
-                    raise FetchError(f"image download interrupted ({type(exc).__name__}): {redact(url)}") from None
-                return Fetched(bytes(buf), redact(url))
-        raise FetchError(f"too many redirects (> {s.max_redirects}) for {redact(value)}")
+                    raise FetchError(f"image download interrupted ({type(exc).__name__}): {log_safe(url)}") from None
+                return Fetched(bytes(buf), log_safe(url))
+        raise FetchError(f"too many redirects (> {s.max_redirects}) for {log_safe(value)}")

@@ -11,7 +11,9 @@ from backend.config import bind_address, read_setting
 
 bind = bind_address(read_setting("CAMCUT_BIND"), read_setting("PORT"))
 workers = int(os.environ.get("WORKERS", "1"))
-threads = int(os.environ.get("THREADS", "4"))
+# two threads beyond THREADS for what the /predict limiter answers at once (/health, 503s, /metrics):
+# CAMCUT_MAX_INFLIGHT (THREADS-1) + the interactive lane could otherwise occupy every thread
+threads = int(os.environ.get("THREADS", "4")) + 2
 worker_class = "gthread"
 timeout = int(os.environ.get("TIMEOUT", "300"))
 graceful_timeout = 30
@@ -43,3 +45,42 @@ def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
         libc.mallopt(-8, 2)
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to cap
         pass
+
+
+# ------------------------------------------------------------------------------------ front
+# Slow clients must never hold a worker thread (gthread reads a request in the thread that
+# serves it): backend/front.py reads whole requests with time limits on the public addresses
+# and forwards them to gunicorn on a private unix socket. See backend/front.py for the why.
+_front = None
+
+
+def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
+    global _front
+    if os.environ.get("CAMCUT_FRONT", "1") == "0":
+        return
+    import subprocess
+    import sys
+    import tempfile
+
+    public = list(server.cfg.bind)
+    if any(b.startswith(("unix:", "fd://")) for b in public):
+        return  # a unix socket or inherited fd: whoever connects there is trusted to buffer
+    upstream = os.path.join(tempfile.mkdtemp(prefix="camcut-"), "gunicorn.sock")  # mkdtemp: mode 0700, ours only
+    args = [sys.executable, "-m", "backend.front", "--upstream", upstream, "--parent", str(os.getpid())]
+    for b in public:
+        args += ["--listen", b]
+    _front = subprocess.Popen(args, stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if _front.stdout.readline().strip() != b"ready":
+        raise RuntimeError(f"the camcut front could not listen on {public} (exit {_front.wait()})")
+    server.cfg.set("bind", [f"unix:{upstream}"])
+
+
+def on_exit(server):  # noqa: ANN001
+    if _front is not None and _front.poll() is None:
+        _front.terminate()
+        _front.wait(10)
+    bind = server.cfg.bind[0] if server.cfg.bind else ""
+    if _front is not None and bind.startswith("unix:"):
+        import shutil
+
+        shutil.rmtree(os.path.dirname(bind[len("unix:"):]), ignore_errors=True)  # our mkdtemp directory

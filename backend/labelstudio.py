@@ -30,10 +30,11 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .redaction import redact, register_secret
+from .redaction import log_safe, redact, register_secret
 
 
 class LabelStudioError(Exception):
@@ -65,6 +66,10 @@ class LabelStudioAuthError(LabelStudioError):
         return True
 
 
+class LabelStudioRedirected(LabelStudioAuthError):
+    """LS answered with a redirect to another origin: not followed, since the key would go with it."""
+
+
 class LabelStudioNotConfigured(LabelStudioError):
     """``LABEL_STUDIO_URL`` is not set."""
 
@@ -86,6 +91,18 @@ class RetryPolicy:
 
 
 RETRIES = RetryPolicy()
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL: what must match for a request to be Label Studio's own."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -144,7 +161,9 @@ class LabelStudioClient:
 
     def _refresh(self) -> None:
         try:
-            r = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key}, timeout=self.timeout)
+            # no redirects: a 307/308 would re-send the refresh token in the body to wherever it points
+            r = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key}, timeout=self.timeout,
+                                  allow_redirects=False)
         except requests.RequestException as exc:
             raise LabelStudioUnreachable(f"cannot refresh the personal access token at {self.url}: {type(exc).__name__}") from None
         # a failed refresh means the key was refused: status 401 whatever the refresh answered
@@ -176,7 +195,7 @@ class LabelStudioClient:
         while True:
             headers = self.auth_headers(force_refresh=refreshed)
             try:
-                r = self.session.request(method, f"{self.url}{path}", params=params, json=body, headers=headers, timeout=self.timeout)
+                r = self._request_on_ls(method, path, params, body, headers)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt < self.retry.retries:
                     attempt += 1
@@ -202,6 +221,26 @@ class LabelStudioClient:
                 return r.json()
             except ValueError:
                 raise LabelStudioError(f"{method} {path} on Label Studio: the answer is not JSON", r.status_code) from None
+
+    def _request_on_ls(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any,
+                       headers: dict[str, str]) -> requests.Response:
+        """One request with redirects followed by hand: every hop must stay on Label Studio's own
+        scheme, host and port, so the key is never forwarded elsewhere (in clear text, or to a
+        third host). requests would follow them itself, keeping the header on same-host hops."""
+        url = f"{self.url}{path}"
+        for _hop in range(6):
+            r = self.session.request(method, url, params=params, json=body, headers=headers, timeout=self.timeout,
+                                     allow_redirects=False)
+            if r.status_code not in _REDIRECTS:
+                return r
+            r.close()
+            url, params = urljoin(r.url, r.headers.get("Location", "")), None  # the Location carries its own query
+            if _origin(url) != _origin(self.url):
+                raise LabelStudioRedirected(f"{method} {path} on Label Studio redirected off Label Studio "
+                                            f"({log_safe(url)}): refused, key not sent", r.status_code)
+            if r.status_code == 303:
+                method, body = "GET", None
+        raise LabelStudioError(f"{method} {path} on Label Studio: too many redirects", None)
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params, ok=(200,))

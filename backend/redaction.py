@@ -21,18 +21,40 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(['\"](?:access_token|refresh|access|api_key|token)['\"]\s*:\s*['\"])[^'\"]+"), r"\1***"),
 )
 
+# "<object at 0x7f3a...>" reprs in error messages: heap addresses help an attacker defeat ASLR
+_HEAP_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SHOWN_CHARS = 200  # a URL or value is shown (logs, error answers) at most this long
+
 # A list of secrets, or a function returning the current list (tokens appear at run time).
 SecretSource = Union[tuple[str, ...], Callable[[], tuple[str, ...]]]
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove credentials from a log line: the given secrets, Authorization values, tokens, token= parameters."""
+    """Remove credentials from a log line: the given secrets, Authorization values, tokens, token=
+    parameters; and heap addresses."""
     out = str(text)
     for s in secrets:
         if s and len(s) >= 6:
             out = out.replace(s, "***")
     for pat, repl in _REDACTIONS:
         out = pat.sub(repl, out)
+    return _HEAP_ADDRESS.sub("0x…", out)
+
+
+def escape_controls(text: str) -> str:
+    """CR, LF and other control characters as visible escapes: one log record stays one line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
+
+
+def log_safe(text: object, limit: int = SHOWN_CHARS, secrets: Iterable[str] = ()) -> str:
+    """A hostile value (URL, task field) as it may appear in a log line or an error answer:
+    redacted, control characters escaped (no forged log lines) and cut to ``limit`` characters
+    (a 2 MB URL is not copied into every log record and response)."""
+    raw = str(text)
+    out = escape_controls(redact(raw[: limit * 4], secrets))  # redact before cutting: a cut token would escape the patterns
+    if len(out) > limit or len(raw) > limit * 4:
+        out = f"{out[:limit]}…({len(raw)} chars)"
     return out
 
 
@@ -52,7 +74,8 @@ class RedactingFilter(logging.Filter):
             msg = record.getMessage()
         except Exception:  # malformed %-args: leave the record alone
             return True
-        record.msg = redact(msg, self.secrets)
+        # escaped and capped like log_safe, but longer: a log line may legitimately carry several values
+        record.msg = log_safe(msg, 4000, self.secrets)
         record.args = None
         return True
 

@@ -10,6 +10,7 @@ The fake LS (``ls_server``) answers what a backend asks LS for:
   /api/token/refresh/                {"refresh": PAT} -> {"access": <jwt>}
   /redirect?to=<url>                 302 -> url
   /big, /text, /missing              a too-big body, a non-image, a 404
+  /data/upload/{redirect,big,text}   the same (the backend fetches only LS image paths from LS's host)
 Every request's path and headers are recorded in ``ls_server.requests``.
 """
 
@@ -148,6 +149,8 @@ class FakeLabelStudio:
                 fake.requests.append((self.path, dict(self.headers)))
                 u = urlsplit(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
+                if u.path in ("/data/upload/redirect", "/data/upload/big", "/data/upload/text"):
+                    u = urlsplit(self.path.removeprefix("/data/upload"))  # fault routes under LS's image path
                 if u.path.startswith("/data/upload/"):
                     return self._image(Path(u.path).stem, True)
                 if u.path == "/data/local-files/":
@@ -158,7 +161,7 @@ class FakeLabelStudio:
                     if not self._authed():
                         return self._send(401)
                     uri = base64.urlsafe_b64decode(q["fileuri"]).decode()
-                    return self._send(302, headers={"Location": f"/img/{Path(uri).name}"})
+                    return self._send(302, headers={"Location": f"/data/upload/img/{Path(uri).name}"})
                 if u.path.startswith("/api/tasks/"):
                     if not self._authed():
                         return self._send(401)

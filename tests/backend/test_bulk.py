@@ -189,8 +189,8 @@ def test_all_tasks_paginated_predicted_and_a_bad_task_does_not_stop_the_run(
             assert np.asarray(decode_rle(res["value"]["rle"])).size == w * h * 4
     assert 99 not in fake_ls.posts and fake_ls.ours(99) == []
     assert "failed          1" in out and "predicted       4" in out and "tasks total     5" in out
-    assert "failed task 99: image not found" in out
-    assert "task 99 failed: image not found" in err and "task 99 failed: image not found" in caplog.text
+    assert "failed task 99: Label Studio refused the image (HTTP 4xx)" in out
+    assert "task 99 failed: Label Studio refused the image (HTTP 4xx)" in err and "task 99 failed: Label Studio refused" in caplog.text
     # the API key never shows: not in the summary, the log lines, nor the records
     assert TOKEN not in out + err + caplog.text
     assert "token=***" in out

@@ -85,7 +85,7 @@ def test_ls_paths_presign_and_local_files(ls_server: Any) -> None:
     n = len(ls_server.requests)
     assert len(f.fetch(f"s3://bucket/dir/{CAT}.jpg", task_id=5).data) == size
     paths = [p for p, _ in ls_server.requests[n:]]
-    assert paths[0].startswith("/tasks/5/presign/?fileuri=") and paths[1] == f"/img/{CAT}.jpg"
+    assert paths[0].startswith("/tasks/5/presign/?fileuri=") and paths[1] == f"/data/upload/img/{CAT}.jpg"
     assert ls_server.requests[n][1]["Authorization"] == f"Token {TOKEN}"
     for uri in ("gs://b/x.jpg", "azure-blob://c/x.jpg"):
         assert f.resolve(uri, 9).startswith(f"{ls_server.url}/tasks/9/presign/?fileuri=")
@@ -111,18 +111,18 @@ def test_token_only_sent_to_label_studio(ls_server: Any) -> None:
     assert "Authorization" not in ls_server.requests[n][1]
     # and a redirect from LS to another allowed host drops it too
     n = len(ls_server.requests)
-    f.fetch(f"/redirect?to=http://localhost:{port}/img/{CAT}.jpg")
+    f.fetch(f"/data/upload/redirect?to=http://localhost:{port}/img/{CAT}.jpg")
     assert "Authorization" in ls_server.requests[n][1] and "Authorization" not in ls_server.requests[n + 1][1]
 
 
 def test_redirects_are_rechecked(ls_server: Any) -> None:
     f = fetcher(ls_server.url)
     with pytest.raises(UnsafeUrlError, match="only LABEL_STUDIO_URL"):
-        f.fetch("/redirect?to=http://169.254.169.254/latest/meta-data/")
+        f.fetch("/data/upload/redirect?to=http://169.254.169.254/latest/meta-data/")
     with pytest.raises(UnsafeUrlError, match="scheme"):
-        f.fetch("/redirect?to=file:///etc/passwd")
+        f.fetch("/data/upload/redirect?to=file:///etc/passwd")
     with pytest.raises(FetchError, match="too many redirects"):
-        fetcher(ls_server.url, CAMCUT_MAX_REDIRECTS="1").fetch(f"/redirect?to=/redirect%3Fto%3D/img/{CAT}.jpg")
+        fetcher(ls_server.url, CAMCUT_MAX_REDIRECTS="1").fetch(f"/data/upload/redirect?to=/data/upload/redirect%3Fto%3D/data/upload/img/{CAT}.jpg")
 
 
 def test_plain_url_needs_allow_list(ls_server: Any) -> None:

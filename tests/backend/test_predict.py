@@ -201,7 +201,7 @@ def test_batch_with_one_bad_task(client: Any) -> None:
     good = {"data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": [rect("Cat", box, w, h)]}]}
     tasks = [{"id": 21, **good}, {"id": 22, "data": {"image": "/data/upload/1/no_such_image.jpg"}}, {"id": 23, **good}]
     out = predict(client, tasks)
-    assert out[1]["result"] == [] and "not found" in out[1]["error"]
+    assert out[1]["result"] == [] and "Label Studio refused the image (HTTP 4xx)" in out[1]["error"]
     for i in (0, 2):
         assert len(out[i]["result"]) == 1 and "error" not in out[i]
 
@@ -211,8 +211,8 @@ def test_batch_with_one_bad_task(client: Any) -> None:
     [
         ({}, "no 'image' field"),
         ({"image": 42}, "must be a URL string"),
-        ({"image": "/text"}, "not a readable image"),
-        ({"image": "/big"}, "over the limit"),
+        ({"image": "/data/upload/text"}, "not a readable image"),
+        ({"image": "/data/upload/big"}, "over the limit"),
         ({"image": "file:///etc/passwd"}, "refused URL scheme"),
         ({"image": "/data/local-files/?d=../../etc/passwd"}, "path traversal"),
     ],

@@ -111,5 +111,5 @@ def test_unusable_correction_is_recorded_not_raised(app_factory: Any) -> None:
     ev = event("x", "2025-01-01T10:00:00Z")
     ev["task"]["data"]["image"] = "/data/upload/1/missing.jpg"
     r = client.post("/webhook", json=ev)
-    assert r.status_code == 201 and r.get_json()["status"] == "error" and "not found" in r.get_json()["error"]
+    assert r.status_code == 201 and r.get_json()["status"] == "error" and "Label Studio refused the image (HTTP 4xx)" in r.get_json()["error"]
     assert client.get("/metrics").get_json()["projects"]["9"]["events"] == {"error": 1}

@@ -8,6 +8,7 @@ loopback-only network guard, hostile image files and a gunicorn launcher.
   /slow?s=<seconds>        sleeps, then sends an image (longer than the download timeout)
   /cut                     declares Content-Length 200000, sends 1000 bytes, closes
   /redirect?to=<url>       302 -> url
+Each route also answers under ``/data/upload/`` (the path the backend accepts on LS's host).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class FaultServer:
 
             def do_GET(self) -> None:
                 fake.requests.append(self.path)
-                u = urlsplit(self.path)
+                # the backend fetches only LS image paths from LS's host: the fault routes also answer under /data/upload/
+                u = urlsplit(self.path.removeprefix("/data/upload"))
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 if u.path.startswith("/img/"):
                     p = jpeg(Path(u.path).stem)

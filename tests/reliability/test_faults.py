@@ -24,16 +24,17 @@ def test_faulty_image_sources_fail_per_task(app_factory: Any, fault_server: Faul
     client = app_factory(LABEL_STUDIO_URL=fault_server.url, CAMCUT_DOWNLOAD_TIMEOUT="1").test_client()
     forbidden = f"http://127.0.0.1:{target_server.port}/img/{CAT}.jpg"
     cases: list[tuple[str, str | None]] = [
-        (f"/img/{CAT}.jpg", None),
-        ("/status/401", "access denied (HTTP 401) (check LABEL_STUDIO_API_KEY)"),
-        ("/status/403", "access denied (HTTP 403)"),
-        ("/status/404", "not found (HTTP 404)"),
-        ("/status/500", "HTTP 500"),
-        ("/slow?s=3", "timed out after 1 s"),
-        ("/cut", "download interrupted"),
-        (f"/redirect?to=/img/{DOG}.jpg", None),  # allowed -> allowed
-        (f"/redirect?to={forbidden}", "refused image host '127.0.0.1'"),  # allowed -> forbidden
-        (f"/img/{DOG}.jpg", None),
+        (f"/data/upload/img/{CAT}.jpg", None),
+        # LS's answer is only ever described by its status class (it may be an API answer's size or body otherwise)
+        ("/data/upload/status/401", "Label Studio refused the image (HTTP 4xx) (check LABEL_STUDIO_API_KEY)"),
+        ("/data/upload/status/403", "Label Studio refused the image (HTTP 4xx) (check LABEL_STUDIO_API_KEY)"),
+        ("/data/upload/status/404", "Label Studio refused the image (HTTP 4xx)"),
+        ("/data/upload/status/500", "Label Studio refused the image (HTTP 5xx)"),
+        ("/data/upload/slow?s=3", "timed out after 1 s"),
+        ("/data/upload/cut", "download interrupted"),
+        (f"/data/upload/redirect?to=/data/upload/img/{DOG}.jpg", None),  # allowed -> allowed
+        (f"/data/upload/redirect?to={forbidden}", "refused image host '127.0.0.1'"),  # allowed -> forbidden
+        (f"/data/upload/img/{DOG}.jpg", None),
     ]
     n_target = len(target_server.requests)
     tasks = [box_task(i, url, DOG if DOG in url else CAT) for i, (url, _) in enumerate(cases, 1)]
@@ -65,9 +66,10 @@ def test_no_secret_in_logs_or_responses(app_factory: Any, fault_server: FaultSer
     client = app.test_client()
     caplog.set_level(logging.DEBUG)
     auth = {"Authorization": "Basic " + base64.b64encode(f"ls:{pw}".encode()).decode()}
-    tasks = [box_task(1, "/status/401"), box_task(2, f"/status/500?token={key}"), box_task(3, f"http://elsewhere.invalid/x.jpg?token={key}"),
-             box_task(4, "/cut"), box_task(5, f"/redirect?to=http://10.0.0.1/x%3Ftoken%3D{key}"), {"id": 6, "data": {"image": 5}},
-             box_task(7, f"/img/{CAT}.jpg")]
+    tasks = [box_task(1, "/data/upload/status/401"), box_task(2, f"/data/upload/status/500?token={key}"),
+             box_task(3, f"http://elsewhere.invalid/x.jpg?token={key}"), box_task(4, "/data/upload/cut"),
+             box_task(5, f"/data/upload/redirect?to=http://10.0.0.1/x%3Ftoken%3D{key}"), {"id": 6, "data": {"image": 5}},
+             box_task(7, f"/data/upload/img/{CAT}.jpg")]
     bodies = []
     r = client.post("/predict", json={"tasks": tasks, "project": "7.1", "label_config": LABEL_CONFIG}, headers=auth)
     assert r.status_code == 200
@@ -80,9 +82,9 @@ def test_no_secret_in_logs_or_responses(app_factory: Any, fault_server: FaultSer
     ev = {"action": "ANNOTATION_CREATED", "project": {"id": 7, "label_config": LABEL_CONFIG},
           "annotation": {"id": 1, "updated_at": "x", "result": [{"from_name": "mask", "type": "brushlabels", "id": "a",
                                                               "value": {"rle": [1, 2, 3], "brushlabels": ["Cat"]}}]},
-          "task": {"id": 1, "data": {"image": f"/status/403?token={key}"}}}
+          "task": {"id": 1, "data": {"image": f"/data/upload/status/403?token={key}"}}}
     bodies.append(client.post("/webhook", json=ev, headers=auth).get_data(as_text=True))
     bodies.append(client.get("/metrics", headers=auth).get_data(as_text=True))
     text = caplog.text + "".join(r.getMessage() + repr(r.args) for r in caplog.records) + "".join(bodies)
-    assert "access denied" in caplog.text  # the failures are logged ...
+    assert "Label Studio refused the image" in caplog.text  # the failures are logged ...
     assert key not in text and pw not in text  # ... without credentials

@@ -107,16 +107,16 @@ rects = st.fixed_dictionaries({
        tags=json_values)
 @pytest.mark.slow  # 20 s
 def test_weird_but_structured_tasks(fuzz_client: Any, results: list[Any], context: Any, task_id: Any, tags: Any) -> None:
-    task = {"id": task_id, "data": {"image": f"/img/{CAT}.jpg", "tags": tags}, "predictions": [{"result": results}]}
+    task = {"id": task_id, "data": {"image": f"/data/upload/img/{CAT}.jpg", "tags": tags}, "predictions": [{"result": results}]}
     ctx = {"result": context} if isinstance(context, list) else context
-    body = {"tasks": [task, {"id": 2, "data": {"image": "/status/404"}}], "project": "5.1", "label_config": LABEL_CONFIG,
+    body = {"tasks": [task, {"id": 2, "data": {"image": "/data/upload/status/404"}}], "project": "5.1", "label_config": LABEL_CONFIG,
             "params": {"context": ctx}}
     r = fuzz_client.post("/predict", data=json.dumps(body), content_type="application/json")
     out = check(r)
     if r.status_code == 200:
         assert len(out["results"]) == 2
         check_cat_answer(out["results"][0])
-        assert out["results"][1]["result"] == [] and "HTTP 404" in out["results"][1]["error"]
+        assert out["results"][1]["result"] == [] and "(HTTP 4xx)" in out["results"][1]["error"]
     else:
         assert r.status_code == 400 and out["error"]
 
@@ -148,10 +148,10 @@ def test_known_hostile_bodies(fuzz_client: Any, path: str, body: Any, status: in
                                      {"result": [{"type": "keypointlabels", "value": {"x": "nan", "y": 1e308}}]},
                                      {"result": [{"type": "rectanglelabels", "value": {"x": 1e308, "y": -1e308, "width": 1e308, "height": 5}}]}])
 def test_garbage_ids_and_contexts_are_per_task(fuzz_client: Any, task_id: Any, context: Any) -> None:
-    good = {"id": 3, "data": {"image": f"/img/{CAT}.jpg"},
+    good = {"id": 3, "data": {"image": f"/data/upload/img/{CAT}.jpg"},
             "predictions": [{"result": [{"type": "rectanglelabels", "from_name": "box", "to_name": "image",
                                          "value": {"x": 10, "y": 10, "width": 70, "height": 70, "rectanglelabels": ["Cat"]}}]}]}
-    body = {"tasks": [{"id": task_id, "data": {"image": f"/img/{CAT}.jpg"}}, good], "project": "5.1", "label_config": LABEL_CONFIG,
+    body = {"tasks": [{"id": task_id, "data": {"image": f"/data/upload/img/{CAT}.jpg"}}, good], "project": "5.1", "label_config": LABEL_CONFIG,
             "params": {"context": context}}
     r = fuzz_client.post("/predict", data=json.dumps(body), content_type="application/json")
     out = check(r)

@@ -71,7 +71,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 def batch_body(i: int) -> dict[str, Any]:
     stems = [STEMS[i % 4], STEMS[(i + 1) % 4]]
-    return {"tasks": [box_task(1000 + i * 2 + k, f"/img/{s}.jpg", s) for k, s in enumerate(stems)],
+    return {"tasks": [box_task(1000 + i * 2 + k, f"/data/upload/img/{s}.jpg", s) for k, s in enumerate(stems)],
             "project": "3.1", "label_config": LABEL_CONFIG}
 
 
@@ -82,7 +82,7 @@ def interactive_body(i: int) -> dict[str, Any]:
     w, h = image_size(s)
     label, box = voc_boxes(s)[0]
     r = rect({"cat": "Cat", "person": "people"}.get(label, label), box, w, h)
-    return {"tasks": [{"id": 5000 + n, "data": {"image": f"/img/{s}.jpg"}}], "project": "3.1", "label_config": LABEL_CONFIG,
+    return {"tasks": [{"id": 5000 + n, "data": {"image": f"/data/upload/img/{s}.jpg"}}], "project": "3.1", "label_config": LABEL_CONFIG,
             "params": {"context": {"result": [r]}}}
 
 
