@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import cv2
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+from model.image import resize_mask
 
 from .errors import TaskError
 from .schema import Schema
@@ -22,14 +23,6 @@ def rle_to_mask(rle: list[int], height: int, width: int) -> np.ndarray:
     if flat.size != height * width * 4:
         raise TaskError(f"brush RLE decodes to {flat.size} values, expected {height}x{width}x4")
     return flat.reshape(height, width, 4)[:, :, 3] > 0
-
-
-def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A brush mask drawn on LS's ``original_width`` x ``original_height`` onto the image as
-    decoded here (nearest neighbour: a mask stays a mask). Only a format conversion."""
-    if mask.shape == (height, width):
-        return mask
-    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
 
 
 def decode_brush(rle: list[int], original_height: int, original_width: int, height: int, width: int) -> np.ndarray:

@@ -6,6 +6,7 @@ import io
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -93,3 +94,11 @@ def decode_image(data: bytes | str | os.PathLike[str], max_pixels: int = DEFAULT
         raise ImageError(f"not a readable image: {label}: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
         raise ImageError(f"corrupt or truncated image {label}: {exc}") from exc
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A bool mask resized to ``height`` x ``width`` by nearest neighbour (a mask stays a mask),
+    e.g. a brush mask drawn on Label Studio's ``original_width`` x ``original_height``."""
+    if mask.shape == (height, width):
+        return mask
+    return cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
