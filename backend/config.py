@@ -175,6 +175,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", "THREADS", "4", integer(1), "threads per worker (one Segmenter per request; the CNN is shared and locked)"),
     Setting("timeout", "TIMEOUT", "300", integer(0), "gunicorn worker timeout in seconds (a batch /predict can be long on CPU)"),
     Setting("log_level", "LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Setting("front", "CAMCUT_FRONT", "1", flag,
+            "1: serve through backend/front.py, which reads whole requests before gunicorn sees them; 0: gunicorn alone"),
+    Setting("header_timeout", "CAMCUT_HEADER_TIMEOUT", "10", number(0.1),
+            "front: seconds for a request line and headers (also the idle keep-alive limit); then 408"),
+    Setting("body_timeout", "CAMCUT_BODY_TIMEOUT", "30", number(0.1), "front: seconds for a whole request body; then 408"),
+    Setting("max_body_bytes", "CAMCUT_MAX_BODY_BYTES", "67108864", integer(1), "front: largest request body in bytes (64 MiB); then 413"),
+    Setting("max_connections", "CAMCUT_MAX_CONNECTIONS", "2000", integer(1), "front: open connections; more are closed at once"),
     Setting("label_studio_url", "LABEL_STUDIO_URL", "", url,
             "base URL of Label Studio, e.g. http://label-studio:8080; its host is trusted for images"),
     Setting("label_studio_api_key", "LABEL_STUDIO_API_KEY", "", text,
@@ -230,6 +237,11 @@ class Settings:
     threads: int
     timeout: int
     log_level: str
+    front: bool
+    header_timeout: float
+    body_timeout: float
+    max_body_bytes: int
+    max_connections: int
     label_studio_url: str
     label_studio_api_key: str = field(repr=False)
     basic_auth_user: str

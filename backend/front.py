@@ -14,7 +14,7 @@ addresses gunicorn was asked to bind, gunicorn binds a private unix socket inste
 the Docker image and every test that starts gunicorn serve through it. ``CAMCUT_FRONT=0`` serves
 gunicorn directly (e.g. behind your own buffering proxy).
 
-Limits (environment): CAMCUT_HEADER_TIMEOUT (10 s for a request line + headers, also the idle
+Limits (settings table, backend/config.py): CAMCUT_HEADER_TIMEOUT (10 s for a request line + headers, also the idle
 keep-alive limit), CAMCUT_BODY_TIMEOUT (30 s for a whole body), CAMCUT_MAX_BODY_BYTES (64 MiB),
 CAMCUT_MAX_CONNECTIONS (2000; more are closed at once). Answers: 408 on a timeout, 413, 400.
 """
@@ -28,17 +28,19 @@ import sys
 
 import h11
 
+from backend.config import read_setting
+
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection",
               b"proxy-authenticate", b"proxy-authorization", b"content-length"}
 
 
 class Limits:
     def __init__(self) -> None:
-        self.header = float(os.environ.get("CAMCUT_HEADER_TIMEOUT", "10"))
-        self.body = float(os.environ.get("CAMCUT_BODY_TIMEOUT", "30"))
-        self.max_body = int(os.environ.get("CAMCUT_MAX_BODY_BYTES", str(64 << 20)))
-        self.max_conns = int(os.environ.get("CAMCUT_MAX_CONNECTIONS", "2000"))
-        self.upstream = float(os.environ.get("TIMEOUT", "300")) + 30  # gunicorn kills a worker after TIMEOUT
+        self.header = read_setting("CAMCUT_HEADER_TIMEOUT")
+        self.body = read_setting("CAMCUT_BODY_TIMEOUT")
+        self.max_body = read_setting("CAMCUT_MAX_BODY_BYTES")
+        self.max_conns = read_setting("CAMCUT_MAX_CONNECTIONS")
+        self.upstream = read_setting("TIMEOUT") + 30  # gunicorn kills a worker after TIMEOUT
         self.send = 60.0
 
 

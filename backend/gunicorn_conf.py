@@ -10,15 +10,15 @@ import os
 from backend.config import bind_address, read_setting
 
 bind = bind_address(read_setting("CAMCUT_BIND"), read_setting("PORT"))
-workers = int(os.environ.get("WORKERS", "1"))
+workers = read_setting("WORKERS")
 # two threads beyond THREADS for what the /predict limiter answers at once (/health, 503s, /metrics):
 # CAMCUT_MAX_INFLIGHT (THREADS-1) + the interactive lane could otherwise occupy every thread
-threads = int(os.environ.get("THREADS", "4")) + 2
+threads = read_setting("THREADS") + 2
 worker_class = "gthread"
-timeout = int(os.environ.get("TIMEOUT", "300"))
+timeout = read_setting("TIMEOUT")
 graceful_timeout = 30
 preload_app = False
-loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+loglevel = read_setting("LOG_LEVEL").lower()
 accesslog = "-"
 errorlog = "-"
 # no query strings in the access log: they may carry token= parameters
@@ -56,7 +56,7 @@ _front = None
 
 def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
     global _front
-    if os.environ.get("CAMCUT_FRONT", "1") == "0":
+    if not read_setting("CAMCUT_FRONT"):
         return
     import subprocess
     import sys
