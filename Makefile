@@ -16,8 +16,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-cvat.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
+	# cvat-sdk / cvat-cli / nuclio-sdk: the CVAT routes (cvat/) and their tests
+	$(PY) -m pip install -q -r requirements-cvat.txt
 	touch $@
 
 install: $(VENV)/.installed

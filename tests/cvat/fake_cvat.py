@@ -1,0 +1,160 @@
+"""A loopback fake of the CVAT REST endpoints that cvat-cli / cvat-sdk 2.80.0 call.
+
+A real CVAT server cannot run here: it ships as Docker images (server, UI, worker) with
+Postgres, Redis and OPA, and this machine has neither Docker nor a network. So these tests run
+the REAL cvat-cli against this fake, which answers just what ``task auto-annotate`` and the
+tags command read (about, tasks, labels, data meta, chunks/frames, annotations) and records
+what they upload. Replies follow cvat-sdk's generated models (cvat_sdk/api_client/model/*.py),
+which validate required fields and types, so a wrong reply shape fails the test.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import PIL.Image
+
+UPDATED = "2026-01-01T00:00:00.000000Z"
+
+
+@dataclass
+class FakeTask:
+    id: int
+    labels: list[dict[str, Any]]  # {"id", "name", "type"}
+    frames: list[tuple[str, bytes]]  # (name, encoded image bytes)
+    chunk_size: int = 2
+    annotations: dict[str, list] = field(default_factory=lambda: {"tags": [], "shapes": [], "tracks": []})
+    patches: list[dict[str, Any]] = field(default_factory=list)  # (action, body) of every PATCH/PUT
+
+
+class FakeCvat:
+    def __init__(self, tasks: list[FakeTask]) -> None:
+        self.tasks = {t.id: t for t in tasks}
+        self.requests: list[tuple[str, str]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeCvat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- replies ---------------------------------------------------------------------------
+    def task_json(self, t: FakeTask) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/api/tasks/{t.id}"
+        return {
+            "id": t.id, "name": f"task {t.id}", "url": url, "size": len(t.frames), "mode": "annotation",
+            "dimension": "2d", "status": "annotation", "data_chunk_size": t.chunk_size,
+            "data_original_chunk_type": "imageset", "data_compressed_chunk_type": "imageset",
+            "image_quality": 100, "data": t.id, "subset": "", "organization": None, "project_id": None,
+            "created_date": UPDATED, "updated_date": UPDATED, "overlap": 0, "segment_size": len(t.frames),
+            "bug_tracker": "", "owner": None, "assignee": None,
+            "jobs": {"count": 1, "completed": 0, "validation": 0, "url": f"http://127.0.0.1:{self.port}/api/jobs?task_id={t.id}"},
+            "labels": {"url": f"http://127.0.0.1:{self.port}/api/labels?task_id={t.id}"},
+        }
+
+    def meta_json(self, t: FakeTask) -> dict[str, Any]:
+        frames = []
+        for name, data in t.frames:
+            try:
+                w, h = PIL.Image.open(io.BytesIO(data)).size
+            except OSError:
+                w, h = 1, 1
+            frames.append({"name": name, "width": w, "height": h, "related_files": 0, "has_related_context": False})
+        return {"chunks_updated_date": UPDATED, "frames": frames, "deleted_frames": [], "chunk_size": t.chunk_size,
+                "size": len(t.frames), "image_quality": 100, "start_frame": 0, "stop_frame": len(t.frames) - 1,
+                "frame_filter": "", "included_frames": None}
+
+    def chunk(self, t: FakeTask, number: int) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for i, (name, data) in enumerate(t.frames[number * t.chunk_size:(number + 1) * t.chunk_size]):
+                z.writestr(f"{number * t.chunk_size + i:06d}{name[name.rfind('.'):]}", data)
+        return buf.getvalue()
+
+
+def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # keep pytest output clean
+            pass
+
+        def _send(self, code: int, body: bytes | dict | list, ctype: str = "application/json") -> None:
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _route(self, method: str) -> None:
+            u = urlparse(self.path)
+            q = {k: v[0] for k, v in parse_qs(u.query).items()}
+            parts = [p for p in u.path.split("/") if p]
+            fake.requests.append((method, self.path))
+            body = None
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                body = json.loads(self.rfile.read(n) or b"null")
+            if parts[:2] == ["api", "server"] and parts[2:] == ["about"]:
+                return self._send(200, {"name": "CVAT (fake)", "description": "", "version": "2.80.0",
+                                        "logo_url": "", "subtitle": ""})
+            if parts[:2] == ["api", "users"] and parts[2:] == ["self"]:
+                return self._send(200, {"id": 1, "username": "tester", "url": "", "first_name": "", "last_name": "",
+                                        "email": "", "groups": [], "is_staff": False, "is_superuser": False,
+                                        "is_active": True, "last_login": UPDATED, "date_joined": UPDATED,
+                                        "has_analytics_access": False})
+            if parts[:2] == ["api", "labels"] and method == "GET":
+                t = fake.tasks[int(q.get("task_id") or q.get("job_id") or 0)]
+                res = [{"id": lab["id"], "name": lab["name"], "type": lab.get("type", "any"), "color": "#ff0000",
+                        "attributes": [], "sublabels": [], "has_parent": False, "task_id": t.id} for lab in t.labels]
+                return self._send(200, {"count": len(res), "next": None, "previous": None, "results": res})
+            if parts[:2] == ["api", "tasks"] and len(parts) >= 3:
+                t = fake.tasks.get(int(parts[2]))
+                if t is None:
+                    return self._send(404, {"detail": "Not found."})
+                rest = parts[3:]
+                if rest == [] and method == "GET":
+                    return self._send(200, fake.task_json(t))
+                if rest == ["data", "meta"]:
+                    return self._send(200, fake.meta_json(t))
+                if rest == ["data"] and q.get("type") == "chunk":
+                    return self._send(200, fake.chunk(t, int(q["number"])), "application/zip")
+                if rest == ["data"] and q.get("type") == "frame":
+                    return self._send(200, t.frames[int(q["number"])][1], "image/jpeg")
+                if rest == ["annotations"] and method == "GET":
+                    return self._send(200, {"version": 0, **t.annotations})
+                if rest == ["annotations"] and method in ("PATCH", "PUT"):
+                    action = q.get("action", "put")
+                    t.patches.append({"action": action, "body": body})
+                    if action == "create" or method == "PUT":
+                        for kind in ("tags", "shapes", "tracks"):
+                            if method == "PUT":
+                                t.annotations[kind] = []
+                            t.annotations[kind].extend((body or {}).get(kind, []))
+                    return self._send(200, {"version": 1, **(body or {})})
+            return self._send(404, {"detail": f"fake CVAT has no {method} {u.path}"})
+
+        def do_GET(self) -> None:
+            self._route("GET")
+
+        def do_PATCH(self) -> None:
+            self._route("PATCH")
+
+        def do_PUT(self) -> None:
+            self._route("PUT")
+
+        def do_POST(self) -> None:
+            self._route("POST")
+
+    return Handler
