@@ -26,6 +26,14 @@ from .images import from_pil
 
 log = logging.getLogger("camcut.cvat")
 
+try:
+    # cvat-cli's agent reports only this exception's message back to the CVAT server (and so to
+    # the user who clicked); any other exception becomes "Unknown error". It is private API of
+    # the pinned cvat-cli 2.80.0, so fall back to ValueError if it moves.
+    from cvat_cli._internal.agent_driver import BadArError as _PromptRejected
+except ImportError:  # pragma: no cover - cvat-sdk installed without cvat-cli
+    _PromptRejected = ValueError  # type: ignore[misc,assignment]
+
 
 def parse_labels(labels: str | Sequence[str] | None) -> list[str]:
     """``-p labels=str:Airplane,Dog`` -> ["Airplane", "Dog"]; None -> the 20 VOC class names."""
@@ -97,8 +105,8 @@ class InteractionFunction:
         try:
             mask = self.engine.interact(prompts.pos_points, prompts.neg_points, bbox)
         except PromptError as exc:
-            # The agent reports this request as failed with this message and keeps serving.
-            raise ValueError(f"camcut cannot use this prompt: {exc}") from exc
+            # The agent fails this one request with this message and keeps serving.
+            raise _PromptRejected(f"camcut cannot use this prompt: {exc}") from exc
         if not mask.any():
             return []
         return [cvataa.InteractionResultShape(type="mask", points=encode_mask(mask))]

@@ -38,6 +38,12 @@ class FakeCvat:
     def __init__(self, tasks: list[FakeTask]) -> None:
         self.tasks = {t.id: t for t in tasks}
         self.requests: list[tuple[str, str]] = []
+        # Native functions (cvat-cli function create-native) and their annotation-request queue
+        # (run-agent --burst): ars are handed out in order, then "ar_assignment": null.
+        self.functions: dict[int, dict[str, Any]] = {}
+        self.ars: list[dict[str, Any]] = []  # {"ar_id", "ar_params"}
+        self.completed: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, str] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -114,6 +120,8 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
                                         "email": "", "groups": [], "is_staff": False, "is_superuser": False,
                                         "is_active": True, "last_login": UPDATED, "date_joined": UPDATED,
                                         "has_analytics_access": False})
+            if parts[:2] == ["api", "functions"]:
+                return self._functions(method, parts[2:], body)
             if parts[:2] == ["api", "labels"] and method == "GET":
                 t = fake.tasks[int(q.get("task_id") or q.get("job_id") or 0)]
                 res = [{"id": lab["id"], "name": lab["name"], "type": lab.get("type", "any"), "color": "#ff0000",
@@ -144,6 +152,32 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
                             t.annotations[kind].extend((body or {}).get(kind, []))
                     return self._send(200, {"version": 1, **(body or {})})
             return self._send(404, {"detail": f"fake CVAT has no {method} {u.path}"})
+
+        def _functions(self, method: str, rest: list[str], body: Any) -> None:
+            if rest == [] and method == "POST":
+                fid = len(fake.functions) + 1
+                # the server's defaults for fields an interactor may leave out
+                fake.functions[fid] = {"min_pos_points": 1, "min_neg_points": -1, "startswith_box": False,
+                                       "startswith_box_optional": False, **body, "id": fid}
+                return self._send(201, fake.functions[fid])
+            if len(rest) == 1 and method == "GET":
+                fid = int(rest[0])
+                if fid in fake.functions:
+                    return self._send(200, fake.functions[fid])
+            if rest[:1] == ["queues"] and rest[2:3] == ["requests"] and method == "POST":
+                verb = rest[-1]
+                if verb == "acquire":
+                    ar = fake.ars.pop(0) if fake.ars and body.get("request_category") == "interactive" else None
+                    return self._send(200, {"ar_assignment": ar})
+                if verb == "complete":
+                    fake.completed[rest[3]] = body
+                    return self._send(200, {})
+                if verb == "fail":
+                    fake.failed[rest[3]] = body.get("exc_info", "")
+                    return self._send(200, {})
+                if verb == "update":
+                    return self._send(200, {})
+            return self._send(404, {"detail": f"fake CVAT has no {method} /api/functions/{'/'.join(rest)}"})
 
         def do_GET(self) -> None:
             self._route("GET")
