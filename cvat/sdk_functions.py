@@ -32,7 +32,7 @@ try:
     # the pinned cvat-cli 2.80.0, so fall back to ValueError if it moves.
     from cvat_cli._internal.agent_driver import BadArError as _PromptRejected
 except ImportError:  # pragma: no cover - cvat-sdk installed without cvat-cli
-    _PromptRejected = ValueError  # type: ignore[misc,assignment]
+    _PromptRejected = ValueError
 
 
 def parse_labels(labels: str | Sequence[str] | None) -> list[str]:
