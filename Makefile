@@ -45,7 +45,7 @@ test-quick: install-dev
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 # The packages mypy checks; camcut/ joins as soon as it exists.
-MYPY_PATHS = $(wildcard model backend evaluator bench camcut)
+MYPY_PATHS = $(wildcard model backend evaluator bench camcut cvat)
 
 # Lint and types, with the versions pinned in requirements-dev.txt (settings in pyproject.toml).
 # `ruff format --check` is not enforced yet: it would reformat 61 of 91 files while model/ and

@@ -90,6 +90,7 @@ def test_function_yaml_as_cvat_reads_it() -> None:
     assert det["handler"] == inter["handler"] == "main:handler"
 
 
+@pytest.mark.slow
 def test_detector_masks_decode_as_cvat_stores_them(platform: Platform, engine) -> None:  # type: ignore[no-untyped-def]
     handler = _handler("detector")
     for stem, (_label, voc) in DETECT_STEMS.items():
@@ -109,6 +110,7 @@ def test_detector_masks_decode_as_cvat_stores_them(platform: Platform, engine) -
         assert len(a["points"]) >= 6  # the polygon CVAT takes with "convert masks to polygons"
 
 
+@pytest.mark.slow
 def test_interactor_box_and_clicks(platform: Platform, engine) -> None:  # type: ignore[no-untyped-def]
     handler = _handler("interactor")
     stem = "2007_000738"

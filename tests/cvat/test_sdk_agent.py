@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cvat_sdk.masks import decode_mask
 
 from cvat.images import from_pil
@@ -18,6 +19,8 @@ from model.segmenter import mask_iou
 
 from .conftest import gt_union, jpeg, pil_rgb, run_cli, voc_boxes
 from .fake_cvat import FakeCvat, FakeTask
+
+pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images (> 15 s on 2 cores)
 
 STEM = "2007_000738"  # one aeroplane
 IOU_FLOOR = 0.5

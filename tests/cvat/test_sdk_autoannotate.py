@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cvat_sdk.masks import decode_mask
 
 from cvat.images import from_pil
@@ -17,6 +18,8 @@ from model.segmenter import mask_iou
 
 from .conftest import DETECT_STEMS, gt_union, pil_rgb, run_cli
 from .fake_cvat import FakeCvat, FakeTask
+
+pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images (> 15 s on 2 cores)
 
 LABELS = [{"id": 11, "name": "airplane", "type": "any"}, {"id": 12, "name": "Boat", "type": "any"},
           {"id": 13, "name": "cattle", "type": "any"}, {"id": 14, "name": "widget", "type": "any"}]

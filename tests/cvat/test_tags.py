@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cvat_sdk.masks import decode_mask
 
 from cvat.images import from_pil
@@ -22,6 +23,8 @@ from model.segmenter import mask_iou
 
 from .conftest import DETECT_STEMS, ROOT, gt_union, jpeg, pil_rgb, voc_boxes
 from .fake_cvat import FakeCvat, FakeTask
+
+pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images (> 15 s on 2 cores)
 
 IOU_FLOOR = 0.5
 # "cattle" is a tag-only label: its mask goes to the mask label "cow" (same engine class).
