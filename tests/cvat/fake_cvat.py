@@ -30,6 +30,7 @@ class FakeTask:
     labels: list[dict[str, Any]]  # {"id", "name", "type"}
     frames: list[tuple[str, bytes]]  # (name, encoded image bytes)
     chunk_size: int = 2
+    job_id: int | None = None  # one job covering every frame (its annotations are the task's)
     annotations: dict[str, list] = field(default_factory=lambda: {"tags": [], "shapes": [], "tracks": []})
     patches: list[dict[str, Any]] = field(default_factory=list)  # (action, body) of every PATCH/PUT
 
@@ -69,6 +70,19 @@ class FakeCvat:
             "jobs": {"count": 1, "completed": 0, "validation": 0, "url": f"http://127.0.0.1:{self.port}/api/jobs?task_id={t.id}"},
             "labels": {"url": f"http://127.0.0.1:{self.port}/api/labels?task_id={t.id}"},
         }
+
+    def job_task(self, job_id: int) -> FakeTask | None:
+        return next((t for t in self.tasks.values() if t.job_id == job_id), None)
+
+    def job_json(self, t: FakeTask) -> dict[str, Any]:
+        base = f"http://127.0.0.1:{self.port}/api"
+        return {"id": t.job_id, "task_id": t.id, "url": f"{base}/jobs/{t.job_id}", "project_id": None,
+                "start_frame": 0, "stop_frame": len(t.frames) - 1, "frame_count": len(t.frames), "dimension": "2d",
+                "mode": "annotation", "organization": None, "data_chunk_size": t.chunk_size,
+                "data_original_chunk_type": "imageset",
+                "data_compressed_chunk_type": "imageset", "created_date": UPDATED, "updated_date": UPDATED,
+                "issues": {"count": 0, "url": f"{base}/issues?job_id={t.job_id}"},
+                "labels": {"url": f"{base}/labels?job_id={t.job_id}"}}
 
     def meta_json(self, t: FakeTask) -> dict[str, Any]:
         frames = []
@@ -122,8 +136,16 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
                                         "has_analytics_access": False})
             if parts[:2] == ["api", "functions"]:
                 return self._functions(method, parts[2:], body)
+            if parts[:2] == ["api", "jobs"] and len(parts) >= 3:
+                t = fake.job_task(int(parts[2]))
+                if t is None:
+                    return self._send(404, {"detail": "Not found."})
+                if parts[3:] == [] and method == "GET":
+                    return self._send(200, fake.job_json(t))
+                parts = ["api", "tasks", str(t.id), *parts[3:]]  # the job's data and annotations are the task's
             if parts[:2] == ["api", "labels"] and method == "GET":
-                t = fake.tasks[int(q.get("task_id") or q.get("job_id") or 0)]
+                t = fake.tasks[int(q["task_id"])] if "task_id" in q else fake.job_task(int(q.get("job_id", 0)))
+                assert t is not None
                 res = [{"id": lab["id"], "name": lab["name"], "type": lab.get("type", "any"), "color": "#ff0000",
                         "attributes": [], "sublabels": [], "has_parent": False, "task_id": t.id} for lab in t.labels]
                 return self._send(200, {"count": len(res), "next": None, "previous": None, "results": res})

@@ -46,7 +46,7 @@ def _rect(i: int, frame: int, label_id: int, box: tuple[float, ...]) -> dict:
 
 def _task() -> FakeTask:
     frames = [(f"{s}.jpg", jpeg(s).read_bytes()) for s in STEMS] + [("broken.jpg", b"not an image at all")]
-    t = FakeTask(id=7, labels=LABELS, frames=frames)
+    t = FakeTask(id=7, labels=LABELS, frames=frames, job_id=70)
     t.annotations["tags"] = [_tag(1, 0, 11), _tag(2, 0, 14), _tag(3, 1, 12), _tag(4, 2, 13), _tag(5, 3, 11)]
     (_, box), = voc_boxes(STEMS[0])
     t.annotations["shapes"] = [_rect(6, 0, 11, box)]
@@ -107,3 +107,13 @@ def test_boxes_too(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-d
     got = [decode_mask(s["points"], image_width=im.width, image_height=im.height) for s in frame0]
     assert any(np.array_equal(g, own) for g in got)
     assert all(mask_iou(g, gt_union(stem)) >= IOU_FLOOR for g in got)
+
+
+def test_job_target(tmp_path: Path) -> None:
+    state = tmp_path / "state.jsonl"
+    with FakeCvat([_task()]) as fake:
+        r = _run(fake.port, tmp_path, "--job", "70", "--state", str(state))
+        assert r.returncode == 0, r.stderr
+        assert any(path.startswith("/api/jobs/70/annotations") and m == "PATCH" for m, path in fake.requests)
+        assert sorted((s["frame"], s["label_id"]) for s in _uploaded(fake.tasks[7])) == [(0, 11), (1, 12), (2, 15)]
+    assert all(json.loads(x)["target"] == "job:70" for x in state.read_text().splitlines())
