@@ -189,7 +189,10 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
             if rest[:1] == ["queues"] and rest[2:3] == ["requests"] and method == "POST":
                 verb = rest[-1]
                 if verb == "acquire":
-                    ar = fake.ars.pop(0) if fake.ars and body.get("request_category") == "interactive" else None
+                    # each queued AR may name its category ("interactive" unless said otherwise)
+                    cat = body.get("request_category")
+                    i = next((i for i, a in enumerate(fake.ars) if a.get("category", "interactive") == cat), None)
+                    ar = None if i is None else {k: v for k, v in fake.ars.pop(i).items() if k != "category"}
                     return self._send(200, {"ar_assignment": ar})
                 if verb == "complete":
                     fake.completed[rest[3]] = body

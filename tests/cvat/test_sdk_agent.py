@@ -74,3 +74,33 @@ def test_create_native_then_agent_serves_box_and_clicks(tmp_path: Path, engine) 
     assert masks["clicks"][int(cy), int(cx)] and not masks["clicks"][2, 2]
     assert np.array_equal(masks["clicks"], engine.interact([(cx, cy)], [(2, 2)], None))
 
+
+
+def test_detector_as_native_function(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
+    """The detector registered with create-native and served by run-agent: the UI's per-frame
+    request ("annotate_frame"); a non-image frame fails that request only. (The whole-task
+    "annotate_task" request goes through the same function; it is not replayed here.)"""
+    data = jpeg(STEM).read_bytes()
+    frames = [(f"{STEM}.jpg", data), ("broken.jpg", b"this is not an image")]
+    labels = [{"id": 1, "name": "airplane"}, {"id": 2, "name": "widget"}]
+    fn_args = ["--function-module", "cvat.detector", "-p", "labels=str:airplane"]
+    with FakeCvat([FakeTask(id=7, labels=labels, frames=frames, chunk_size=2)]) as fake:
+        r = run_cli(fake.port, ["function", "create-native", "camcut-detector", *fn_args], tmp_path)
+        assert r.returncode == 0, r.stderr
+        fid = int(r.stdout.strip())
+        assert fake.functions[fid]["kind"] == "detector"
+        assert [lab["name"] for lab in fake.functions[fid]["labels_v2"]] == ["airplane"]
+        params = {"task": 7, "mapping": {"airplane": {"name": "airplane"}}, "threshold": None, "conv_mask_to_poly": False}
+        fake.ars = [
+            {"ar_id": "frame0", "ar_params": {"type": "annotate_frame", "frame": 0, **params}},
+            {"ar_id": "broken", "ar_params": {"type": "annotate_frame", "frame": 1, **params}},
+        ]
+        r = run_cli(fake.port, ["function", "run-agent", str(fid), *fn_args, "--burst"], tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert sorted(fake.completed) == ["frame0"] and sorted(fake.failed) == ["broken"], (fake.completed, fake.failed)
+    (shape,) = fake.completed["frame0"]["annotations"]["shapes"]
+    im = pil_rgb(data)
+    got = decode_mask(shape["points"], image_width=im.width, image_height=im.height)
+    (own,) = engine.detect(from_pil(im), {"airplane": "aeroplane"})
+    assert shape["type"] == "mask" and shape["label_id"] == 1 and np.array_equal(got, own.mask)
+    assert mask_iou(got, gt_union(STEM)) >= IOU_FLOOR
