@@ -16,8 +16,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt requirements-cvat.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
+	# cvat-sdk / cvat-cli / nuclio-sdk: the CVAT routes (cvat/) and their tests
+	$(PY) -m pip install -q -r requirements-cvat.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,7 +45,7 @@ test-quick: install-dev
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 # The packages mypy checks; camcut/ joins as soon as it exists.
-MYPY_PATHS = $(wildcard model backend evaluator bench camcut)
+MYPY_PATHS = $(wildcard model backend evaluator bench camcut cvat)
 
 # Lint and types, with the versions pinned in requirements-dev.txt (settings in pyproject.toml).
 # `ruff format --check` is not enforced yet: it would reformat 61 of 91 files while model/ and
