@@ -214,6 +214,13 @@ SETTINGS: tuple[Setting, ...] = (
             "more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
     Setting("cut_threads", "CAMCUT_CUT_THREADS", "0", integer(0),
             "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available"),
+    Setting("max_request_bytes", "CAMCUT_MAX_REQUEST_BYTES", "16777216", integer(1),
+            "largest request body in bytes (16 MiB); more: 413"),
+    Setting("max_tasks", "CAMCUT_MAX_TASKS", "100", integer(1), "most tasks in one /predict request; more: 413"),
+    Setting("max_boxes", "CAMCUT_MAX_BOXES", "100", integer(1),
+            "most boxes (rectangles) one task may carry; more: that task's error"),
+    Setting("max_config_bytes", "CAMCUT_MAX_CONFIG_BYTES", "1048576", integer(1),
+            "largest labelling config in bytes (1 MiB); more: 400"),
     Setting("webhook_sync", "CAMCUT_WEBHOOK_SYNC", "0", flag,
             "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
 )
@@ -252,6 +259,10 @@ class Settings:
     adapt_thresholds: tuple[float, ...]
     max_inflight: int
     cut_threads: int
+    max_request_bytes: int
+    max_tasks: int
+    max_boxes: int
+    max_config_bytes: int
     webhook_sync: bool
 
     @classmethod
