@@ -350,13 +350,13 @@ class CamCutModel:
         out.regions.extend(regions[i] for i in sorted(regions))  # in box order
 
     def _chunks(self, seg: Segmenter, prompts: list[BoxPrompt]) -> Iterator[tuple[int, MaskResult | Exception]]:
-        """(index, result) of every box prompt. Memory bound: at most ``cut_threads`` boxes (and
-        their second opinions) are cut at once, and the caller encodes each mask before the next
+        """(index, result) of every box prompt. Memory bound: at most ``cut_threads`` cuts (half
+        as many boxes and their second opinions) run at once, and the caller encodes each mask before the next
         ones start, so a request holds a few full-size masks, not two per box (100 boxes on a
         36 MP image held 7.6 GB). Boxes go class by class and a class's upsampled CAM is dropped
         after its last box (a 40 MP float32 CAM is 160 MB)."""
         order = sorted(range(len(prompts)), key=lambda i: str(prompts[i].voc_class))
-        step = max(1, self.settings.cut_threads)
+        step = max(1, self.settings.cut_threads // 2)  # a box is two cuts (its mask, its second opinion)
         for k in range(0, len(order), step):
             idx = order[k:k + step]
             yield from zip(idx, seg.segment_boxes([prompts[i] for i in idx], agreement=True), strict=True)

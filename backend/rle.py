@@ -109,6 +109,7 @@ def decode(rle: Sequence[int], height: int, width: int, max_pixels: int = DEFAUL
 
 
 def _check_bytes(values: Sequence[int]) -> None:
-    ok = isinstance(values, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 256 for v in values)
+    ok = isinstance(values, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 256 for v in values)
     if not ok:
         raise TaskError("brush RLE must be a list of byte values (integers 0..255)")

@@ -104,14 +104,15 @@ def free_port() -> int:
 class Server:
     """One gunicorn master + worker for a configuration; stopped by the master's pid."""
 
-    def __init__(self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0) -> None:
+    def __init__(self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.TemporaryDirectory(prefix="camcut-bench-")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))}
         env.update(PORT=str(self.port), WORKERS="1", CAMCUT_CONFIG=config, LABEL_STUDIO_URL=ls_url,
-                   MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING")
+                   MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING", **(extra_env or {}))
         gunicorn = Path(sys.executable).with_name("gunicorn")
         self.log_file = open(log_path, "ab")  # noqa: SIM115  # the server's log, closed on stop
         self.proc = subprocess.Popen(

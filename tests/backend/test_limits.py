@@ -50,7 +50,7 @@ def test_rle_refuses_bad_streams() -> None:
     with pytest.raises(TaskError, match="ends before"):
         rle.decode(good[:8], 10, 10)
     with pytest.raises(TaskError, match="byte values"):
-        rle.decode([*good[:4], [1], 3], 10, 10)
+        rle.decode([*good[:4], [1], 3], 10, 10)  # type: ignore[list-item]  # the hostile input under test
     with pytest.raises(TaskError, match="over the limit of 50"):
         rle.decode(good, 10, 10, max_pixels=50)
 
@@ -106,10 +106,11 @@ def test_list_in_a_stroke_rle_is_a_task_error(client: Any) -> None:
 # -- request limits ---------------------------------------------------------------------------------
 def test_request_limits_answer_4xx(app_factory: Any) -> None:
     client = app_factory(CAMCUT_MAX_TASKS="2", CAMCUT_MAX_REQUEST_BYTES="20000", CAMCUT_MAX_CONFIG_BYTES="5000").test_client()
-    task = {"id": 1, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}
+    data = {"image": f"/data/upload/1/{CAT}.jpg"}
+    task: dict[str, Any] = {"id": 1, "data": data}
     r = post(client, [task] * 3)
     assert r.status_code == 413 and "CAMCUT_MAX_TASKS=2" in r.get_json()["error"]
-    r = post(client, [{**task, "data": {**task["data"], "pad": "x" * 30000}}])
+    r = post(client, [{**task, "data": {**data, "pad": "x" * 30000}}])
     assert r.status_code == 413 and r.is_json
     big = LABEL_CONFIG.replace("</View>", f"<!-- {'x' * 6000} --></View>")
     r = client.post("/setup", json={"project": "3.1", "schema": big})
@@ -141,7 +142,8 @@ def test_schema_cache_is_bounded_by_bytes() -> None:
 # -- issue 17: an empty tag mask is an answer --------------------------------------------------------
 def test_empty_tag_mask_is_a_result_not_an_error(client: Any) -> None:
     """'sheep' on the dog photo: the engine finds no sheep pixels (measured: an empty mask)."""
-    [pred] = post(client, [{"id": 910, "data": {"image": f"/data/upload/1/{DOG}.jpg", "tags": "dog,sheep"}}]).get_json()["results"]
+    task = {"id": 910, "data": {"image": f"/data/upload/1/{DOG}.jpg", "tags": "dog,sheep"}}
+    [pred] = post(client, [task]).get_json()["results"]
     assert "error" not in pred, pred
     assert [r["meta"]["voc_class"] for r in pred["result"]] == ["dog"]
     [empty] = pred["empty"]
