@@ -218,7 +218,7 @@ SETTINGS: tuple[Setting, ...] = (
             "largest request body in bytes (16 MiB); more: 413"),
     Setting("max_tasks", "CAMCUT_MAX_TASKS", "100", integer(1), "most tasks in one /predict request; more: 413"),
     Setting("max_boxes", "CAMCUT_MAX_BOXES", "100", integer(1),
-            "most boxes (rectangles) one task may carry; more: that task's error"),
+            "most boxes (rectangles), or tags, one task may carry; more: that task's error"),
     Setting("max_config_bytes", "CAMCUT_MAX_CONFIG_BYTES", "1048576", integer(1),
             "largest labelling config in bytes (1 MiB); more: 400"),
     Setting("webhook_sync", "CAMCUT_WEBHOOK_SYNC", "0", flag,

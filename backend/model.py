@@ -268,6 +268,7 @@ class CamCutModel:
             self._box_regions(seg, [b.to_pixels(w, h) for b in boxes], adapted, schema, out)
             return out
         tags = task_tags(task, schema, self.settings.tag_fields)
+        self._check_boxes(len(tags), "tags")
         if tags:
             out.mode = "tags"
             wanted = []
@@ -319,9 +320,9 @@ class CamCutModel:
             out.warnings.append(f"label {label!r} is not one of the BrushLabels labels; the mask keeps it")
         return label
 
-    def _check_boxes(self, n: int) -> None:
+    def _check_boxes(self, n: int, what: str = "boxes") -> None:
         if n > self.settings.max_boxes:
-            raise TaskError(f"the task has {n} boxes, more than CAMCUT_MAX_BOXES={self.settings.max_boxes}")
+            raise TaskError(f"the task has {n} {what}, more than CAMCUT_MAX_BOXES={self.settings.max_boxes}")
 
     def _box_regions(self, seg: Segmenter, boxes: list[LabeledBox], adapted: Adapted, schema: Schema, out: TaskOutcome,
                      seeds: Seeds | None = None) -> None:
@@ -365,11 +366,19 @@ class CamCutModel:
 
     def _class_regions(self, seg: Segmenter, wanted: list[WantedClass], adapted: Adapted, out: TaskOutcome) -> None:
         """One mask per wanted class; a given probability (of a guessed class) replaces the
-        second opinion. The engine runs the classes concurrently."""
+        second opinion. The engine runs the classes concurrently, ``cut_threads // 2`` at a time
+        (each mask encoded before the next start; ``others`` keeps every tag a rival, as in one call)."""
         techs = [self.technique_for(adapted, "class", w.voc_class) for w in wanted]
         quality = any(w.probability is None for w in wanted)
-        results = seg.segment_classes([(w.voc_class, t) for w, t in zip(wanted, techs)], agreement=quality)
-        for w, tech, res in zip(wanted, techs, results):
+        classes = [w.voc_class for w in wanted]
+        step = max(1, self.settings.cut_threads // 2)
+
+        def chunked() -> Iterator[MaskResult | Exception]:
+            for k in range(0, len(wanted), step):
+                yield from seg.segment_classes(list(zip(classes[k:k + step], techs[k:k + step], strict=True)), agreement=quality,
+                                               others=classes[:k] + classes[k + step:])
+
+        for w, tech, res in zip(wanted, techs, chunked(), strict=True):
             if isinstance(res, Exception):
                 raise res
             score = res.score if w.probability is None else w.probability

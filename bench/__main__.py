@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             for c in configs:
                 soak = 0 if a.skip_soak or c not in soak_configs else a.soak
                 res[c].update(run_http(c, images, a.repeat, ls, out / f"server-{c}.log", soak, a.warmup, _log))
+                n_fail, n_empty = len(res[c]['failures']), len(res[c]['empty_masks'])
+                _log(f"  {c}: {n_fail} failed request(s), {n_empty} empty tag mask(s), listed in the JSON")
                 save(True)
         finally:
             ls.close()
