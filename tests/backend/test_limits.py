@@ -150,3 +150,24 @@ def test_empty_tag_mask_is_a_result_not_an_error(client: Any) -> None:
     assert empty["voc_class"] == "sheep" and empty["reason"] and isinstance(empty["score"], float)
     [only] = post(client, [{"id": 911, "data": {"image": f"/data/upload/1/{DOG}.jpg", "tags": "sheep"}}]).get_json()["results"]
     assert only["result"] == [] and "error" not in only and only["empty"][0]["voc_class"] == "sheep"
+
+
+def test_brush_bomb_in_a_webhook_annotation_is_refused(app_factory: Any) -> None:
+    """The same bomb as a submitted annotation (the correction loop decodes it)."""
+    from tests.backend.test_webhook import event
+
+    client = app_factory(CAMCUT_WEBHOOK_SYNC="1").test_client()
+    ev = event("b1", "2025-01-01T10:00:01Z")
+    brush = ev["annotation"]["result"][0]
+    brush.update(original_width=11_200, original_height=11_200)
+    brush["value"]["rle"] = bomb(4 * 11_200 * 11_200)
+    tracemalloc.start()
+    try:
+        r = client.post("/webhook", json=ev)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * MiB, f"peak traced allocation {peak / MiB:.0f} MiB"
+    # the webhook's contract (backend/corrections.py): the event is recorded, the correction not used, the reason given
+    body = r.get_json()
+    assert r.status_code == 201 and body["status"] == "error" and "over the limit of 40000000" in body["error"], body
