@@ -41,6 +41,8 @@ def check(r: Any) -> Any:
     return r.get_json()
 
 
+# Unexpected exceptions the fuzzer finds, tolerated until fixed: none (the non-string result "type" and
+# the list inside a brush RLE are clear task errors since backend/prompts.py and backend/rle.py).
 KNOWN_INTERNAL_ERRORS: tuple[str, ...] = ()
 
 
