@@ -377,6 +377,7 @@ class CamCutModel:
             for k in range(0, len(wanted), step):
                 yield from seg.segment_classes(list(zip(classes[k:k + step], techs[k:k + step], strict=True)), agreement=quality,
                                                others=classes[:k] + classes[k + step:])
+                seg.forget_cams()  # a 40 MP CAM is 160 MB; the next classes need their own
 
         for w, tech, res in zip(wanted, techs, chunked(), strict=True):
             if isinstance(res, Exception):
