@@ -135,16 +135,9 @@ class Segmenter:
         """The VOC class's CAM upsampled to the image size, not normalised (>= 0)."""
         i = voc.voc_index(voc_class) - 1
         if i not in self._upsampled:
-            self._upsampled[i] = self._upsample(voc_class)
+            h, w = self.image.shape[:2]
+            self._upsampled[i] = cv2.resize(self.cnn.voc_cams[i], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
         return self._upsampled[i]
-
-    def _upsample(self, voc_class: str) -> np.ndarray:
-        i = voc.voc_index(voc_class) - 1
-        if i in self._upsampled:
-            return self._upsampled[i]
-        h, w = self.image.shape[:2]
-        out = cv2.resize(self.cnn.voc_cams[i], (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.maximum(out, 0, out=out)
 
     def forget_cams(self) -> None:
         """Drop the upsampled CAMs kept so far (each is a float32 image: 160 MB at 40 MP); a
@@ -319,9 +312,7 @@ class Segmenter:
             lost = np.zeros(raw.shape, bool)
             for other in rivals:  # never voc_class itself (segment_classes leaves it out)
                 if voc.imagenet_members(other):
-                    # upsampled one at a time and not cached: 20 tags on a 40 MP image kept
-                    # 20 x 160 MB of rival CAMs (5 GB worker peak); the same values either way
-                    lost |= self._upsample(other) > raw
+                    lost |= self.raw_class_cam(other) > raw
             init[lost & foreground(init)] = GC_PR_BGD
         if tech.kind == "cam":
             m = foreground(init)
