@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from model import CamNet
 
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     mdl = model or CamCutModel(settings, net=net)
     app = Flask("camcut")
     app.config["CAMCUT_MODEL"] = mdl
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # werkzeug answers 413 past it, before parsing
     counters = {"predict_requests": 0, "predict_tasks": 0, "task_errors": 0, "webhook_events": 0, "seconds_predicting": 0.0,
                 "predict_rejected_busy": 0}
     # Bounded /predict concurrency per process: gthread queues requests beyond THREADS without
@@ -171,6 +172,8 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
         tasks = data.get("tasks")
         if not isinstance(tasks, list):
             raise BadRequest("'tasks' must be a list of tasks")
+        if len(tasks) > settings.max_tasks:
+            raise RequestEntityTooLarge(f"{len(tasks)} tasks in one request, more than CAMCUT_MAX_TASKS={settings.max_tasks}")
         params = data.get("params") or {}
         if not isinstance(params, dict):
             raise BadRequest("'params' must be an object")

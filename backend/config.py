@@ -180,7 +180,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("header_timeout", "CAMCUT_HEADER_TIMEOUT", "10", number(0.1),
             "front: seconds for a request line and headers (also the idle keep-alive limit); then 408"),
     Setting("body_timeout", "CAMCUT_BODY_TIMEOUT", "30", number(0.1), "front: seconds for a whole request body; then 408"),
-    Setting("max_body_bytes", "CAMCUT_MAX_BODY_BYTES", "67108864", integer(1), "front: largest request body in bytes (64 MiB); then 413"),
     Setting("max_connections", "CAMCUT_MAX_CONNECTIONS", "2000", integer(1), "front: open connections; more are closed at once"),
     Setting("label_studio_url", "LABEL_STUDIO_URL", "", url,
             "base URL of Label Studio, e.g. http://label-studio:8080; its host is trusted for images"),
@@ -221,6 +220,13 @@ SETTINGS: tuple[Setting, ...] = (
             "more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
     Setting("cut_threads", "CAMCUT_CUT_THREADS", "0", integer(0),
             "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available"),
+    Setting("max_request_bytes", "CAMCUT_MAX_REQUEST_BYTES", "16777216", integer(1),
+            "largest request body in bytes (16 MiB), enforced by the front and the app; more: 413"),
+    Setting("max_tasks", "CAMCUT_MAX_TASKS", "100", integer(1), "most tasks in one /predict request; more: 413"),
+    Setting("max_boxes", "CAMCUT_MAX_BOXES", "100", integer(1),
+            "most boxes (rectangles), or tags, one task may carry; more: that task's error"),
+    Setting("max_config_bytes", "CAMCUT_MAX_CONFIG_BYTES", "1048576", integer(1),
+            "largest labelling config in bytes (1 MiB); more: 400"),
     Setting("webhook_sync", "CAMCUT_WEBHOOK_SYNC", "0", flag,
             "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
 )
@@ -240,7 +246,6 @@ class Settings:
     front: bool
     header_timeout: float
     body_timeout: float
-    max_body_bytes: int
     max_connections: int
     label_studio_url: str
     label_studio_api_key: str = field(repr=False)
@@ -264,6 +269,10 @@ class Settings:
     adapt_thresholds: tuple[float, ...]
     max_inflight: int
     cut_threads: int
+    max_request_bytes: int
+    max_tasks: int
+    max_boxes: int
+    max_config_bytes: int
     webhook_sync: bool
 
     @classmethod

@@ -15,7 +15,7 @@ the Docker image and every test that starts gunicorn serve through it. ``CAMCUT_
 gunicorn directly (e.g. behind your own buffering proxy).
 
 Limits (settings table, backend/config.py): CAMCUT_HEADER_TIMEOUT (10 s for a request line + headers, also the idle
-keep-alive limit), CAMCUT_BODY_TIMEOUT (30 s for a whole body), CAMCUT_MAX_BODY_BYTES (64 MiB),
+keep-alive limit), CAMCUT_BODY_TIMEOUT (30 s for a whole body), CAMCUT_MAX_REQUEST_BYTES (16 MiB),
 CAMCUT_MAX_CONNECTIONS (2000; more are closed at once). Answers: 408 on a timeout, 413, 400.
 """
 
@@ -38,7 +38,7 @@ class Limits:
     def __init__(self) -> None:
         self.header = read_setting("CAMCUT_HEADER_TIMEOUT")
         self.body = read_setting("CAMCUT_BODY_TIMEOUT")
-        self.max_body = read_setting("CAMCUT_MAX_BODY_BYTES")
+        self.max_body = read_setting("CAMCUT_MAX_REQUEST_BYTES")  # the one body limit: the app enforces it too
         self.max_conns = read_setting("CAMCUT_MAX_CONNECTIONS")
         self.upstream = read_setting("TIMEOUT") + 30  # gunicorn kills a worker after TIMEOUT
         self.send = 60.0

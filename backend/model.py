@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from model import Box, BoxError, BoxPrompt, CamNet, ImageError, Seeds, Segmenter
 from model import adapt
 from model import voc as voc_module
 from model.engine import CnnOutput, EngineConfig, get_config
+from model.segmenter import MaskResult
 from model.techniques import ThresholdError
 
 from .config import Settings
@@ -34,7 +35,7 @@ from .labels import LabelMap
 from .labelstudio import LabelStudioError
 from .prompts import LabeledBox, WantedClass, int64, interactive_prompt, is_interactive_context, task_boxes, task_tags
 from .redaction import RedactingFilter, redact
-from .results import brush_result, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
+from .results import EncodedMask, brush_result, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
 from .schema import Schema, parse_schema
 from .store import PredictedRegion, Store
 
@@ -100,7 +101,7 @@ class Region:
     label: str
     voc_class: str | None
     kind: str
-    mask: np.ndarray
+    mask: EncodedMask  # encoded as soon as the cut finishes: a request never holds its full-size masks
     technique: Technique
     score: float
     box: tuple[float, float, float, float] | None = None
@@ -112,6 +113,7 @@ class TaskOutcome:
     regions: list[Region] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     mode: str = ""
+    empty: list[dict[str, Any]] = field(default_factory=list)  # classes with no pixels here: a result, not an error
 
 
 # what makes one task fail with its message as the error (anything else is an "internal error")
@@ -180,7 +182,7 @@ class CamCutModel:
         return f"camcut-{self.config.name}-{digest}"
 
     def setup(self, project: str, label_config: str) -> dict[str, Any]:
-        parse_schema(label_config)
+        parse_schema(label_config, self.settings.max_config_bytes)
         return {"model_version": self.model_version(project)}
 
     # -- prediction ---------------------------------------------------------------------------
@@ -188,7 +190,7 @@ class CamCutModel:
                 timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
         """One prediction per task, in order. ``timings``, if given, receives the seconds spent
         downloading images ("download"), which the HTTP layer reports in Server-Timing."""
-        schema = parse_schema(label_config)
+        schema = parse_schema(label_config, self.settings.max_config_bytes)
         adapted = self.adapted(project)
         version = self.model_version(project, adapted)
         interactive = is_interactive_context(context)
@@ -221,7 +223,7 @@ class CamCutModel:
                 )
             for w in outcome.warnings:
                 log.warning("task %s: %s", task_id, w)
-            out.append(task_prediction(results, version, outcome.mode, outcome.warnings))
+            out.append(task_prediction(results, version, outcome.mode, outcome.warnings, outcome.empty))
         return out
 
     def load_image(self, task: Mapping[str, Any], schema: Schema, timings: dict[str, float] | None = None) -> np.ndarray:
@@ -260,11 +262,13 @@ class CamCutModel:
             self._interactive(seg, context["result"], schema, adapted, out)
             return out
         boxes = task_boxes(task, schema, lambda: self._task_from_ls(task))
+        self._check_boxes(len(boxes))
         if boxes:
             out.mode = "boxes"
             self._box_regions(seg, [b.to_pixels(w, h) for b in boxes], adapted, schema, out)
             return out
         tags = task_tags(task, schema, self.settings.tag_fields)
+        self._check_boxes(len(tags), "tags")
         if tags:
             out.mode = "tags"
             wanted = []
@@ -316,9 +320,14 @@ class CamCutModel:
             out.warnings.append(f"label {label!r} is not one of the BrushLabels labels; the mask keeps it")
         return label
 
+    def _check_boxes(self, n: int, what: str = "boxes") -> None:
+        if n > self.settings.max_boxes:
+            raise TaskError(f"the task has {n} {what}, more than CAMCUT_MAX_BOXES={self.settings.max_boxes}")
+
     def _box_regions(self, seg: Segmenter, boxes: list[LabeledBox], adapted: Adapted, schema: Schema, out: TaskOutcome,
                      seeds: Seeds | None = None) -> None:
-        """One mask per labelled pixel box; the engine runs the boxes concurrently."""
+        """One mask per labelled pixel box; the engine runs the boxes concurrently, a few at a
+        time (see :meth:`_chunks`), each mask encoded as soon as its chunk is done."""
         prompts, techs = [], []
         for b in boxes:
             cls = self.labels.resolve(b.label) if b.label else None
@@ -329,35 +338,63 @@ class CamCutModel:
                 tech = self.technique_for(adapted, "box", cls)
             prompts.append(BoxPrompt(Box(*b.box), cls, tech, seeds))
             techs.append(tech)
-        for b, prompt, tech, res in zip(boxes, prompts, techs, seg.segment_boxes(prompts, agreement=True)):
+        regions: dict[int, Region] = {}
+        for i, res in self._chunks(seg, prompts):
+            b, cls, tech = boxes[i], prompts[i].voc_class, techs[i]
             if isinstance(res, BoxError):
                 out.warnings.append(f"box of {b.label!r} skipped: {res}")
                 continue
             if isinstance(res, Exception):
                 raise res
-            cls = prompt.voc_class
-            out.regions.append(Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
-                                      cls, "box", res.mask, tech, res.score, b.box, res.fallback))
+            regions[i] = Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
+                                cls, "box", EncodedMask.of(res.mask), tech, res.score, b.box, res.fallback)
+        out.regions.extend(regions[i] for i in sorted(regions))  # in box order
+
+    def _chunks(self, seg: Segmenter, prompts: list[BoxPrompt]) -> Iterator[tuple[int, MaskResult | Exception]]:
+        """(index, result) of every box prompt. Memory bound: at most ``cut_threads`` cuts (half
+        as many boxes and their second opinions) run at once, and the caller encodes each mask before the next
+        ones start, so a request holds a few full-size masks, not two per box (100 boxes on a
+        36 MP image held 7.6 GB). Boxes go class by class and a class's upsampled CAM is dropped
+        after its last box (a 40 MP float32 CAM is 160 MB)."""
+        order = sorted(range(len(prompts)), key=lambda i: str(prompts[i].voc_class))
+        step = max(1, self.settings.cut_threads // 2)  # a box is two cuts (its mask, its second opinion)
+        for k in range(0, len(order), step):
+            idx = order[k:k + step]
+            yield from zip(idx, seg.segment_boxes([prompts[i] for i in idx], agreement=True), strict=True)
+            if k + step >= len(order) or prompts[order[k + step]].voc_class != prompts[idx[-1]].voc_class:
+                seg.forget_cams()
 
     def _class_regions(self, seg: Segmenter, wanted: list[WantedClass], adapted: Adapted, out: TaskOutcome) -> None:
         """One mask per wanted class; a given probability (of a guessed class) replaces the
-        second opinion. The engine runs the classes concurrently."""
+        second opinion. The engine runs the classes concurrently, ``cut_threads // 2`` at a time
+        (each mask encoded before the next start; ``others`` keeps every tag a rival, as in one call)."""
         techs = [self.technique_for(adapted, "class", w.voc_class) for w in wanted]
         quality = any(w.probability is None for w in wanted)
-        results = seg.segment_classes([(w.voc_class, t) for w, t in zip(wanted, techs)], agreement=quality)
-        for w, tech, res in zip(wanted, techs, results):
+        classes = [w.voc_class for w in wanted]
+        step = max(1, self.settings.cut_threads // 2)
+
+        def chunked() -> Iterator[MaskResult | Exception]:
+            for k in range(0, len(wanted), step):
+                yield from seg.segment_classes(list(zip(classes[k:k + step], techs[k:k + step], strict=True)), agreement=quality,
+                                               others=classes[:k] + classes[k + step:])
+                seg.forget_cams()  # a 40 MP CAM is 160 MB; the next classes need their own
+
+        for w, tech, res in zip(wanted, techs, chunked(), strict=True):
             if isinstance(res, Exception):
                 raise res
-            if not res.mask.any():
-                out.warnings.append(f"class {w.voc_class!r}: empty mask ({res.fallback or 'no foreground'})")
-                continue
             score = res.score if w.probability is None else w.probability
-            out.regions.append(Region(w.label, w.voc_class, "class", res.mask, tech, score, None, res.fallback))
+            if not res.mask.any():  # a finding ("no pixels of this class here"), not a failure of the task
+                reason = res.fallback or "no foreground"
+                out.warnings.append(f"class {w.voc_class!r}: empty mask ({reason})")
+                out.empty.append({"label": w.label, "voc_class": w.voc_class, "score": round(float(score), 4), "reason": reason})
+                continue
+            out.regions.append(Region(w.label, w.voc_class, "class", EncodedMask.of(res.mask), tech, score, None, res.fallback))
 
     def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome) -> None:
         h, w = seg.image.shape[:2]
-        prompt = interactive_prompt(items, w, h)
+        prompt = interactive_prompt(items, w, h, self.settings.max_pixels)
         label, seeds = prompt.label, prompt.seeds
+        self._check_boxes(len(prompt.boxes))
         if prompt.boxes:
             pixel_boxes = [LabeledBox(b.label or label, b.box).to_pixels(w, h) for b in prompt.boxes]
             self._box_regions(seg, pixel_boxes, adapted, schema, out, seeds)
@@ -373,7 +410,7 @@ class CamCutModel:
             out.warnings.append(f"no mask from the clicks ({res.fallback or 'empty'}); add a positive click")
             return
         name = self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
-        out.regions.append(Region(name, cls, "seeds", res.mask, tech, res.score, None, res.fallback))
+        out.regions.append(Region(name, cls, "seeds", EncodedMask.of(res.mask), tech, res.score, None, res.fallback))
 
     # -- correction loop and metrics -------------------------------------------------------------
     def fit(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from model import Seeds
 
 from .errors import TaskError
 from .results import decode_brush
+from .rle import DEFAULT_MAX_PIXELS
 from .schema import Schema
 
 # (x0, y0, x1, y1): percent of the image in LS results, pixels once placed on an image
@@ -110,6 +111,15 @@ def rect_box(r: Mapping[str, Any], task: Mapping[str, Any]) -> LabeledBox:
     return LabeledBox(label, (x, y, x + bw, y + bh))
 
 
+def result_type(r: Mapping[str, Any], task: Mapping[str, Any]) -> str:
+    """A result's ``type``, lower-cased; a type that is not a string is a clear error of the task."""
+    kind = r.get("type", "")
+    if not isinstance(kind, str):
+        rid, tid = str(r.get('id'))[:40], str(task.get('id'))[:40]
+        raise TaskError(f"result {rid!r} of task {tid}: 'type' must be a string, got {type(kind).__name__}")
+    return kind.lower()
+
+
 def task_boxes(task: Mapping[str, Any], schema: Schema,
                full_task: Callable[[], Mapping[str, Any]] = dict) -> list[LabeledBox]:
     """The percent boxes of the first result list that has rectangles. ``full_task`` is asked for
@@ -121,7 +131,7 @@ def task_boxes(task: Mapping[str, Any], schema: Schema,
         lists = results_of(full_task())
     for results in lists:
         boxes = [rect_box(r, task) for r in results
-                 if r.get("from_name") in schema.rect_from and r.get("type", "").lower() in ("rectanglelabels", "rectangle")]
+                 if r.get("from_name") in schema.rect_from and result_type(r, task) in ("rectanglelabels", "rectangle")]
         if boxes:
             return boxes
     return []
@@ -149,9 +159,10 @@ def task_tags(task: Mapping[str, Any], schema: Schema, tag_fields: Sequence[str]
     return []
 
 
-def interactive_prompt(items: list[Any], width: int, height: int) -> InteractivePrompt:
+def interactive_prompt(items: list[Any], width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> InteractivePrompt:
     """LS's interactive ``context.result`` on a ``width`` x ``height`` image -> boxes and seeds.
-    Keypoints and strokes with ``is_positive`` false are background seeds."""
+    Keypoints and strokes with ``is_positive`` false are background seeds. A stroke's declared
+    size and RLE header are checked against ``max_pixels`` before it is decoded."""
     boxes: list[LabeledBox] = []
     pos_pts: list[tuple[float, float]] = []
     neg_pts: list[tuple[float, float]] = []
@@ -178,11 +189,11 @@ def interactive_prompt(items: list[Any], width: int, height: int) -> Interactive
             if positive and labs:
                 label = label or str(labs[0])
         elif kind in ("brushlabels", "brush"):
-            ow, oh = int(r.get("original_width") or width), int(r.get("original_height") or height)
+            ow, oh = r.get("original_width") or width, r.get("original_height") or height
             rle = v.get("rle")
             if not isinstance(rle, list) or not rle:
                 raise TaskError("brush stroke without an RLE in the interactive context")
-            m = decode_brush(rle, oh, ow, height, width)
+            m = decode_brush(rle, oh, ow, height, width, max_pixels)
             (pos_mask if positive else neg_mask).__ior__(m)
             labs = v.get("brushlabels") or []
             if positive and labs:

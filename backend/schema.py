@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +34,51 @@ def _label_values(control: Any) -> tuple[str, ...]:
     return tuple(str(getattr(a, "attr", {}).get("value", k)) for k, a in attrs.items())
 
 
-def parse_schema(label_config: str) -> Schema:
+# the same bound as CAMCUT_MAX_CONFIG_BYTES' default, for callers without settings at hand
+DEFAULT_MAX_CONFIG_BYTES = 1_048_576
+CACHE_ENTRIES = 64
+CACHE_BYTES = 8 * 1_048_576  # of config text parsed by the cached entries: their Schemas hold at most that much
+
+
+class _SchemaCache:
+    """Parsed configs keyed by the SHA-256 of their text (not the text itself: 40 distinct 9 MB
+    configs kept +586 MB in an lru_cache keyed on whole strings), bounded by entries and by the
+    bytes of config text behind them (a Schema's label tuple grows with its config)."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[bytes, tuple[Schema, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, label_config: str) -> Schema:
+        key = hashlib.sha256(label_config.encode("utf-8", "surrogatepass")).digest()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[0]
+        schema = _parse_schema(label_config)  # a SchemaError is not cached: it costs one parse each time
+        with self._lock:
+            self._items[key] = (schema, len(label_config))
+            while len(self._items) > CACHE_ENTRIES or sum(n for _, n in self._items.values()) > CACHE_BYTES:
+                self._items.popitem(last=False)
+        return schema
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_CACHE = _SchemaCache()
+
+
+def parse_schema(label_config: str, max_bytes: int = DEFAULT_MAX_CONFIG_BYTES) -> Schema:
     if not isinstance(label_config, str) or not label_config.strip():  # checked before the cache: a list is unhashable
         raise SchemaError("the project has no labelling config")
-    return _parse_schema(label_config)
+    size = len(label_config.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise SchemaError(f"the labelling config has {size} bytes, more than CAMCUT_MAX_CONFIG_BYTES={max_bytes}")
+    return _CACHE.get(label_config)
 
 
-@functools.lru_cache(maxsize=64)
 def _parse_schema(label_config: str) -> Schema:
     try:
         li = LabelInterface(label_config)

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluator.dataset import DatasetError
+
 from .common import cores, load_images, machine_info
 
 
@@ -39,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"), help="VOC2012 folder")
     ap.add_argument("--configs", default="reference,default,quality", help="comma list of engine configurations (model.config.CONFIGS)")
-    ap.add_argument("--images", type=int, default=None, help="first N images of the train split (default: all)")
+    ap.add_argument("--images", type=int, default=None, help="first N images of the split (default: all)")
+    ap.add_argument("--split", default="train",
+                    help="ImageSets/Segmentation/<split>.txt of the VOC folder: train, val or a list of your own (default train)")
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds over the images (medians are reported)")
     ap.add_argument("--warmup", type=int, default=2, help="images run untimed per mode before timing")
     ap.add_argument("--soak", type=int, default=1000, help="/predict requests per server for the memory soak (>= 50)")
@@ -82,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     t_start = time.perf_counter()
-    images = load_images(a.voc, a.images)
+    try:
+        images = load_images(a.voc, a.images, a.split)
+    except DatasetError as exc:  # names the missing list, mask or XML
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not images:
         print("error: no images", file=sys.stderr)
         return 2
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             for c in configs:
                 soak = 0 if a.skip_soak or c not in soak_configs else a.soak
                 res[c].update(run_http(c, images, a.repeat, ls, out / f"server-{c}.log", soak, a.warmup, _log))
+                n_fail, n_empty = len(res[c]['failures']), len(res[c]['empty_masks'])
+                _log(f"  {c}: {n_fail} failed request(s), {n_empty} empty tag mask(s), listed in the JSON")
                 save(True)
         finally:
             ls.close()

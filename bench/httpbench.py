@@ -5,7 +5,10 @@ started (WORKERS=1, default THREADS, CAMCUT_CONFIG=<config>, MODEL_DIR in a temp
 LABEL_STUDIO_URL = a static file server on 127.0.0.1 in this process that serves the VOC JPEGs
 under ``/data/upload/bench/<id>.jpg``). One task per POST, one request at a time over a
 keep-alive session; the time is the client's, from sending the request to the whole response
-read. A request counts only if it returns 200 with one mask per prompt and no error.
+read. A request that answers a 4xx or a task error, or not one mask (or, for a tag, one mask or
+one ``empty`` entry: the class has no pixels here) per prompt, is listed in the report's
+``failures``; empty tag masks in ``empty_masks``. Only a fault of the server (5xx, 408/429, a
+dropped connection, a timeout) stops the run, naming the image.
 
 * ``http_box``: the task carries the image's VOC boxes as a prediction (rectanglelabels,
   percent coordinates) -> the backend's "boxes" mode.
@@ -101,14 +104,15 @@ def free_port() -> int:
 class Server:
     """One gunicorn master + worker for a configuration; stopped by the master's pid."""
 
-    def __init__(self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0) -> None:
+    def __init__(self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.TemporaryDirectory(prefix="camcut-bench-")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))}
         env.update(PORT=str(self.port), WORKERS="1", CAMCUT_CONFIG=config, LABEL_STUDIO_URL=ls_url,
-                   MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING")
+                   MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING", **(extra_env or {}))
         gunicorn = Path(sys.executable).with_name("gunicorn")
         self.log_file = open(log_path, "ab")  # noqa: SIM115  # the server's log, closed on stop
         self.proc = subprocess.Popen(
@@ -182,7 +186,7 @@ def make_request(mode: str, im: BenchImage, task_id: int) -> tuple[dict[str, Any
         return body, len(rects)
     if mode == "http_tag":
         body["tasks"] = [{"id": task_id, "data": {**data, "tags": list(im.classes)}, "annotations": [], "predictions": []}]
-        return body, -1  # a class with an empty mask is dropped with a warning: at least one is expected
+        return body, len(im.classes)  # a mask or an "empty" entry (no pixels of the class found) per tag
     if mode == "http_interactive":
         n, b = im.objects[0]
         body["tasks"] = [{"id": task_id, "data": data}]
@@ -199,6 +203,9 @@ class Client:
         self.task_ids = itertools.count(1)
         self.requests = 0
         self.last_overhead = 0.0
+        # per-image outcomes that are answers, not faults of the server: reported, the run goes on
+        self.failures: list[dict[str, Any]] = []
+        self.empty: list[dict[str, Any]] = []
 
     def predict(self, mode: str, im: BenchImage) -> float:
         """Latency of one /predict in seconds; ``last_overhead`` gets what HTTP added to it.
@@ -214,16 +221,22 @@ class Client:
         content = r.content
         dt = time.perf_counter() - t0
         self.requests += 1
-        if r.status_code != 200:
+        if r.status_code >= 500 or r.status_code in (408, 429):  # a fault of the server: stop, naming the image
             raise RuntimeError(f"/predict {mode} {im.image_id}: HTTP {r.status_code}: {content[:300]!r}")
+        if r.status_code != 200:
+            self.failures.append({"mode": mode, "image": im.image_id, "error": f"HTTP {r.status_code}: {content[:300]!r}"})
+            return dt
         timing = parse_server_timing(r.headers.get("Server-Timing", ""))
         if "predict" not in timing:
             raise RuntimeError(f"/predict {mode} {im.image_id}: no Server-Timing predict in the answer")
         self.last_overhead = dt - (timing["predict"] - timing.get("download", 0.0)) / 1000.0
         res = r.json()["results"][0]
         n = len(res.get("result") or [])
-        if res.get("error") or (expected >= 0 and n != expected) or n == 0:
-            raise RuntimeError(f"/predict {mode} {im.image_id}: {n} masks (expected {expected}), error {res.get('error')!r}")
+        empty = res.get("empty") or []
+        self.empty.extend({"mode": mode, "image": im.image_id, **e} for e in empty)
+        if res.get("error") or n + len(empty) != expected:
+            self.failures.append({"mode": mode, "image": im.image_id, "masks": n, "empty": len(empty), "expected": expected,
+                                  "error": res.get("error")})
         return dt
 
     def close(self) -> None:
@@ -311,6 +324,7 @@ def run_http(config: str, images: list[BenchImage], repeat: int, ls: StaticImage
             mem["rss_end"] = end["VmRSS"]
             mem["rss_peak"] = end["VmHWM"]
             out["memory"] = mem
+            out["failures"], out["empty_masks"] = cl.failures, cl.empty
         finally:
             cl.close()
     return out

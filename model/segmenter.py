@@ -139,6 +139,11 @@ class Segmenter:
             self._upsampled[i] = cv2.resize(self.cnn.voc_cams[i], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
         return self._upsampled[i]
 
+    def forget_cams(self) -> None:
+        """Drop the upsampled CAMs kept so far (each is a float32 image: 160 MB at 40 MP); a
+        caller that goes class by class calls this after a class's last prompt."""
+        self._upsampled = {}
+
     def class_cam(self, voc_class: str, region: Window | None = None) -> tuple[np.ndarray, bool]:
         return normalise(self.raw_class_cam(voc_class), region)
 
