@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     settings = settings or Settings.from_env()
     configure_logging(settings)
     mdl = model or CamCutModel(settings, net=net)
+    mdl.corrections.start()  # webhook events: the ones left waiting by an earlier run first
     app = Flask("camcut")
     app.config["CAMCUT_MODEL"] = mdl
     counters = {"predict_requests": 0, "predict_tasks": 0, "task_errors": 0, "webhook_events": 0, "seconds_predicting": 0.0,

@@ -113,7 +113,7 @@ class CorrectionLoop:
     a re-read. Without ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY`` nothing is learned:
     events are kept until the backend runs with them.
 
-    Processing runs in one background thread per process (started here: the events left
+    Processing runs in one background thread per process (``start()``, called by the app: the events left
     pending by a previous run are processed at start-up), or inside the request with
     ``CAMCUT_WEBHOOK_SYNC`` (tests)."""
 
@@ -129,12 +129,17 @@ class CorrectionLoop:
             log.warning("correction loop %s", self.learning)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
-        if self.learning == "on":
-            if settings.webhook_sync:
-                self.drain()
-            else:
-                self._thread = threading.Thread(target=self._loop, name="camcut-adapt", daemon=True)
-                self._thread.start()
+
+    def start(self) -> None:
+        """Begin processing (the web app calls this; the bulk runner's models do not): the
+        events left waiting by an earlier run first."""
+        if self.learning != "on" or self._thread is not None:
+            return
+        if self.model.settings.webhook_sync:
+            self.drain()
+        else:
+            self._thread = threading.Thread(target=self._loop, name="camcut-adapt", daemon=True)
+            self._thread.start()
 
     # -- receiving ----------------------------------------------------------------------------------
     def fit(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -160,7 +165,7 @@ class CorrectionLoop:
             raise InboxFull(f"{self.inbox.max_pending} webhook events are waiting to be processed: retry later")
         if self.learning != "on":
             return {"status": "queued", "annotations": [k[0] for k in keys], "learning": self.learning}
-        if self._thread is not None:
+        if not self.model.settings.webhook_sync:
             self._wake.set()
             return {"status": "queued", "annotations": [k[0] for k in keys]}
         results = []
