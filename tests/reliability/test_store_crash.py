@@ -4,6 +4,7 @@ nothing; a writer killed mid-transaction leaves whole transactions."""
 
 from __future__ import annotations
 
+import functools
 import signal
 import sqlite3
 import subprocess
@@ -17,18 +18,34 @@ from typing import Any
 import pytest
 import requests
 
-from tests.backend.conftest import TOKEN, FakeLabelStudio
+from backend.results import mask_to_rle
+from tests.backend.conftest import TOKEN, FakeLabelStudio, image_size, instance_masks
 from tests.reliability.conftest import LABEL_CONFIG, ROOT, Gunicorn
 
 PROJECT = {"id": 4, "label_config": LABEL_CONFIG}
 N_EVENTS = 3000  # annotation ids known to the fake Label Studio (more than a burst sends)
+DOG = "2007_000063"
+
+
+@functools.cache
+def dog_brush() -> dict[str, Any]:
+    """A submitted brush mask (the VOC dog): scoring it takes a CNN pass and a GrabCut per
+    candidate threshold, so a burst outruns the workers, as real corrections do."""
+    w, h = image_size(DOG)
+    gt = next(m for c, m in instance_masks(DOG) if c == "dog")
+    return {"id": "r1", "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
+            "original_height": h, "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["dog"]}}
+
+
+def annotation(aid: int) -> dict[str, Any]:
+    return {"id": aid, "task": aid, "project": 4, "result": [dog_brush()], "was_cancelled": False,
+            "updated_at": "2025-01-01T00:00:00Z"}
 
 
 def event(aid: int) -> dict[str, Any]:
-    """What LS posts for a submitted annotation; camcut reads the annotation back from LS."""
-    return {"action": "ANNOTATION_CREATED", "project": PROJECT,
-            "annotation": {"id": aid, "updated_at": "2025-01-01T00:00:00Z", "result": [], "was_cancelled": False},
-            "task": {"id": aid, "data": {"image": "/img/x.jpg"}}}
+    """What LS posts for a submitted annotation (camcut reads the annotation back from LS)."""
+    return {"action": "ANNOTATION_CREATED", "project": PROJECT, "annotation": annotation(aid),
+            "task": {"id": aid, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}}
 
 
 def integrity(db: Path) -> str:
@@ -50,12 +67,10 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def ls_annotations(ls_server: FakeLabelStudio) -> FakeLabelStudio:
-    """Cheap annotations (no brush mask: recorded as 'ignored' without an image) for project 4."""
     ls_server.projects[4] = PROJECT
     for aid in range(1, N_EVENTS + 1):
-        ls_server.annotations[aid] = {"id": aid, "task": aid, "project": 4, "result": [], "was_cancelled": False,
-                                      "updated_at": "2025-01-01T00:00:00Z"}
-        ls_server.tasks[aid] = {"id": aid, "data": {"image": "/img/x.jpg"}, "project": 4}
+        ls_server.annotations[aid] = annotation(aid)
+        ls_server.tasks[aid] = {"id": aid, "data": {"image": f"/data/upload/1/{DOG}.jpg"}, "project": 4}
     return ls_server
 
 
@@ -113,28 +128,31 @@ def learned(db: Path) -> dict[int, list[str]]:
     return out
 
 
-@pytest.mark.slow  # about 40 s each
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annotations: FakeLabelStudio, sig: int) -> None:
+@pytest.mark.slow  # about 90 s each
+@pytest.mark.parametrize("sig, burst", [(signal.SIGKILL, 30), (signal.SIGTERM, 60)], ids=["SIGKILL", "SIGTERM"])
+def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annotations: FakeLabelStudio, sig: int,
+                                                       burst: int) -> None:
     """Webhooks are processed in the background (the default). Before the inbox, an
     acknowledged event lived in memory: after SIGKILL 28 of 30, after SIGTERM 20 of 60
     acknowledged events were never processed. Now: killed during a burst, restarted on the
     same MODEL_DIR with no redelivery, every acknowledged event is processed exactly once."""
     md = tmp_path / "md"
+    # two candidate thresholds: each event still takes a CNN pass and GrabCuts (a burst outruns
+    # the workers), but the restarted server catches up sooner on 2 shared cores
     env = {"WORKERS": "2", "THREADS": "2", "MODEL_DIR": str(md), "LABEL_STUDIO_URL": ls_annotations.url,
-           "LABEL_STUDIO_API_KEY": TOKEN}
+           "LABEL_STUDIO_API_KEY": TOKEN, "CAMCUT_ADAPT_THRESHOLDS": "0.5,0.7"}
     g = Gunicorn(env, tmp_path / "gunicorn.log")
     try:
         g.wait_up()
         b = Burst(g)
-        b.start(150)
+        b.start(burst)
         b.reached.wait(timeout=60)  # at most 60 s; the assertions below say if too few were acknowledged
         g.kill(sig)  # the whole process group: master and both workers, while the senders post
         b.stop()
     finally:
         g.kill()
     delivered, acked = b.delivered, b.acked
-    assert len(acked) >= 20, Path(g.log.name).read_text()[-2000:]
+    assert len(acked) >= burst, Path(g.log.name).read_text()[-2000:]
     db = md / "camcut.sqlite3"
     assert integrity(db) == "ok"
     done_at_kill = learned(db)
@@ -143,7 +161,7 @@ def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annota
     g2 = Gunicorn(env, tmp_path / "gunicorn2.log")  # the restart: nothing is delivered again
     try:
         g2.wait_up()
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600
         while not acked <= set(learned(db)) and time.monotonic() < deadline:
             time.sleep(0.2)  # poll interval of a deadline-bounded wait for the restarted workers
         after = learned(db)
@@ -151,7 +169,7 @@ def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annota
         print(f"{signal.Signals(sig).name}: delivered {len(delivered)}, acknowledged {len(acked)}, "
               f"not yet processed at the kill {len(waiting_at_kill)}, lost after restart {len(lost)}")
         assert lost == [], f"{len(lost)} of {len(acked)} acknowledged events never processed: {lost[:10]}"
-        assert all(after[a] == ["ignored"] for a in acked)  # processed once: one learned version each
+        assert all(after[a] == ["processed"] for a in acked), after  # processed once: one learned version each
         assert set(after) <= delivered  # nothing invented
         inbox = {int(a): (state, runs) for a, state, runs in rows(db, "SELECT annotation_id, state, runs FROM inbox")}
         assert all(inbox[a] == ("done", 1) for a in acked), {a: inbox.get(a) for a in acked if inbox.get(a) != ("done", 1)}
