@@ -233,7 +233,7 @@ class CorrectionLoop:
                      aid, outcome.project, outcome.count, version)
         return res
 
-    def reconcile(self, item: Item) -> "Outcome":
+    def reconcile(self, item: Item) -> Outcome:
         """Read the annotation from LS and decide what the store must hold for it."""
         client = self.model.fetcher.client
         aid = item.annotation_id
@@ -244,8 +244,8 @@ class CorrectionLoop:
                 raise
             # gone from LS: withdraw it (annotation ids are unique across LS's projects)
             had = self.model.store.learned_version(item.project, aid) is not None
-            return Outcome("deleted", "Label Studio has no such annotation", _withdraw(item.project, aid, item.action), drop=not had,
-                           project=item.project)
+            return Outcome("deleted", "Label Studio has no such annotation", _withdraw(item.project, aid, item.action),
+                           drop=not had, project=item.project)
         if not isinstance(ann, dict) or int64(ann.get("id")) != aid:
             return Outcome("error", "Label Studio's answer for the annotation is not that annotation")
         task_id = int64(ann.get("task"))
@@ -268,7 +268,7 @@ class CorrectionLoop:
         except Exception as exc:
             msg = redact(f"{type(exc).__name__}: {exc}", self.model.secrets)
             return Outcome("error", msg, _ledger(pkey, aid, updated_at, task_id, item.action, "error", msg, None), project=pkey)
-        status, detail = ("processed", f"{len(result)} region(s)") if result else ("ignored", "no brush mask with an engine class")
+        status, detail = ("processed", f"{len(result)} region(s)") if result else ("ignored", "no brush mask of an engine class")
         return Outcome(status, detail, _ledger(pkey, aid, updated_at, task_id, item.action, status, detail, result),
                        project=pkey, count=len(result))
 
