@@ -9,8 +9,9 @@ process); every request makes its own Segmenter. Payloads:
 * ``POST /predict`` ``{tasks, project, label_config, params: {context}}`` -> ``{"results": [
   {result: [...], score, model_version}, ...]}`` one per task, in order; a task that fails gets
   ``result: []`` and an ``error``
-* ``POST /webhook`` ``{action, annotation, task, project}`` -> 201 ``{status, ...}``; unknown
-  actions -> 200 ``{"status": "Unknown event"}``
+* ``POST /webhook`` ``{action, annotation(s), project}`` -> 201 ``{status, ...}`` once the event
+  is stored (a notification: ``backend/corrections.py``); unknown actions -> 200
+  ``{"status": "Unknown event"}``; 503 + Retry-After when too many events wait
 * ``GET /metrics``  -> counters, per-project corrections and adapted thresholds
 """
 
@@ -31,6 +32,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 from model import CamNet
 
 from .config import ConfigError, Settings
+from .errors import InboxFull
 from .redaction import RedactingFilter, install_filter, log_safe, redact
 from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError, is_interactive_context
 
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     settings = settings or Settings.from_env()
     configure_logging(settings)
     mdl = model or CamCutModel(settings, net=net)
+    mdl.corrections.start()  # webhook events: the ones left waiting by an earlier run first
     app = Flask("camcut")
     app.config["CAMCUT_MODEL"] = mdl
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # werkzeug answers 413 past it, before parsing
@@ -115,6 +118,14 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     @app.before_request
     def check_auth() -> Response | None:
         auth = settings.basic_auth
+        if request.path == "/webhook":
+            # LS's webhooks carry no basic auth and the body is only a notification (re-read
+            # from LS): open unless CAMCUT_WEBHOOK_SECRET is set; then that header or basic auth
+            secret = settings.webhook_secret
+            if not secret or hmac.compare_digest(request.headers.get("X-Camcut-Webhook-Secret", ""), secret):
+                return None
+            if auth is None:
+                return Response("Unauthorized: X-Camcut-Webhook-Secret", 401)
         if auth is None or request.path in OPEN_PATHS:
             return None
         if _basic_auth_ok(request.headers.get("Authorization", ""), auth):
@@ -130,6 +141,11 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
         log.warning("%s %s: %s", request.method, request.path, exc)
         return jsonify({"error": str(exc), "status": 400}), 400
 
+    @app.errorhandler(InboxFull)
+    def inbox_full(exc: InboxFull) -> tuple[Response, int, dict[str, str]]:
+        log.warning("/webhook: %s", exc)
+        return jsonify({"error": str(exc), "status": 503}), 503, {"Retry-After": "5"}
+
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
         msg = log_safe(f"{type(exc).__name__}: {exc}", 500, mdl.secrets)  # no heap addresses, no forged lines
@@ -140,7 +156,7 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     @app.get("/health")
     def health() -> Response:
         # no paths or versions here: /health is open to anyone who can reach the port
-        return jsonify({"status": "UP", "model_class": type(mdl).__name__})
+        return jsonify({"status": "UP", "model_class": type(mdl).__name__, "learning": mdl.corrections.learning})
 
     @app.post("/setup")
     def setup() -> Response:

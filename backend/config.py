@@ -11,7 +11,8 @@ preannotations* for the interactive mode). The project's labelling config must h
 same image are read as prompts.
 
 Endpoints: ``GET /`` and ``GET /health`` (always open), ``POST /setup``, ``POST /predict``,
-``POST /webhook``, ``GET /metrics`` (basic auth if ``BASIC_AUTH_USER`` is set).
+``POST /webhook``, ``GET /metrics`` (basic auth if ``BASIC_AUTH_USER`` is set, except
+``/webhook``: see Correction loop).
 
 What is predicted for a task (first match wins)
 -----------------------------------------------
@@ -34,12 +35,17 @@ prediction's ``warnings`` and the log.
 
 Correction loop
 ---------------
-LS posts ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` to ``/webhook``. Each submitted brush
+LS posts ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` / ``ANNOTATIONS_DELETED`` to
+``/webhook``. The body is only a notification: the event is stored in ``MODEL_DIR`` before the
+answer, then the annotation, task and labelling config are read back from ``LABEL_STUDIO_URL``
+with the key (``backend/corrections.py``); without both nothing is learned. Label Studio's
+webhooks carry no credentials, so ``/webhook`` is not behind basic auth; ``CAMCUT_WEBHOOK_SECRET``
+makes it need a header that LS's webhook settings can send. Each submitted brush
 mask is compared with what was predicted for that task (kept in ``MODEL_DIR``), every
 candidate threshold ``t`` of the configured variant is scored against the correction
 (``model/adapt.py``) and, once a class has ``CAMCUT_MIN_CORRECTIONS`` corrections in a
 project, its best-average ``t`` is used for that project and the model version changes.
-Statistics live in ``MODEL_DIR/camcut.sqlite3`` (survive restarts; an annotation id +
+Statistics live in ``MODEL_DIR/camcut.sqlite3`` (survive restarts; an annotation id + LS's
 ``updated_at`` is counted once).
 
 Image access and safety
@@ -229,6 +235,11 @@ SETTINGS: tuple[Setting, ...] = (
             "largest labelling config in bytes (1 MiB); more: 400"),
     Setting("webhook_sync", "CAMCUT_WEBHOOK_SYNC", "0", flag,
             "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
+    Setting("webhook_secret", "CAMCUT_WEBHOOK_SECRET", "", text,
+            "if set, /webhook needs the header X-Camcut-Webhook-Secret with this value (add it to the webhook in "
+            "Label Studio's project settings); empty: /webhook is open even with basic auth, as LS sends no credentials"),
+    Setting("max_pending_events", "CAMCUT_MAX_PENDING_EVENTS", "10000", integer(1),
+            "webhook events kept waiting at most; beyond, /webhook answers 503 + Retry-After"),
 )
 
 
@@ -274,6 +285,8 @@ class Settings:
     max_boxes: int
     max_config_bytes: int
     webhook_sync: bool
+    webhook_secret: str = field(repr=False)
+    max_pending_events: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -312,7 +325,7 @@ class Settings:
         """Every credential that must never reach a log line, an error or a response: the API key,
         the basic-auth password and the access tokens obtained from a personal access token so far.
         Every redacting logger and error path reads this one list (it grows as tokens refresh)."""
-        return tuple(s for s in (self.label_studio_api_key, self.basic_auth_pass, *runtime_secrets()) if s)
+        return tuple(s for s in (self.label_studio_api_key, self.basic_auth_pass, self.webhook_secret, *runtime_secrets()) if s)
 
 
 if [f.name for f in fields(Settings)] != [s.name for s in SETTINGS]:  # pragma: no cover - a programming error

@@ -9,28 +9,36 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
+import sqlite3
+import threading
+import time
 from dataclasses import dataclass
-from threading import Lock
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from model import Box, Segmenter, adapt
 
-from .errors import TaskError
+from .errors import InboxFull, TaskError
+from .inbox import Apply, Inbox, Item, owner_id
+from .labelstudio import LabelStudioError
 from .prompts import Corners, int64, rect_box
 from .redaction import redact
 from .results import decode_brush
 from .schema import parse_schema
-from .store import Correction, PredictedRegion
+from .store import Correction, PredictedRegion, write_corrections
 
 if TYPE_CHECKING:
     from .model import CamCutModel
 
 log = logging.getLogger("backend.model")  # the predictor's logger: its redaction and level apply
 
-TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "START_TRAINING")
+# LS 1.23 sends ANNOTATION_CREATED / ANNOTATION_UPDATED (one annotation), ANNOTATIONS_CREATED
+# (a list, "predictions to annotations") and ANNOTATIONS_DELETED (ids); ANNOTATION_DELETED is
+# label-studio-ml's name.
+DELETE_EVENTS = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
+TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", *DELETE_EVENTS, "START_TRAINING")
+POLL_SECONDS = 5.0  # the worker's wait when idle: how soon a dead sibling's claim is taken over
 
 
 @dataclass(frozen=True)
@@ -56,65 +64,213 @@ class CorrectedRegion:
     box: Corners | None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What processing one event decided; ``apply`` writes it inside the inbox's transaction."""
+
+    status: str  # processed | ignored | unchanged | deleted | error
+    detail: str
+    apply: Apply | None = None
+    drop: bool = False
+    project: str = ""
+    count: int = 0
+
+
+def _ledger(project: str, aid: int, updated_at: str, task_id: int, action: str, status: str, detail: str,
+            corrections: list[Correction] | None) -> Apply:
+    """Record this version of the annotation; unless it errored, its corrections replace the
+    earlier ones (none: the annotation no longer has a usable mask). A newer version already
+    learned (two workers on the same annotation) wins."""
+
+    def apply(db: sqlite3.Connection) -> None:
+        newest = db.execute("SELECT MAX(updated_at) FROM events WHERE project=? AND annotation_id=? AND status != 'error'",
+                            (project, aid)).fetchone()[0]
+        if newest is not None and newest > updated_at:
+            return
+        db.execute("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+                   (project, aid, updated_at, task_id, action, status, detail, time.time()))
+        if status != "error":
+            write_corrections(db, project, aid, updated_at, corrections)
+
+    return apply
+
+
+def _withdraw(project: str, aid: int, action: str) -> Apply:
+    def apply(db: sqlite3.Connection) -> None:
+        write_corrections(db, project, aid, "", None)
+        db.execute("DELETE FROM events WHERE project=? AND annotation_id=?", (project, aid))
+
+    return apply
+
+
 class CorrectionLoop:
-    """``fit`` for one model: claims each webhook event once and scores it (in the background
-    unless ``CAMCUT_WEBHOOK_SYNC``)."""
+    """``fit`` for one model. A webhook is only a notification: its body names a project, an
+    action and annotation ids, nothing else of it is used. Each event is persisted in the inbox
+    (``backend/inbox.py``) before ``/webhook`` answers; processing reads the annotation, its task
+    and the project's labelling config back from Label Studio's API with the key and makes the
+    stored corrections match what LS holds: learned (LS's ``updated_at`` decides what is new),
+    or withdrawn when LS answers 404 for the annotation. A forged body can at most cause such
+    a re-read. Without ``LABEL_STUDIO_URL`` and ``LABEL_STUDIO_API_KEY`` nothing is learned:
+    events are kept until the backend runs with them.
+
+    Processing runs in one background thread per process (``start()``, called by the app: the events left
+    pending by a previous run are processed at start-up), or inside the request with
+    ``CAMCUT_WEBHOOK_SYNC`` (tests)."""
 
     def __init__(self, model: "CamCutModel") -> None:
         self.model = model
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = Lock()
+        settings = model.settings
+        self.inbox = Inbox(model.store, settings.max_pending_events)
+        self.owner = owner_id()
+        self.learning = "on"
+        if not settings.label_studio_url or not settings.label_studio_api_key:
+            self.learning = ("off: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are needed to read annotations back from "
+                             "Label Studio (webhook bodies are not trusted); events are kept until then")
+            log.warning("correction loop %s", self.learning)
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
 
+    def start(self) -> None:
+        """Begin processing (the web app calls this; the bulk runner's models do not): the
+        events left waiting by an earlier run first."""
+        if self.learning != "on" or self._thread is not None:
+            return
+        if self.model.settings.webhook_sync:
+            self.drain()
+        else:
+            self._thread = threading.Thread(target=self._loop, name="camcut-adapt", daemon=True)
+            self._thread.start()
+
+    # -- receiving ----------------------------------------------------------------------------------
     def fit(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        store = self.model.store
-        project_obj = data.get("project") or {}
-        project = str(project_obj.get("id")) if isinstance(project_obj, dict) and project_obj.get("id") is not None else ""
         if event == "START_TRAINING":
             return {"status": "ok", "detail": "camcut adapts thresholds from each submitted annotation; nothing to train"}
-        if event == "ANNOTATION_DELETED":
+        project_obj = data.get("project") or {}
+        pid = int64(project_obj.get("id")) if isinstance(project_obj, dict) else None
+        if event in DELETE_EVENTS:
             anns = data.get("annotations") or ([data["annotation"]] if isinstance(data.get("annotation"), dict) else [])
             if not isinstance(anns, list):
                 raise TaskError(f"{event} payload: 'annotations' must be a list")
-            for a in anns:
-                if isinstance(a, dict) and int64(a.get("id")) is not None and project:
-                    store.delete_annotation(project, a["id"])
-            return {"status": "deleted", "annotations": len(anns)}
-        ann, task = data.get("annotation"), data.get("task")
-        if not project or not isinstance(ann, dict) or not isinstance(task, dict) or int64(ann.get("id")) is None:
-            raise TaskError(f"{event} payload needs project.id, annotation.id (an integer) and task")
-        label_config = project_obj.get("label_config") or ""
-        updated_at = str(ann.get("updated_at") or ann.get("created_at") or "")
-        status = store.claim_event(project, ann["id"], updated_at, int64(task.get("id")), event)
-        if status != "new":
-            return {"status": status, "annotation": ann["id"]}
-        if self.model.settings.webhook_sync:
-            return self.process(project, label_config, ann, task, updated_at)
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="camcut-adapt")
-        self._pool.submit(self.process, project, label_config, ann, task, updated_at)
-        return {"status": "queued", "annotation": ann["id"]}
+        else:
+            ann = data.get("annotation")
+            anns = ann if isinstance(ann, list) else [ann]
+        ids = [int64(a.get("id")) if isinstance(a, dict) else None for a in anns]
+        if event in DELETE_EVENTS:  # LS never had an annotation with such an id: nothing to withdraw
+            ids = [i for i in ids if i is not None]
+        if pid is None or any(i is None for i in ids):
+            raise TaskError(f"{event} payload needs project.id and annotation.id (integers)")
+        keys = [(i, event) for i in dict.fromkeys(ids) if i is not None]
+        project = str(pid)
+        if not self.inbox.put(project, keys):
+            raise InboxFull(f"{self.inbox.max_pending} webhook events are waiting to be processed: retry later")
+        if self.learning != "on":
+            return {"status": "queued", "annotations": [k[0] for k in keys], "learning": self.learning}
+        if not self.model.settings.webhook_sync:
+            self._wake.set()
+            return {"status": "queued", "annotations": [k[0] for k in keys]}
+        results = []
+        for aid, action in keys:
+            item = self.inbox.claim(self.owner, only=(project, aid, action))
+            results.append(self.run(item) if item else {"status": "queued", "annotation": aid})
+        self.drain()
+        if len(results) == 1:
+            return results[0]
+        return {"status": "processed", "annotations": results}
 
-    def process(self, project: str, label_config: str, ann: Mapping[str, Any], task: Mapping[str, Any],
-                updated_at: str) -> dict[str, Any]:
-        """Score one claimed annotation and record the outcome; never raises (a background job)."""
-        store = self.model.store
-        aid = int(ann["id"])
+    # -- processing ---------------------------------------------------------------------------------
+    def drain(self) -> int:
+        """Process every waiting event that this process can claim; returns how many ran."""
+        n = 0
+        while (item := self.inbox.claim(self.owner)) is not None:
+            if self.run(item)["status"] == "retry":
+                break  # LS unavailable: the rest waits too
+            n += 1
+        return n
+
+    def _loop(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                item = self.inbox.claim(self.owner)
+            except sqlite3.Error as exc:
+                log.warning("webhook inbox: %s", exc)
+                item = None
+            if item is None:
+                self._wake.wait(POLL_SECONDS)  # a new event, or a poll for claims orphaned by dead siblings
+                continue
+            if self.run(item)["status"] == "retry":
+                backoff = min(60.0, max(1.0, backoff * 2))
+                self._stop.wait(backoff)
+            else:
+                backoff = 0.0
+
+    def run(self, item: Item) -> dict[str, Any]:
+        """Process one claimed event; never raises (a background job)."""
+        aid = item.annotation_id
         try:
-            result = self.score(project, label_config, ann, task)
-        except Exception as exc:  # background job: record, never raise into the pool
+            outcome = self.reconcile(item)
+        except LabelStudioError as exc:
+            msg = redact(str(exc), self.model.secrets)
+            if exc.status is None or exc.fatal or exc.status >= 500 or exc.status == 429:
+                log.warning("annotation %s: Label Studio unavailable, kept for later: %s", aid, msg)
+                self.inbox.release(item, self.owner, msg)
+                return {"status": "retry", "annotation": aid, "error": msg}
+            outcome = Outcome("error", msg)
+        except Exception as exc:  # background job: record, never raise into the loop
+            outcome = Outcome("error", redact(f"{type(exc).__name__}: {exc}", self.model.secrets))
+        if outcome.status == "error":
+            log.warning("annotation %s of project %s: correction not used: %s", aid, item.project, outcome.detail)
+        if not self.inbox.finish(item, self.owner, outcome.status, outcome.detail, outcome.apply, outcome.drop):
+            return {"status": "queued", "annotation": aid}  # another process took the claim over
+        res: dict[str, Any] = {"status": outcome.status, "annotation": aid}
+        if outcome.status == "error":
+            res["error"] = outcome.detail
+        if outcome.status == "processed":
+            res["corrections"] = outcome.count
+            res["model_version"] = version = self.model.model_version(outcome.project)
+            log.info("annotation %s of project %s: %d correction(s) scored; model version %s",
+                     aid, outcome.project, outcome.count, version)
+        return res
+
+    def reconcile(self, item: Item) -> Outcome:
+        """Read the annotation from LS and decide what the store must hold for it."""
+        client = self.model.fetcher.client
+        aid = item.annotation_id
+        try:
+            ann = client.get_json(f"/api/annotations/{aid}/")
+        except LabelStudioError as exc:
+            if exc.status != 404:
+                raise
+            # gone from LS: withdraw it (annotation ids are unique across LS's projects)
+            had = self.model.store.learned_version(item.project, aid) is not None
+            return Outcome("deleted", "Label Studio has no such annotation", _withdraw(item.project, aid, item.action),
+                           drop=not had, project=item.project)
+        if not isinstance(ann, dict) or int64(ann.get("id")) != aid:
+            return Outcome("error", "Label Studio's answer for the annotation is not that annotation")
+        task_id = int64(ann.get("task"))
+        if task_id is None:
+            return Outcome("error", "the annotation Label Studio returned has no task")
+        task = client.get_json(f"/api/tasks/{task_id}/")
+        project = int64(ann.get("project") or (task or {}).get("project"))
+        if project is None or not isinstance(task, dict):
+            return Outcome("error", "Label Studio returned no project / task for the annotation")
+        pkey = str(project)
+        updated_at = str(ann.get("updated_at") or ann.get("created_at") or "")
+        learned = self.model.store.learned_version(pkey, aid)
+        if learned is not None and learned[1] != "error" and learned[0] >= updated_at:
+            return Outcome("unchanged", f"version {updated_at} already learned", project=pkey)
+        label_config = (client.project(project) or {}).get("label_config") or ""
+        try:
+            result = self.score(pkey, label_config, ann, task)
+        except LabelStudioError:
+            raise
+        except Exception as exc:
             msg = redact(f"{type(exc).__name__}: {exc}", self.model.secrets)
-            log.warning("annotation %s of project %s: correction not used: %s", aid, project, msg)
-            store.finish_event(project, aid, updated_at, "error", msg)
-            return {"status": "error", "annotation": aid, "error": msg}
-        if ann.get("was_cancelled") or not result:
-            store.finish_event(project, aid, updated_at, "ignored", "no brush mask with an engine class")
-            return {"status": "ignored", "annotation": aid}
-        store.save_corrections(project, aid, updated_at, result)
-        store.finish_event(project, aid, updated_at, "processed", f"{len(result)} region(s)")
-        version = self.model.model_version(project)
-        log.info("annotation %s of project %s: %d correction(s) scored; model version %s", aid, project, len(result), version)
-        return {"status": "processed", "annotation": aid, "corrections": len(result), "model_version": version}
+            return Outcome("error", msg, _ledger(pkey, aid, updated_at, task_id, item.action, "error", msg, None), project=pkey)
+        status, detail = ("processed", f"{len(result)} region(s)") if result else ("ignored", "no brush mask of an engine class")
+        return Outcome(status, detail, _ledger(pkey, aid, updated_at, task_id, item.action, status, detail, result),
+                       project=pkey, count=len(result))
 
     def score(self, project: str, label_config: str, ann: Mapping[str, Any], task: Mapping[str, Any]) -> list[Correction]:
         """Every candidate technique's IoU with each corrected mask of the annotation."""
@@ -187,5 +343,8 @@ class CorrectionLoop:
         return CorrectedRegion(str(pred.region_id if pred else r.get("id")), cls, label, mask, pred, box)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Stop the background thread after the event it is processing (if any)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)

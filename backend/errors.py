@@ -9,3 +9,7 @@ class SchemaError(ValueError):
 
 class TaskError(ValueError):
     """One task cannot be predicted (reported in that task's result, the batch goes on)."""
+
+
+class InboxFull(RuntimeError):
+    """Too many webhook events wait to be processed: /webhook answers 503 + Retry-After."""

@@ -427,6 +427,8 @@ class CamCutModel:
             "weights_sha256": self.net.weights.sha256,
             "label_map": self.labels.version,
             "min_corrections": self.settings.min_corrections,
+            "learning": self.corrections.learning,
+            "webhooks_waiting": self.corrections.inbox.waiting(),
             "projects": stats,
         }
 

@@ -1,16 +1,16 @@
 """Per-project state in SQLite (``MODEL_DIR/camcut.sqlite3``): what was predicted, which
-webhook events were seen, and how every candidate technique scored against each correction.
+annotation versions were learned (``events``), and how every candidate technique scored
+against each correction. The webhook inbox (received, not yet processed events) is
+``backend/inbox.py`` on the same database.
 
 One connection per operation (safe across gunicorn workers and threads; WAL journal). Writes
 run in ``BEGIN IMMEDIATE`` transactions (read-check-write is atomic across processes; a
-busy database is waited for, up to ``busy_timeout``). An event whose process died between
-claiming and finishing it (``pending``, owner pid gone) is claimed again on redelivery.
+busy database is waited for, up to ``busy_timeout``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     project TEXT NOT NULL, task_id INTEGER NOT NULL, region_id TEXT NOT NULL,
     label TEXT NOT NULL, voc_class TEXT, kind TEXT NOT NULL, box TEXT, technique TEXT NOT NULL,
     model_version TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, rle TEXT NOT NULL,
-    created REAL NOT NULL,
+    created REAL NOT NULL, interactive INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (project, task_id, region_id)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -37,12 +37,25 @@ CREATE TABLE IF NOT EXISTS corrections (
     predicted_technique TEXT, predicted_iou REAL, updated_at TEXT NOT NULL,
     PRIMARY KEY (project, annotation_id, region_key)
 );
+CREATE TABLE IF NOT EXISTS inbox (
+    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, action TEXT NOT NULL,
+    state TEXT NOT NULL, owner TEXT, again INTEGER NOT NULL DEFAULT 0, deliveries INTEGER NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, outcome TEXT, detail TEXT,
+    received REAL NOT NULL, finished REAL,
+    PRIMARY KEY (project, annotation_id, action)
+);
+CREATE INDEX IF NOT EXISTS inbox_state ON inbox (state, received);
 CREATE TABLE IF NOT EXISTS scores (
     project TEXT NOT NULL, annotation_id INTEGER NOT NULL, region_key TEXT NOT NULL,
     kind TEXT NOT NULL, voc_class TEXT NOT NULL, technique TEXT NOT NULL, iou REAL NOT NULL,
     PRIMARY KEY (project, annotation_id, region_key, technique)
 );
 """
+
+
+# Interactive prediction rows kept per task: the regions an annotator may still submit (each
+# prompt adds one; a task rarely has more objects than this), older prompts are dropped.
+INTERACTIVE_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,9 @@ class Store:
             for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
+            # databases made before interactive rows were bounded lack the column
+            if "interactive" not in {r[1] for r in db.execute("PRAGMA table_info(predictions)")}:
+                db.execute("ALTER TABLE predictions ADD COLUMN interactive INTEGER NOT NULL DEFAULT 0")
             db.execute("COMMIT")
         finally:
             db.close()
@@ -114,20 +130,35 @@ class Store:
         finally:
             db.close()
 
+    def transaction(self, write: bool = True) -> Any:
+        """One transaction on the database, for the modules that share it (``backend/inbox.py``)."""
+        return self._db(write)
+
     # -- predictions --------------------------------------------------------------------------
     def save_predictions(self, project: str, task_id: int, model_version: str, regions: list[PredictedRegion], replace: bool) -> None:
+        """``replace``: a batch prediction, which replaces every row of the task. Otherwise an
+        interactive one: added, and only the task's newest :data:`INTERACTIVE_KEPT` interactive
+        rows are kept (one prompt per click: 200 prompts on one task stored 200 rows)."""
         now = time.time()
         with self._db() as db:
             if replace:
                 db.execute("DELETE FROM predictions WHERE project=? AND task_id=?", (project, task_id))
             db.executemany(
-                "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO predictions (project, task_id, region_id, label, voc_class, kind, box, technique,"
+                " model_version, width, height, rle, created, interactive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (project, task_id, r.region_id, r.label, r.voc_class, r.kind, json.dumps(r.box) if r.box else None,
-                     r.technique, model_version, r.width, r.height, json.dumps(r.rle), now)
+                     r.technique, model_version, r.width, r.height, json.dumps(r.rle), now, 0 if replace else 1)
                     for r in regions
                 ],
             )
+            if not replace:
+                db.execute(
+                    "DELETE FROM predictions WHERE project=? AND task_id=? AND interactive=1 AND rowid NOT IN"
+                    " (SELECT rowid FROM predictions WHERE project=? AND task_id=? AND interactive=1"
+                    "  ORDER BY created DESC, rowid DESC LIMIT ?)",
+                    (project, task_id, project, task_id, INTERACTIVE_KEPT),
+                )
 
     def predictions_for(self, project: str, task_id: int) -> list[PredictedRegion]:
         with self._db(write=False) as db:
@@ -140,74 +171,25 @@ class Store:
             for r in rows
         ]
 
-    # -- events (idempotency) -------------------------------------------------------------------
-    def claim_event(self, project: str, annotation_id: int, updated_at: str, task_id: int | None, action: str) -> str:
-        """Record an event; returns "new", "duplicate" (same id + updated_at) or "stale" (older)."""
-        owner = f"pid {os.getpid()}"
-        with self._db() as db:
-            newest = db.execute(
-                "SELECT MAX(updated_at) FROM events WHERE project=? AND annotation_id=?", (project, annotation_id)
-            ).fetchone()[0]
-            cur = db.execute(
-                "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?)",
-                (project, annotation_id, updated_at, task_id, action, "pending", owner, time.time()),
-            )
-            if cur.rowcount == 0:
-                row = db.execute(
-                    "SELECT status, detail FROM events WHERE project=? AND annotation_id=? AND updated_at=?",
-                    (project, annotation_id, updated_at),
-                ).fetchone()
-                if row is None or row[0] != "pending" or _owner_alive(row[1]):
-                    return "duplicate"
-                # claimed by a process that died (SIGKILL, OOM) before finishing it: take it over
-                db.execute(
-                    "UPDATE events SET detail=?, received=? WHERE project=? AND annotation_id=? AND updated_at=?",
-                    (owner, time.time(), project, annotation_id, updated_at),
-                )
-                return "new"
-            if newest is not None and updated_at < newest:
-                db.execute(
-                    "UPDATE events SET status='stale' WHERE project=? AND annotation_id=? AND updated_at=?",
-                    (project, annotation_id, updated_at),
-                )
-                return "stale"
-            return "new"
-
-    def finish_event(self, project: str, annotation_id: int, updated_at: str, status: str, detail: str | None = None) -> None:
-        with self._db() as db:
-            db.execute(
-                "UPDATE events SET status=?, detail=? WHERE project=? AND annotation_id=? AND updated_at=?",
-                (status, detail, project, annotation_id, updated_at),
-            )
-
-    def event_status(self, project: str, annotation_id: int, updated_at: str) -> str | None:
+    # -- events: the annotation versions learned (updated_at as Label Studio records it) -------
+    def learned_version(self, project: str, annotation_id: int) -> tuple[str, str] | None:
+        """(updated_at, status) of the newest version of the annotation that was processed."""
         with self._db(write=False) as db:
             row = db.execute(
-                "SELECT status FROM events WHERE project=? AND annotation_id=? AND updated_at=?", (project, annotation_id, updated_at)
+                "SELECT updated_at, status FROM events WHERE project=? AND annotation_id=? ORDER BY updated_at DESC LIMIT 1",
+                (project, annotation_id),
             ).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
     # -- corrections ----------------------------------------------------------------------------
     def save_corrections(self, project: str, annotation_id: int, updated_at: str, corrections: list[Correction]) -> None:
         """Replace everything earlier versions of this annotation contributed (counted once)."""
         with self._db() as db:
-            db.execute("DELETE FROM corrections WHERE project=? AND annotation_id=?", (project, annotation_id))
-            db.execute("DELETE FROM scores WHERE project=? AND annotation_id=?", (project, annotation_id))
-            for c in corrections:
-                db.execute(
-                    "INSERT INTO corrections VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (project, annotation_id, c.region_key, c.task_id, c.kind, c.voc_class, c.label,
-                     c.predicted_technique, c.predicted_iou, updated_at),
-                )
-                db.executemany(
-                    "INSERT INTO scores VALUES (?,?,?,?,?,?,?)",
-                    [(project, annotation_id, c.region_key, c.kind, c.voc_class, t, float(v)) for t, v in c.scores.items()],
-                )
+            write_corrections(db, project, annotation_id, updated_at, corrections)
 
     def delete_annotation(self, project: str, annotation_id: int) -> None:
         with self._db() as db:
-            db.execute("DELETE FROM corrections WHERE project=? AND annotation_id=?", (project, annotation_id))
-            db.execute("DELETE FROM scores WHERE project=? AND annotation_id=?", (project, annotation_id))
+            write_corrections(db, project, annotation_id, "", None)
 
     def technique_scores(self, project: str) -> dict[tuple[str, str], dict[str, tuple[float, int]]]:
         """(kind, voc_class) -> technique -> (mean IoU, number of corrections)."""
@@ -225,6 +207,7 @@ class Store:
         with self._db(write=False) as db:
             preds = db.execute("SELECT project, COUNT(DISTINCT task_id), COUNT(*) FROM predictions GROUP BY project").fetchall()
             events = db.execute("SELECT project, status, COUNT(*) FROM events GROUP BY project, status").fetchall()
+            inbox = db.execute("SELECT project, state, COUNT(*) FROM inbox GROUP BY project, state").fetchall()
             corr = db.execute(
                 "SELECT project, kind, voc_class, COUNT(*), AVG(predicted_iou) FROM corrections GROUP BY project, kind, voc_class"
             ).fetchall()
@@ -233,6 +216,8 @@ class Store:
             out.setdefault(p, {})["predicted"] = {"tasks": tasks, "regions": regions}
         for p, status, n in events:
             out.setdefault(p, {}).setdefault("events", {})[status] = n
+        for p, state, n in inbox:
+            out.setdefault(p, {}).setdefault("webhooks", {})[state] = n
         for p, kind, cls, n, mean in corr:
             out.setdefault(p, {}).setdefault("corrections", {})[f"{kind}:{cls}"] = {
                 "count": n, "mean_iou_of_prediction": None if mean is None else round(mean, 4)
@@ -240,24 +225,19 @@ class Store:
         return out
 
 
-def _owner_alive(detail: str | None) -> bool:
-    """Is the process that claimed a pending event (detail "pid N") still running on this host?"""
-    if not detail or not detail.startswith("pid "):
-        return False
-    try:
-        pid = int(detail[4:])
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    try:  # a killed process nobody reaped yet is a zombie: dead for our purpose
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
+def write_corrections(db: sqlite3.Connection, project: str, annotation_id: int, updated_at: str,
+                      corrections: list[Correction] | None) -> None:
+    """Inside a transaction: what the annotation contributes becomes ``corrections`` (None or
+    []: nothing; it was deleted, cancelled or has no usable mask)."""
+    db.execute("DELETE FROM corrections WHERE project=? AND annotation_id=?", (project, annotation_id))
+    db.execute("DELETE FROM scores WHERE project=? AND annotation_id=?", (project, annotation_id))
+    for c in corrections or []:
+        db.execute(
+            "INSERT INTO corrections VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (project, annotation_id, c.region_key, c.task_id, c.kind, c.voc_class, c.label,
+             c.predicted_technique, c.predicted_iou, updated_at),
+        )
+        db.executemany(
+            "INSERT INTO scores VALUES (?,?,?,?,?,?,?)",
+            [(project, annotation_id, c.region_key, c.kind, c.voc_class, t, float(v)) for t, v in c.scores.items()],
+        )

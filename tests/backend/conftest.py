@@ -7,6 +7,7 @@ The fake LS (``ls_server``) answers what a backend asks LS for:
   /img/<stem>.jpg                    VOC image, no auth (an "allow-listed" plain URL)
   /tasks/<id>/presign/?fileuri=b64   302 -> /img/<key of the s3 URI>
   /api/tasks/<id>, /api/predictions/ JSON from ``ls_server.tasks``
+  /api/annotations/<id>/, /api/projects/<id>/  JSON from ``.annotations`` / ``.projects`` (404 if absent)
   /api/token/refresh/                {"refresh": PAT} -> {"access": <jwt>}
   /redirect?to=<url>                 302 -> url
   /big, /text, /missing              a too-big body, a non-image, a 404
@@ -117,6 +118,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 class FakeLabelStudio:
     def __init__(self) -> None:
         self.tasks: dict[int, dict[str, Any]] = {}
+        self.annotations: dict[int, dict[str, Any]] = {}
+        self.projects: dict[int, dict[str, Any]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         fake = self
 
@@ -167,6 +170,12 @@ class FakeLabelStudio:
                         return self._send(401)
                     t = fake.tasks.get(int(u.path.rstrip("/").rsplit("/", 1)[1]))
                     return self._send(200 if t else 404, json.dumps(t or {}).encode())
+                for prefix, table in (("/api/annotations/", fake.annotations), ("/api/projects/", fake.projects)):
+                    if u.path.startswith(prefix):
+                        if not self._authed():
+                            return self._send(401)
+                        rec = table.get(int(u.path[len(prefix):].strip("/") or 0))
+                        return self._send(200 if rec else 404, json.dumps(rec or {"detail": "Not found."}).encode())
                 if u.path.rstrip("/") == "/api/predictions":
                     t = fake.tasks.get(int(q.get("task", 0)), {})
                     return self._send(200, json.dumps(t.get("predictions", [])).encode())

@@ -60,7 +60,7 @@ def held_out_iou(client: Any, stems: list[str]) -> tuple[float, set[str]]:
 
 
 @pytest.mark.parametrize("start", ["", "fpf 0.2"], ids=["served-default", "poor-start-fpf-0.2"])
-def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Path, start: str) -> None:
+def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Path, start: str, ls_server: Any) -> None:
     """From the default technique (already near the best t: must not get worse) and from a
     poorly chosen one (CAMCUT_BOX_TECHNIQUE=fpf 0.2: corrections must make it strictly better)."""
     stems = cat_stems()
@@ -77,9 +77,13 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
         brush = [{"id": res["id"], "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
                   "original_height": h, "image_rotation": 0, "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["Cat"]}}
                  for res, (gt, _) in zip(results, cat_instances(stem), strict=False)]
-        ev = {"action": "ANNOTATION_CREATED", "project": {"id": 42, "label_config": LABEL_CONFIG},
-              "task": {"id": 2000 + k, "data": {"image": f"/data/upload/1/{stem}.jpg"}},
-              "annotation": {"id": 3000 + k, "result": brush, "updated_at": "2025-02-01T00:00:00Z"}}
+        # as Label Studio holds them: camcut reads the annotation, task and project back
+        task = {"id": 2000 + k, "data": {"image": f"/data/upload/1/{stem}.jpg"}, "project": 42}
+        ann = {"id": 3000 + k, "task": 2000 + k, "project": 42, "result": brush, "updated_at": "2025-02-01T00:00:00Z"}
+        ls_server.projects[42] = {"id": 42, "label_config": LABEL_CONFIG}
+        ls_server.tasks[task["id"]], ls_server.annotations[ann["id"]] = task, ann
+        ev = {"action": "ANNOTATION_CREATED", "project": {"id": 42, "label_config": LABEL_CONFIG}, "task": task,
+              "annotation": ann}
         r = client.post("/webhook", json=ev)
         assert r.get_json()["status"] == "processed", r.get_json()
 
