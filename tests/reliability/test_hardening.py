@@ -128,7 +128,8 @@ def test_non_ascii_basic_auth_is_a_401(app_factory: Any) -> None:
     client = app_factory(BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret-pass").test_client()
     for headers in (_basic("lś", "pässwörd", "utf-8"), _basic("lé", "pässwörd", "latin-1"), _basic("ls", "s3cret-pässß", "utf-8"),
                     {"Authorization": "Basic \u00e9\u00e9=="}, {"Authorization": "Basic !!!"}, {"Authorization": "Basic " + "A" * 10_001}):
-        for method, path in (("post", "/predict"), ("post", "/setup"), ("get", "/metrics"), ("post", "/webhook")):
+        # /webhook is not behind basic auth (Label Studio sends none on webhooks; see test_webhook.py)
+        for method, path in (("post", "/predict"), ("post", "/setup"), ("get", "/metrics")):
             r = getattr(client, method)(path, json={}, headers=headers)
             assert r.status_code == 401, (headers, path, r.status_code, r.get_data()[:300])
     assert client.get("/metrics", headers=_basic("ls", "s3cret-pass", "ascii")).status_code == 200
