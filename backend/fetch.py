@@ -70,6 +70,17 @@ def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 Resolver = Callable[[str, int], list[str]]
 
 
+def _fixed_address(host: str) -> bool:
+    """An IP literal or ``localhost``: names whose address no remote DNS answer decides."""
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
@@ -98,7 +109,24 @@ class UrlPolicy:
         self.resolver = resolver
 
     def is_ls(self, url: str) -> bool:
-        return self.ls is not None and _host_port(url) == self.ls
+        return self.ls is not None and (_host_port(url) == self.ls or self.same_server(*_host_port(url)))
+
+    def same_server(self, host: str, port: int) -> bool:
+        """``host:port`` names LS's server by another name (``localhost`` vs ``127.0.0.1``): same port
+        and a shared address. Only for IP literals and ``localhost``, whose addresses no remote DNS
+        controls (a public name could resolve to LS's address now and elsewhere at connect time)."""
+        if self.ls is None or port != self.ls[1] or not _fixed_address(host):
+            return False
+        try:
+            return bool(self._addresses(host) & self._addresses(self.ls[0]))
+        except (FetchError, ValueError):
+            return False
+
+    def _addresses(self, host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        try:
+            return {ipaddress.ip_address(host.strip("[]"))}
+        except ValueError:
+            return {ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, self.ls[1] if self.ls else 80)}
 
     def check(self, url: str) -> None:
         """Raise UnsafeUrlError unless ``url`` may be fetched."""
@@ -114,7 +142,7 @@ class UrlPolicy:
             if any(seg == ".." for seg in re.split(r"[/\\]", piece)):
                 raise UnsafeUrlError(f"refused path traversal ('..') in {shown}")
         host, port = _host_port(url)
-        if self.ls == (host, port) or (host, port) in self.exact or (host, None) in self.exact:
+        if self.ls == (host, port) or self.same_server(host, port) or (host, port) in self.exact or (host, None) in self.exact:
             return  # explicitly trusted, may be a private address (e.g. a compose service)
         if not (self.any_public or any(host.endswith(s) for s in self.suffixes)):
             raise UnsafeUrlError(
