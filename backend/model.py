@@ -24,6 +24,7 @@ from model import Box, BoxError, BoxPrompt, CamNet, ImageError, Seeds, Segmenter
 from model import adapt
 from model import voc as voc_module
 from model.engine import CnnOutput, EngineConfig, get_config
+from model.overlaps import box_evidence, resolve_overlaps
 from model.techniques import ThresholdError
 
 from .config import Settings
@@ -116,6 +117,21 @@ class TaskOutcome:
 
 # what makes one task fail with its message as the error (anything else is an "internal error")
 TASK_ERRORS = (TaskError, FetchError, LabelStudioError, ImageError, BoxError, SchemaError, UnknownClassError, ValueError)
+
+
+def separate_boxes(seg: Segmenter, regions: list[Region]) -> None:
+    """Pixels claimed by several box masks of the task go to one (model/overlaps.py's rule)."""
+    boxed = [r for r in regions if r.box is not None and r.mask.any()]
+    if len(boxed) < 2:
+        return
+    shape = seg.image.shape[:2]
+    evidence = []
+    for r in boxed:
+        x0, y0, x1, y1 = (int(round(v)) for v in r.box)  # type: ignore[union-attr]
+        cam = seg.class_cam(r.voc_class, (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))[0] if r.voc_class else None
+        evidence.append(box_evidence(shape, r.box, cam))  # type: ignore[arg-type]
+    for r, mask in zip(boxed, resolve_overlaps([r.mask for r in boxed], evidence), strict=True):
+        r.mask = mask
 
 
 class CamCutModel:
@@ -338,6 +354,7 @@ class CamCutModel:
             cls = prompt.voc_class
             out.regions.append(Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
                                       cls, "box", res.mask, tech, res.score, b.box, res.fallback))
+        separate_boxes(seg, out.regions)
 
     def _class_regions(self, seg: Segmenter, wanted: list[WantedClass], adapted: Adapted, out: TaskOutcome) -> None:
         """One mask per wanted class; a given probability (of a guessed class) replaces the
