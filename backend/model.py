@@ -14,17 +14,19 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from model import Box, BoxError, BoxPrompt, CamNet, ImageError, Seeds, Segmenter, Technique, UnknownClassError, decode_image
 from model import adapt
 from model import voc as voc_module
+from model.cnn import renormalised
 from model.engine import CnnOutput, EngineConfig, get_config
-from model.overlaps import box_evidence, resolve_overlaps
+from model.overlaps import evidence_maps, resolve_overlaps
+from model.refine import subtract_negatives
 from model.techniques import ThresholdError
 
 from .config import Settings
@@ -35,7 +37,7 @@ from .labels import LabelMap
 from .labelstudio import LabelStudioError
 from .prompts import LabeledBox, WantedClass, int64, interactive_prompt, is_interactive_context, task_boxes, task_tags
 from .redaction import RedactingFilter, redact
-from .results import brush_result, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
+from .results import brush_result, decode_brush, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
 from .schema import Schema, parse_schema
 from .store import PredictedRegion, Store
 
@@ -115,6 +117,8 @@ class TaskOutcome:
     mode: str = ""
 
 
+FAILURES_KEPT = 50  # failed tasks listed by /metrics (bounded: a broken storage fails every task)
+
 # what makes one task fail with its message as the error (anything else is an "internal error")
 TASK_ERRORS = (TaskError, FetchError, LabelStudioError, ImageError, BoxError, SchemaError, UnknownClassError, ValueError)
 
@@ -124,12 +128,11 @@ def separate_boxes(seg: Segmenter, regions: list[Region]) -> None:
     boxed = [r for r in regions if r.box is not None and r.mask.any()]
     if len(boxed) < 2:
         return
-    shape = seg.image.shape[:2]
-    evidence = []
+    cams = []
     for r in boxed:
         x0, y0, x1, y1 = (int(round(v)) for v in r.box)  # type: ignore[union-attr]
-        cam = seg.class_cam(r.voc_class, (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))[0] if r.voc_class else None
-        evidence.append(box_evidence(shape, r.box, cam))  # type: ignore[arg-type]
+        cams.append(seg.class_cam(r.voc_class, (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))[0] if r.voc_class else None)
+    evidence = evidence_maps(seg.image.shape[:2], [r.box for r in boxed], cams)  # type: ignore[misc]
     for r, mask in zip(boxed, resolve_overlaps([r.mask for r in boxed], evidence), strict=True):
         r.mask = mask
 
@@ -154,6 +157,7 @@ class CamCutModel:
         self.fetcher = fetcher or ImageFetcher(settings)
         self.corrections = CorrectionLoop(self)
         self._images = ImageCache()
+        self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES_KEPT)  # the last failed tasks, for /metrics
         log.addFilter(RedactingFilter(lambda: self.secrets))
 
     @property
@@ -214,16 +218,16 @@ class CamCutModel:
             try:
                 if not isinstance(task, dict):
                     raise TaskError(f"a task must be a JSON object, got {type(task).__name__}")
-                outcome = self._predict_task(task, schema, adapted, context if interactive else None, timings)
+                outcome = self._predict_task(task, schema, adapted, context if interactive else None, timings, project)
             except TASK_ERRORS as exc:
                 msg = redact(str(exc), self.secrets)
                 log.warning("task %s: %s", task_id, msg)
-                out.append(failed_prediction(version, msg))
+                out.append(self._failed(project, task_id, failed_prediction(version, msg), interactive))
                 continue
             except Exception as exc:  # hostile/garbage task data must not fail the other tasks of the batch
                 msg = redact(f"internal error on this task ({type(exc).__name__}: {exc})", self.secrets)
                 log.exception("task %s: %s", redact(repr(task_id)[:80], self.secrets), msg)
-                out.append(failed_prediction(version, msg))
+                out.append(self._failed(project, task_id, failed_prediction(version, msg), interactive))
                 continue
             results = [brush_result(r.mask, r.label, r.score, schema, r.technique.label, r.voc_class, r.fallback) for r in outcome.regions]
             stored_id = int64(task_id)
@@ -237,8 +241,22 @@ class CamCutModel:
                 )
             for w in outcome.warnings:
                 log.warning("task %s: %s", task_id, w)
-            out.append(task_prediction(results, version, outcome.mode, outcome.warnings))
+            pred = task_prediction(results, version, outcome.mode, outcome.warnings)
+            if outcome.mode == "guess" and not results:
+                pred.pop("error", None)  # "no class here" is the answer for this image, not a failure
+            out.append(self._failed(project, task_id, pred, interactive) if "error" in pred else pred)
         return out
+
+    def _failed(self, project: str, task_id: Any, pred: dict[str, Any], interactive: bool) -> dict[str, Any]:
+        """A failed task: remembered for /metrics, and answered without ``result`` outside the
+        interactive mode: LS 1.23 (ml/models.py _get_predictions_from_ml_backend) skips a
+        response without ``result``, so no empty prediction is stored under the current model
+        version and the task is predicted again on the next request, instead of showing 0.00."""
+        self.failures.append({"project": project, "task": int64(task_id), "error": str(pred.get("error"))[:500],
+                              "model_version": pred.get("model_version"), "at": round(time.time(), 3)})
+        if not interactive:
+            pred.pop("result", None)
+        return pred
 
     def load_image(self, task: Mapping[str, Any], schema: Schema, timings: dict[str, float] | None = None) -> np.ndarray:
         data = task.get("data")
@@ -260,7 +278,8 @@ class CamCutModel:
             raise ImageError(f"{exc} (from {fetched.url})") from None
 
     def _predict_task(self, task: dict[str, Any], schema: Schema, adapted: Adapted,
-                      context: Mapping[str, Any] | None, timings: dict[str, float] | None = None) -> TaskOutcome:
+                      context: Mapping[str, Any] | None, timings: dict[str, float] | None = None,
+                      project: str = "") -> TaskOutcome:
         seg = Segmenter(self.config, net=self.net, threads=self.settings.cut_threads)
         key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
         cached = self._images.get(key)
@@ -273,7 +292,7 @@ class CamCutModel:
         out = TaskOutcome()
         if context is not None:
             out.mode = "interactive"
-            self._interactive(seg, context["result"], schema, adapted, out)
+            self._interactive(seg, context["result"], schema, adapted, out, lambda: self._previous(project, task.get("id")))
             return out
         boxes = task_boxes(task, schema, lambda: self._task_from_ls(task))
         if boxes:
@@ -293,18 +312,34 @@ class CamCutModel:
             self._class_regions(seg, wanted, adapted, out)
             return out
         out.mode = "guess"
-        guesses = seg.predict_classes(self.settings.min_class_probability, self.settings.max_classes)
+        wanted = self._guesses(seg, schema, out)
+        self._class_regions(seg, wanted, adapted, out)
+        return out
+
+    def _guesses(self, seg: Segmenter, schema: Schema, out: TaskOutcome) -> list[WantedClass]:
+        """No prompt: the project's labels say which classes can be there, so the CNN chooses
+        among their engine classes (probabilities renormalised over them): the most likely one
+        always, the next ones if they reach CAMCUT_MIN_CLASS_PROBABILITY. Scored by agreement
+        like tags (a renormalised probability is 1.0 for a one-class project: no quality signal).
+        A project none of whose labels has an engine class gets the CNN's own guess as before."""
+        labels = list(schema.brush_labels)
+        project = sorted({c for lab in labels if (c := self.labels.resolve(lab)) is not None})
+        p_min = self.settings.min_class_probability
+        if project:
+            ranked = renormalised(seg.class_probabilities(), project)
+            picked = [g for g in ranked[: self.settings.max_classes] if g.probability >= p_min] or ranked[:1]
+            return [WantedClass(self.labels.brush_label_for(g.voc_class, labels) or g.voc_class, g.voc_class) for g in picked]
+        guesses = seg.predict_classes(p_min, self.settings.max_classes)
         if not guesses:
-            out.warnings.append(f"no class reached probability {self.settings.min_class_probability:g}: nothing to segment")
+            out.warnings.append(f"no class reached probability {p_min:g}: nothing to segment")
         wanted = []
         for g in guesses:
-            label = self.labels.brush_label_for(g.voc_class, list(schema.brush_labels))
+            label = self.labels.brush_label_for(g.voc_class, labels)
             if label is None:
                 out.warnings.append(f"the CNN sees {g.voc_class!r} (p={g.probability:.2f}) but BrushLabels has no label for it")
                 continue
             wanted.append(WantedClass(label, g.voc_class, g.probability))
-        self._class_regions(seg, wanted, adapted, out)
-        return out
+        return wanted
 
     def _task_from_ls(self, task: Mapping[str, Any]) -> Mapping[str, Any]:
         """LS did not send the task's annotations/predictions: read them through its API."""
@@ -371,7 +406,8 @@ class CamCutModel:
             score = res.score if w.probability is None else w.probability
             out.regions.append(Region(w.label, w.voc_class, "class", res.mask, tech, score, None, res.fallback))
 
-    def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome) -> None:
+    def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome,
+                     previous: Callable[[], list[PredictedRegion]] = list) -> None:
         h, w = seg.image.shape[:2]
         prompt = interactive_prompt(items, w, h)
         label, seeds = prompt.label, prompt.seeds
@@ -381,6 +417,9 @@ class CamCutModel:
             return
         if seeds.is_empty():
             raise TaskError("the interactive context has no rectangle, keypoint or brush stroke on the image")
+        if not seeds.positive_points and seeds.positive_mask is None:
+            self._negative_only(seg, seeds, previous(), adapted, out)
+            return
         cls = self.labels.resolve(label) if label else None
         if label and cls is None:
             out.warnings.append(f"label {label!r} has no engine class: GrabCut from the clicks alone")
@@ -391,6 +430,29 @@ class CamCutModel:
             return
         name = self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
         out.regions.append(Region(name, cls, "seeds", res.mask, tech, res.score, None, res.fallback))
+
+    def _previous(self, project: str, task_id: Any) -> list[PredictedRegion]:
+        tid = int64(task_id)
+        return self.store.predictions_for(project, tid) if tid is not None else []
+
+    def _negative_only(self, seg: Segmenter, seeds: Seeds, previous: list[PredictedRegion], adapted: Adapted,
+                       out: TaskOutcome) -> None:
+        """Alt-click alone: cut the clicked part out of the newest mask camcut gave the task that
+        contains a negative seed (model/refine.py)."""
+        h, w = seg.image.shape[:2]
+        _, neg = seeds.rasterize(h, w)
+        for r in reversed(previous):
+            mask = decode_brush(r.rle, r.height, r.width, h, w)
+            if (mask & neg).any():
+                tech = self.technique_for(adapted, "class", r.voc_class) if r.voc_class else self.config.class_technique
+                new, score = subtract_negatives(seg, mask, seeds, r.voc_class, tech)
+                if not new.any():
+                    out.warnings.append(f"the negative click removed all of the {r.label!r} mask")
+                    return
+                out.regions.append(Region(r.label, r.voc_class, "seeds", new, tech, score, r.box, None))
+                return
+        raise TaskError("a negative click alone needs a mask under it to cut from: no mask camcut predicted for this task"
+                        " contains the click; add a positive click")
 
     # -- correction loop and metrics -------------------------------------------------------------
     def fit(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -408,6 +470,7 @@ class CamCutModel:
             "label_map": self.labels.version,
             "min_corrections": self.settings.min_corrections,
             "projects": stats,
+            "recent_failures": list(self.failures),  # this worker process's last FAILURES_KEPT, oldest first
         }
 
     def close(self) -> None:

@@ -11,7 +11,11 @@ two axes' linear falls, so it is 0 on every side of the rectangle and ties only 
 ``cam`` the box's class CAM normalised within the box (no class: 0, centrality alone
 decides). Centrality is a factor, not a summand, so a box never wins a pixel on its own edge
 against a box that holds the pixel inside: no mask keeps its box edge inside another box's
-object. Pixels claimed by one mask only, and every mask of
+object. One exception, for nested boxes: inside a box that lies (>= 90 % of its area) within
+another, the outer box has no evidence, so the inner box keeps its pixels: what an annotator
+boxed inside a bigger box is in front of it (a dog on a chair, a person on a sofa), and the
+outer box's centrality would otherwise take the inner object's rim. Pixels claimed by one mask
+only, and every mask of
 a task without overlaps, are unchanged.
 """
 
@@ -22,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 Corners = tuple[float, float, float, float]
+NESTED_SHARE = 0.9  # a box this much inside a bigger one is "in front of" it
 
 
 def centrality(shape: tuple[int, int], box: Corners) -> np.ndarray:
@@ -41,6 +46,26 @@ def box_evidence(shape: tuple[int, int], box: Corners, cam: np.ndarray | None = 
     if cam is None:
         return c * 0.5
     return c * (0.5 + 0.5 * np.clip(cam.astype(np.float32), 0.0, 1.0))
+
+
+def nested(inner: Corners, outer: Corners, share: float = NESTED_SHARE) -> bool:
+    """``inner`` lies (at least ``share`` of its area) within ``outer`` and is the smaller box."""
+    area = max(inner[2] - inner[0], 0.0) * max(inner[3] - inner[1], 0.0)
+    oarea = max(outer[2] - outer[0], 0.0) * max(outer[3] - outer[1], 0.0)
+    iw = max(min(inner[2], outer[2]) - max(inner[0], outer[0]), 0.0)
+    ih = max(min(inner[3], outer[3]) - max(inner[1], outer[1]), 0.0)
+    return 0.0 < area < oarea and iw * ih >= share * area
+
+
+def evidence_maps(shape: tuple[int, int], boxes: Sequence[Corners], cams: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """Every box's evidence map (:func:`box_evidence`), zero inside the boxes nested in it."""
+    out = [box_evidence(shape, b, c) for b, c in zip(boxes, cams, strict=True)]
+    for i, outer in enumerate(boxes):
+        for j, inner in enumerate(boxes):
+            if i != j and nested(inner, outer):
+                x0, y0, x1, y1 = (int(round(v)) for v in inner)
+                out[i][max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 0.0
+    return out
 
 
 def resolve_overlaps(masks: Sequence[np.ndarray], evidence: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -49,3 +49,15 @@ def test_uncontested_masks_are_unchanged_and_inputs_untouched() -> None:
     assert (out[0] == m1).all() and (out[1] == m2).all() and out[0] is not m1
     with pytest.raises(ValueError):
         resolve_overlaps([m1, m2], ev[:1])
+
+
+def test_a_nested_box_keeps_its_pixels() -> None:
+    """A dog box inside a chair box: the dog's mask is the dog's, whatever the chair's mask claims."""
+    from model.overlaps import evidence_maps, nested
+
+    shape = (100, 100)
+    chair, dog = (0, 0, 100, 100), (40, 40, 90, 90)
+    assert nested(dog, chair) and not nested(chair, dog)
+    masks = [box_mask(shape, (0, 0, 100, 100)), box_mask(shape, (45, 45, 85, 85))]
+    out = resolve_overlaps(masks, evidence_maps(shape, [chair, dog], [None, None]))
+    assert (out[1] == masks[1]).all() and not (out[0] & out[1]).any()
