@@ -27,6 +27,8 @@ from model.cnn import renormalised
 from model.engine import CnnOutput, EngineConfig, get_config
 from model.overlaps import evidence_maps, resolve_overlaps
 from model.refine import subtract_negatives
+from model.scores import honest_score
+from model.segmenter import mask_iou
 from model.techniques import ThresholdError
 
 from .config import Settings
@@ -40,6 +42,7 @@ from .redaction import RedactingFilter, redact
 from .results import brush_result, decode_brush, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
 from .schema import Schema, parse_schema
 from .store import PredictedRegion, Store
+from .version_sync import VersionSync
 
 # The names app.py, bulk and older callers import from here.
 __all__ = ["TRAIN_EVENTS", "AdaptedTechnique", "CamCutModel", "ImageCache", "Region", "SchemaError", "TaskError", "TaskOutcome",
@@ -156,6 +159,7 @@ class CamCutModel:
         self.store = Store(settings.model_dir)
         self.fetcher = fetcher or ImageFetcher(settings)
         self.corrections = CorrectionLoop(self)
+        self.version_sync = VersionSync(self.fetcher.client)  # LS's project model_version follows ours
         self._images = ImageCache()
         self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES_KEPT)  # the last failed tasks, for /metrics
         log.addFilter(RedactingFilter(lambda: self.secrets))
@@ -245,6 +249,8 @@ class CamCutModel:
             if outcome.mode == "guess" and not results:
                 pred.pop("error", None)  # "no class here" is the answer for this image, not a failure
             out.append(self._failed(project, task_id, pred, interactive) if "error" in pred else pred)
+        if not interactive:
+            self.version_sync.schedule(project, version)
         return out
 
     def _failed(self, project: str, task_id: Any, pred: dict[str, Any], interactive: bool) -> dict[str, Any]:
@@ -387,9 +393,22 @@ class CamCutModel:
             if isinstance(res, Exception):
                 raise res
             cls = prompt.voc_class
+            score = self._classless_agreement(seg, b, res.mask, schema) if cls is None and not res.fallback else res.score
             out.regions.append(Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
-                                      cls, "box", res.mask, tech, res.score, b.box, res.fallback))
+                                      cls, "box", res.mask, tech, honest_score(score, res.mask, res.fallback), b.box, res.fallback))
         separate_boxes(seg, out.regions)
+
+    def _classless_agreement(self, seg: Segmenter, b: LabeledBox, mask: np.ndarray, schema: Schema) -> float:
+        """A box whose label has no engine class (naked GrabCut) has no second opinion of its
+        own; its agreement is with the CAM box technique for the project's class whose CAM is
+        strongest in the box. 0 when the project has no engine class."""
+        classes = sorted({c for lab in schema.brush_labels if (c := self.labels.resolve(lab)) is not None})
+        x0, y0, x1, y1 = (int(round(v)) for v in b.box)
+        if not classes or x1 <= x0 or y1 <= y0:
+            return 0.0
+        best = max(classes, key=lambda c: float(seg.raw_class_cam(c)[y0:y1, x0:x1].max(initial=0.0)))
+        alt = seg.segment_box(Box(*b.box), best, Technique("fpf", 0.6))
+        return 0.0 if alt.fallback else mask_iou(mask, alt.mask)
 
     def _class_regions(self, seg: Segmenter, wanted: list[WantedClass], adapted: Adapted, out: TaskOutcome) -> None:
         """One mask per wanted class; a given probability (of a guessed class) replaces the
@@ -403,7 +422,7 @@ class CamCutModel:
             if not res.mask.any():
                 out.warnings.append(f"class {w.voc_class!r}: empty mask ({res.fallback or 'no foreground'})")
                 continue
-            score = res.score if w.probability is None else w.probability
+            score = honest_score(res.score if w.probability is None else w.probability, res.mask, res.fallback)
             out.regions.append(Region(w.label, w.voc_class, "class", res.mask, tech, score, None, res.fallback))
 
     def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome,
@@ -429,7 +448,7 @@ class CamCutModel:
             out.warnings.append(f"no mask from the clicks ({res.fallback or 'empty'}); add a positive click")
             return
         name = self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
-        out.regions.append(Region(name, cls, "seeds", res.mask, tech, res.score, None, res.fallback))
+        out.regions.append(Region(name, cls, "seeds", res.mask, tech, honest_score(res.score, res.mask, res.fallback), None, res.fallback))
 
     def _previous(self, project: str, task_id: Any) -> list[PredictedRegion]:
         tid = int64(task_id)

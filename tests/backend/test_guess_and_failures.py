@@ -64,7 +64,7 @@ class FakeModel:
 
 
 @pytest.mark.parametrize("pred, status", [
-    ({"result": [], "score": 0.0, "model_version": "v", "mode": "guess", "warnings": ["no class reached probability 0.2"]}, "done"),
+    ({"result": [], "score": 0.0, "model_version": "v", "mode": "guess", "warnings": ["no class reached p 0.2"]}, "done"),
     ({"score": 0.0, "model_version": "v", "error": "image not found"}, "failed"),
 ])
 def test_bulk_counts_no_class_as_predicted(pred: dict[str, Any], status: str) -> None:
@@ -89,3 +89,18 @@ def test_recent_failures_are_bounded(client: Any) -> None:
     predict(client, [{"id": 1000 + i, "data": {"image": "/data/upload/1/no_such_image.jpg"}} for i in range(FAILURES_KEPT + 5)])
     failures = client.get("/metrics").get_json()["recent_failures"]
     assert len(failures) == FAILURES_KEPT and failures[-1]["task"] == 1000 + FAILURES_KEPT + 4
+
+
+def test_box_without_engine_class_gets_an_agreement_score(client: Any) -> None:
+    """'widget' has no engine class: naked GrabCut, scored by agreement with the CAM technique of
+    the project class strongest in the box (before: always 0.00, even for a good mask)."""
+    from tests.backend.conftest import image_size, instance_masks, mask_iou, rect, voc_boxes
+    from tests.backend.test_predict import DOG, decode
+
+    w, h = image_size(DOG)
+    (_, box) = next(b for b in voc_boxes(DOG) if b[0] == "dog")
+    [pred] = predict(client, [{"id": 63, "data": {"image": f"/data/upload/1/{DOG}.jpg"},
+                               "predictions": [{"result": [rect("widget", box, w, h)]}]}])
+    [res] = pred["result"]
+    iou = max(mask_iou(decode(res), g) for c, g in instance_masks(DOG) if c == "dog")
+    assert iou > 0.7 and res["score"] > 0.5, (iou, res["score"])
