@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 9090
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev label-studio run lint test test-fast test-quick eval bench clean
+.PHONY: install install-dev label-studio browser-deps run lint test test-browser test-fast test-quick eval bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,11 +30,23 @@ install-dev: $(VENV)/.installed-dev
 label-studio:
 	bash scripts/install_label_studio.sh
 
+# Headless Chromium + chromedriver (Debian packages) and Selenium (pinned) for the real-browser
+# test (tests/e2e/test_browser_ux.py) and scripts/screenshot_label_studio.py. apt-get runs
+# only when either binary is missing (it needs root, as on a fresh CI machine).
+browser-deps: install-dev
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update && apt-get install -y chromium chromium-driver; fi
+	$(PY) -m pip install -q -r requirements-screenshot.txt
+
 run: install
 	PORT=$(PORT) $(VENV)/bin/camcut serve
 
-test: install-dev label-studio
+test: install-dev label-studio browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The real-browser test alone: Data Manager sorted by score, the worst task's masks; README screenshots.
+test-browser: label-studio browser-deps
+	$(PY) -m pytest tests/e2e/test_browser_ux.py $(PYTEST_ARGS)
 
 # Everything but the end-to-end Label Studio tests.
 test-fast: install-dev

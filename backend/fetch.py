@@ -119,6 +119,17 @@ def is_ls_image_path(path: str) -> bool:
 Resolver = Callable[[str, int], list[str]]
 
 
+def _fixed_address(host: str) -> bool:
+    """An IP literal or ``localhost``: names whose address no remote DNS answer decides."""
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
@@ -147,8 +158,29 @@ class UrlPolicy:
         self.resolver = resolver
 
     def is_ls(self, url: str) -> bool:
-        """Same scheme, host and port as LABEL_STUDIO_URL: http on LS's https port is not LS (the key would go in clear)."""
-        return self.ls is not None and _origin(url) == self.ls
+        """Same scheme, host and port as LABEL_STUDIO_URL (http on LS's https port is not LS: the key
+        would go in clear), or the same server by another name (:meth:`same_server`)."""
+        if self.ls is None:
+            return False
+        scheme, host, port = _origin(url)
+        return (scheme, host, port) == self.ls or (scheme == self.ls[0] and self.same_server(host, port))
+
+    def same_server(self, host: str, port: int) -> bool:
+        """``host:port`` names LS's server by another name (``localhost`` vs ``127.0.0.1``): same port
+        and a shared address. Only for IP literals and ``localhost``, whose addresses no remote DNS
+        controls (a public name could resolve to LS's address now and elsewhere at connect time)."""
+        if self.ls is None or port != self.ls[2] or not _fixed_address(host):
+            return False
+        try:
+            return bool(self._addresses(host) & self._addresses(self.ls[1]))
+        except (FetchError, ValueError):
+            return False
+
+    def _addresses(self, host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        try:
+            return {ipaddress.ip_address(host.strip("[]"))}
+        except ValueError:
+            return {ipaddress.ip_address(a.split("%")[0]) for a in self.resolver(host, self.ls[2] if self.ls else 80)}
 
     def check(self, url: str) -> None:
         """Raise UnsafeUrlError unless ``url`` may be fetched."""

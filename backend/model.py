@@ -14,17 +14,21 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from model import Box, BoxError, BoxPrompt, CamNet, ImageError, Seeds, Segmenter, Technique, UnknownClassError, decode_image
 from model import adapt
 from model import voc as voc_module
+from model.cnn import renormalised
 from model.engine import CnnOutput, EngineConfig, get_config
-from model.segmenter import MaskResult
+from model.overlaps import evidence_maps, resolve_overlaps
+from model.refine import subtract_negatives
+from model.scores import honest_score
+from model.segmenter import MaskResult, mask_iou
 from model.techniques import ThresholdError
 
 from .config import Settings
@@ -35,9 +39,10 @@ from .labels import LabelMap
 from .labelstudio import LabelStudioError
 from .prompts import LabeledBox, WantedClass, int64, interactive_prompt, is_interactive_context, task_boxes, task_tags
 from .redaction import RedactingFilter, redact
-from .results import EncodedMask, brush_result, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
+from .results import EncodedMask, brush_result, decode_brush, failed_prediction, mask_to_rle, rle_to_mask, task_prediction
 from .schema import Schema, parse_schema
 from .store import PredictedRegion, Store
+from .version_sync import VersionSync
 
 # The names app.py, bulk and older callers import from here.
 __all__ = ["TRAIN_EVENTS", "AdaptedTechnique", "CamCutModel", "ImageCache", "Region", "SchemaError", "TaskError", "TaskOutcome",
@@ -101,7 +106,9 @@ class Region:
     label: str
     voc_class: str | None
     kind: str
-    mask: EncodedMask  # encoded as soon as the cut finishes: a request never holds its full-size masks
+    # encoded as soon as the cut finishes (a request never holds its full-size masks), except box
+    # masks while their overlaps are resolved (see CamCutModel._box_regions)
+    mask: np.ndarray | EncodedMask
     technique: Technique
     score: float
     box: tuple[float, float, float, float] | None = None
@@ -116,8 +123,25 @@ class TaskOutcome:
     empty: list[dict[str, Any]] = field(default_factory=list)  # classes with no pixels here: a result, not an error
 
 
+OVERLAP_BUDGET_PIXELS = 64_000_000  # boxes x image pixels up to which a task's box overlaps are resolved (64 MB of masks)
+FAILURES_KEPT = 50  # failed tasks listed by /metrics (bounded: a broken storage fails every task)
+
 # what makes one task fail with its message as the error (anything else is an "internal error")
 TASK_ERRORS = (TaskError, FetchError, LabelStudioError, ImageError, BoxError, SchemaError, UnknownClassError, ValueError)
+
+
+def separate_boxes(seg: Segmenter, regions: list[Region]) -> None:
+    """Pixels claimed by several box masks of the task go to one (model/overlaps.py's rule)."""
+    boxed = [r for r in regions if r.box is not None and isinstance(r.mask, np.ndarray) and r.mask.any()]
+    if len(boxed) < 2:
+        return
+    cams = []
+    for r in boxed:
+        x0, y0, x1, y1 = (int(round(v)) for v in r.box)  # type: ignore[union-attr]
+        cams.append(seg.class_cam(r.voc_class, (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))[0] if r.voc_class else None)
+    evidence = evidence_maps(seg.image.shape[:2], [r.box for r in boxed], cams)  # type: ignore[misc]
+    for r, mask in zip(boxed, resolve_overlaps([r.mask for r in boxed], evidence), strict=True):
+        r.mask = mask
 
 
 class CamCutModel:
@@ -139,7 +163,9 @@ class CamCutModel:
         self.store = Store(settings.model_dir)
         self.fetcher = fetcher or ImageFetcher(settings)
         self.corrections = CorrectionLoop(self)
+        self.version_sync = VersionSync(self.fetcher.client)  # LS's project model_version follows ours
         self._images = ImageCache()
+        self.failures: deque[dict[str, Any]] = deque(maxlen=FAILURES_KEPT)  # the last failed tasks, for /metrics
         log.addFilter(RedactingFilter(lambda: self.secrets))
 
     @property
@@ -200,16 +226,16 @@ class CamCutModel:
             try:
                 if not isinstance(task, dict):
                     raise TaskError(f"a task must be a JSON object, got {type(task).__name__}")
-                outcome = self._predict_task(task, schema, adapted, context if interactive else None, timings)
+                outcome = self._predict_task(task, schema, adapted, context if interactive else None, timings, project)
             except TASK_ERRORS as exc:
                 msg = redact(str(exc), self.secrets)
                 log.warning("task %s: %s", task_id, msg)
-                out.append(failed_prediction(version, msg))
+                out.append(self._failed(project, task_id, failed_prediction(version, msg), interactive))
                 continue
             except Exception as exc:  # hostile/garbage task data must not fail the other tasks of the batch
                 msg = redact(f"internal error on this task ({type(exc).__name__}: {exc})", self.secrets)
                 log.exception("task %s: %s", redact(repr(task_id)[:80], self.secrets), msg)
-                out.append(failed_prediction(version, msg))
+                out.append(self._failed(project, task_id, failed_prediction(version, msg), interactive))
                 continue
             results = [brush_result(r.mask, r.label, r.score, schema, r.technique.label, r.voc_class, r.fallback) for r in outcome.regions]
             stored_id = int64(task_id)
@@ -223,8 +249,24 @@ class CamCutModel:
                 )
             for w in outcome.warnings:
                 log.warning("task %s: %s", task_id, w)
-            out.append(task_prediction(results, version, outcome.mode, outcome.warnings, outcome.empty))
+            pred = task_prediction(results, version, outcome.mode, outcome.warnings, outcome.empty)
+            if outcome.mode == "guess" and not results:
+                pred.pop("error", None)  # "no class here" is the answer for this image, not a failure
+            out.append(self._failed(project, task_id, pred, interactive) if "error" in pred else pred)
+        if not interactive:
+            self.version_sync.schedule(project, version)
         return out
+
+    def _failed(self, project: str, task_id: Any, pred: dict[str, Any], interactive: bool) -> dict[str, Any]:
+        """A failed task: remembered for /metrics, and answered without ``result`` outside the
+        interactive mode: LS 1.23 (ml/models.py _get_predictions_from_ml_backend) skips a
+        response without ``result``, so no empty prediction is stored under the current model
+        version and the task is predicted again on the next request, instead of showing 0.00."""
+        self.failures.append({"project": project, "task": int64(task_id), "error": str(pred.get("error"))[:500],
+                              "model_version": pred.get("model_version"), "at": round(time.time(), 3)})
+        if not interactive:
+            pred.pop("result", None)
+        return pred
 
     def load_image(self, task: Mapping[str, Any], schema: Schema, timings: dict[str, float] | None = None) -> np.ndarray:
         data = task.get("data")
@@ -246,7 +288,8 @@ class CamCutModel:
             raise ImageError(f"{exc} (from {fetched.url})") from None
 
     def _predict_task(self, task: dict[str, Any], schema: Schema, adapted: Adapted,
-                      context: Mapping[str, Any] | None, timings: dict[str, float] | None = None) -> TaskOutcome:
+                      context: Mapping[str, Any] | None, timings: dict[str, float] | None = None,
+                      project: str = "") -> TaskOutcome:
         seg = Segmenter(self.config, net=self.net, threads=self.settings.cut_threads)
         key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
         cached = self._images.get(key)
@@ -259,7 +302,7 @@ class CamCutModel:
         out = TaskOutcome()
         if context is not None:
             out.mode = "interactive"
-            self._interactive(seg, context["result"], schema, adapted, out)
+            self._interactive(seg, context["result"], schema, adapted, out, lambda: self._previous(project, task.get("id")))
             return out
         boxes = task_boxes(task, schema, lambda: self._task_from_ls(task))
         self._check_boxes(len(boxes))
@@ -281,18 +324,34 @@ class CamCutModel:
             self._class_regions(seg, wanted, adapted, out)
             return out
         out.mode = "guess"
-        guesses = seg.predict_classes(self.settings.min_class_probability, self.settings.max_classes)
+        wanted = self._guesses(seg, schema, out)
+        self._class_regions(seg, wanted, adapted, out)
+        return out
+
+    def _guesses(self, seg: Segmenter, schema: Schema, out: TaskOutcome) -> list[WantedClass]:
+        """No prompt: the project's labels say which classes can be there, so the CNN chooses
+        among their engine classes (probabilities renormalised over them): the most likely one
+        always, the next ones if they reach CAMCUT_MIN_CLASS_PROBABILITY. Scored by agreement
+        like tags (a renormalised probability is 1.0 for a one-class project: no quality signal).
+        A project none of whose labels has an engine class gets the CNN's own guess as before."""
+        labels = list(schema.brush_labels)
+        project = sorted({c for lab in labels if (c := self.labels.resolve(lab)) is not None})
+        p_min = self.settings.min_class_probability
+        if project:
+            ranked = renormalised(seg.class_probabilities(), project)
+            picked = [g for g in ranked[: self.settings.max_classes] if g.probability >= p_min] or ranked[:1]
+            return [WantedClass(self.labels.brush_label_for(g.voc_class, labels) or g.voc_class, g.voc_class) for g in picked]
+        guesses = seg.predict_classes(p_min, self.settings.max_classes)
         if not guesses:
-            out.warnings.append(f"no class reached probability {self.settings.min_class_probability:g}: nothing to segment")
+            out.warnings.append(f"no class reached probability {p_min:g}: nothing to segment")
         wanted = []
         for g in guesses:
-            label = self.labels.brush_label_for(g.voc_class, list(schema.brush_labels))
+            label = self.labels.brush_label_for(g.voc_class, labels)
             if label is None:
                 out.warnings.append(f"the CNN sees {g.voc_class!r} (p={g.probability:.2f}) but BrushLabels has no label for it")
                 continue
             wanted.append(WantedClass(label, g.voc_class, g.probability))
-        self._class_regions(seg, wanted, adapted, out)
-        return out
+        return wanted
 
     def _task_from_ls(self, task: Mapping[str, Any]) -> Mapping[str, Any]:
         """LS did not send the task's annotations/predictions: read them through its API."""
@@ -338,6 +397,11 @@ class CamCutModel:
                 tech = self.technique_for(adapted, "box", cls)
             prompts.append(BoxPrompt(Box(*b.box), cls, tech, seeds))
             techs.append(tech)
+        # Overlapping boxes are resolved on the raw masks of the task together (model/overlaps.py),
+        # which costs a full-size mask per box: done while that stays under OVERLAP_BUDGET_PIXELS;
+        # past it (e.g. 100 boxes on a 40 MP image) masks are encoded as they finish and keep their overlaps.
+        h, w = seg.image.shape[:2]
+        resolve = 1 < len(prompts) and len(prompts) * h * w <= OVERLAP_BUDGET_PIXELS
         regions: dict[int, Region] = {}
         for i, res in self._chunks(seg, prompts):
             b, cls, tech = boxes[i], prompts[i].voc_class, techs[i]
@@ -346,10 +410,28 @@ class CamCutModel:
                 continue
             if isinstance(res, Exception):
                 raise res
+            score = self._classless_agreement(seg, b, res.mask, schema) if cls is None and not res.fallback else res.score
+            mask: np.ndarray | EncodedMask = res.mask if resolve else EncodedMask.of(res.mask)
             regions[i] = Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
-                                cls, "box", EncodedMask.of(res.mask), tech, res.score, b.box, res.fallback)
-        out.regions.extend(regions[i] for i in sorted(regions))  # in box order
+                                cls, "box", mask, tech, honest_score(score, res.mask, res.fallback), b.box, res.fallback)
+        ordered = [regions[i] for i in sorted(regions)]  # in box order
+        if resolve:
+            separate_boxes(seg, ordered)
+            for r in ordered:
+                r.mask = EncodedMask.of(r.mask) if isinstance(r.mask, np.ndarray) else r.mask
+        out.regions.extend(ordered)
 
+    def _classless_agreement(self, seg: Segmenter, b: LabeledBox, mask: np.ndarray, schema: Schema) -> float:
+        """A box whose label has no engine class (naked GrabCut) has no second opinion of its
+        own; its agreement is with the CAM box technique for the project's class whose CAM is
+        strongest in the box. 0 when the project has no engine class."""
+        classes = sorted({c for lab in schema.brush_labels if (c := self.labels.resolve(lab)) is not None})
+        x0, y0, x1, y1 = (int(round(v)) for v in b.box)
+        if not classes or x1 <= x0 or y1 <= y0:
+            return 0.0
+        best = max(classes, key=lambda c: float(seg.raw_class_cam(c)[y0:y1, x0:x1].max(initial=0.0)))
+        alt = seg.segment_box(Box(*b.box), best, Technique("fpf", 0.6))
+        return 0.0 if alt.fallback else mask_iou(mask, alt.mask)
     def _chunks(self, seg: Segmenter, prompts: list[BoxPrompt]) -> Iterator[tuple[int, MaskResult | Exception]]:
         """(index, result) of every box prompt. Memory bound: at most ``cut_threads`` cuts (half
         as many boxes and their second opinions) run at once, and the caller encodes each mask before the next
@@ -382,7 +464,7 @@ class CamCutModel:
         for w, tech, res in zip(wanted, techs, chunked(), strict=True):
             if isinstance(res, Exception):
                 raise res
-            score = res.score if w.probability is None else w.probability
+            score = honest_score(res.score if w.probability is None else w.probability, res.mask, res.fallback)
             if not res.mask.any():  # a finding ("no pixels of this class here"), not a failure of the task
                 reason = res.fallback or "no foreground"
                 out.warnings.append(f"class {w.voc_class!r}: empty mask ({reason})")
@@ -390,7 +472,8 @@ class CamCutModel:
                 continue
             out.regions.append(Region(w.label, w.voc_class, "class", EncodedMask.of(res.mask), tech, score, None, res.fallback))
 
-    def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome) -> None:
+    def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome,
+                     previous: Callable[[], list[PredictedRegion]] = list) -> None:
         h, w = seg.image.shape[:2]
         prompt = interactive_prompt(items, w, h, self.settings.max_pixels)
         label, seeds = prompt.label, prompt.seeds
@@ -401,6 +484,9 @@ class CamCutModel:
             return
         if seeds.is_empty():
             raise TaskError("the interactive context has no rectangle, keypoint or brush stroke on the image")
+        if not seeds.positive_points and seeds.positive_mask is None:
+            self._negative_only(seg, seeds, previous(), adapted, out)
+            return
         cls = self.labels.resolve(label) if label else None
         if label and cls is None:
             out.warnings.append(f"label {label!r} has no engine class: GrabCut from the clicks alone")
@@ -410,7 +496,30 @@ class CamCutModel:
             out.warnings.append(f"no mask from the clicks ({res.fallback or 'empty'}); add a positive click")
             return
         name = self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
-        out.regions.append(Region(name, cls, "seeds", EncodedMask.of(res.mask), tech, res.score, None, res.fallback))
+        out.regions.append(Region(name, cls, "seeds", EncodedMask.of(res.mask), tech, honest_score(res.score, res.mask, res.fallback), None, res.fallback))
+
+    def _previous(self, project: str, task_id: Any) -> list[PredictedRegion]:
+        tid = int64(task_id)
+        return self.store.predictions_for(project, tid) if tid is not None else []
+
+    def _negative_only(self, seg: Segmenter, seeds: Seeds, previous: list[PredictedRegion], adapted: Adapted,
+                       out: TaskOutcome) -> None:
+        """Alt-click alone: cut the clicked part out of the newest mask camcut gave the task that
+        contains a negative seed (model/refine.py)."""
+        h, w = seg.image.shape[:2]
+        _, neg = seeds.rasterize(h, w)
+        for r in reversed(previous):
+            mask = decode_brush(r.rle, r.height, r.width, h, w)
+            if (mask & neg).any():
+                tech = self.technique_for(adapted, "class", r.voc_class) if r.voc_class else self.config.class_technique
+                new, score = subtract_negatives(seg, mask, seeds, r.voc_class, tech)
+                if not new.any():
+                    out.warnings.append(f"the negative click removed all of the {r.label!r} mask")
+                    return
+                out.regions.append(Region(r.label, r.voc_class, "seeds", EncodedMask.of(new), tech, score, r.box, None))
+                return
+        raise TaskError("a negative click alone needs a mask under it to cut from: no mask camcut predicted for this task"
+                        " contains the click; add a positive click")
 
     # -- correction loop and metrics -------------------------------------------------------------
     def fit(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -430,6 +539,7 @@ class CamCutModel:
             "learning": self.corrections.learning,
             "webhooks_waiting": self.corrections.inbox.waiting(),
             "projects": stats,
+            "recent_failures": list(self.failures),  # this worker process's last FAILURES_KEPT, oldest first
         }
 
     def close(self) -> None:

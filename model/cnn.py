@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -53,6 +54,21 @@ def class_probabilities(logits: np.ndarray) -> list[ClassScore]:
         members = voc.imagenet_members(name)
         scores.append(ClassScore(name, float(p[list(members)].sum()) if members else 0.0))
     return sorted(scores, key=lambda s: -s.probability)
+
+
+def renormalised(scores: Sequence[ClassScore], classes: Iterable[str]) -> list[ClassScore]:
+    """The probabilities of ``classes`` given that the image shows one of them: each class's
+    mass divided by their total, ranked. A project whose labels are dog/cat/person asks "which
+    of these?", not "which of 1000 ImageNet classes?" (where a dog photo's mass may be spread
+    over many breeds and none reach a threshold). No mass on any of them: equal shares."""
+    wanted = set(classes)
+    keep = [s for s in scores if s.voc_class in wanted]
+    if not keep:
+        return []
+    total = sum(max(s.probability, 0.0) for s in keep)
+    if not math.isfinite(total) or total <= 0.0:
+        return [ClassScore(s.voc_class, 1.0 / len(keep)) for s in keep]
+    return sorted((ClassScore(s.voc_class, max(s.probability, 0.0) / total) for s in keep), key=lambda s: -s.probability)
 
 
 def pool_voc_cams(cam1000: np.ndarray) -> np.ndarray:

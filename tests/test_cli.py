@@ -53,7 +53,7 @@ def test_box_writes_mask_and_overlay(tmp_path, truth):
     )
     assert r.returncode == 0, r.stderr
     mask_png, overlay_png = tmp_path / "sub" / "x.dog.mask.png", tmp_path / "sub" / "x.dog.overlay.png"
-    assert str(mask_png) in r.stdout and "F PF 0.6" in r.stdout  # the reference box technique
+    assert str(mask_png) in r.stdout and "F PF 0.7" in r.stdout  # the default config's box technique (issue 13 item 7)
     with Image.open(mask_png) as im:
         assert im.size == (500, 375)
     mask = _read_mask(mask_png)

@@ -60,8 +60,8 @@ def predict_and_post(model: "CamCutModel", api: LabelStudioClient, project: int,
         out["model_version"] = pred.get("model_version")
         out["warnings"] = tuple(pred.get("warnings") or ())
         result = pred.get("result") or []
-        if pred.get("error") or not result:
-            out["error"] = str(pred.get("error") or "no mask could be made for this task")
+        if pred.get("error"):  # no mask because none of the project's classes is there is a result, posted
+            out["error"] = str(pred["error"])
         else:
             created = api.post_prediction(int(tid), result, pred.get("score"), str(pred["model_version"]))  # type: ignore[arg-type]
             out.update(status="done", prediction=created.get("id"), regions=len(result), mode=pred.get("mode"))

@@ -11,7 +11,7 @@ from backend.config import Settings
 from backend.fetch import FetchError, ImageFetcher, UnsafeUrlError, UrlPolicy
 from backend.labelstudio import looks_like_jwt
 from backend.redaction import redact
-from tests.backend.conftest import ACCESS, LABEL_CONFIG, PAT, TOKEN, jpeg
+from tests.backend.conftest import ACCESS, LABEL_CONFIG, PAT, TOKEN, FakeLabelStudio, jpeg
 
 CAT = "2007_000528"
 
@@ -103,16 +103,40 @@ def test_personal_access_token_is_refreshed_into_bearer(ls_server: Any) -> None:
     assert reqs[1][1]["Authorization"] == f"Bearer {ACCESS}"
 
 
-def test_token_only_sent_to_label_studio(ls_server: Any) -> None:
-    port = ls_server.url.rsplit(":", 1)[1]
+@pytest.fixture
+def other_server() -> Any:
+    """A second server on another loopback port: another host, however it is named."""
+    s = FakeLabelStudio()
+    yield s
+    s.close()
+
+
+def test_token_only_sent_to_label_studio(ls_server: Any, other_server: Any) -> None:
+    port = other_server.url.rsplit(":", 1)[1]
     f = fetcher(ls_server.url, CAMCUT_ALLOWED_HOSTS=f"localhost:{port}")
-    n = len(ls_server.requests)
     f.fetch(f"http://localhost:{port}/img/{CAT}.jpg")
-    assert "Authorization" not in ls_server.requests[n][1]
+    assert "Authorization" not in other_server.requests[-1][1]
     # and a redirect from LS to another allowed host drops it too
     n = len(ls_server.requests)
     f.fetch(f"/data/upload/redirect?to=http://localhost:{port}/img/{CAT}.jpg")
-    assert "Authorization" in ls_server.requests[n][1] and "Authorization" not in ls_server.requests[n + 1][1]
+    assert "Authorization" in ls_server.requests[n][1] and "Authorization" not in other_server.requests[-1][1]
+
+
+def test_same_server_by_another_name(ls_server: Any) -> None:
+    """LABEL_STUDIO_URL=http://127.0.0.1:<port> and a task URL http://localhost:<port>/...: one
+    server, so the image is fetched, with the key (issue 13 item 6); other loopback ports stay refused."""
+    port = int(ls_server.url.rsplit(":", 1)[1])
+    for ls_url, task_host in ((ls_server.url, "localhost"), (f"http://localhost:{port}", "127.0.0.1")):
+        f = fetcher(ls_url)
+        n = len(ls_server.requests)
+        assert f.fetch(f"http://{task_host}:{port}/data/upload/1/{CAT}.jpg").data[:2] == b"\xff\xd8"
+        assert ls_server.requests[n][1]["Authorization"] == f"Token {TOKEN}"
+        for url in (f"http://{task_host}:{port + 1}/x.jpg", f"http://[::2]:{port}/x.jpg", f"http://10.0.0.1:{port}/x.jpg"):
+            with pytest.raises(UnsafeUrlError, match="only LABEL_STUDIO_URL"):
+                f.fetch(url)
+    policy = UrlPolicy(f"http://localhost:{port}", (), resolver=PUBLIC)
+    # a public name that resolves to LS's address is not LS (DNS could answer otherwise at connect time)
+    assert not policy.same_server("evil.example.com", port)
 
 
 def test_redirects_are_rechecked(ls_server: Any) -> None:
@@ -125,8 +149,8 @@ def test_redirects_are_rechecked(ls_server: Any) -> None:
         fetcher(ls_server.url, CAMCUT_MAX_REDIRECTS="1").fetch(f"/data/upload/redirect?to=/data/upload/redirect%3Fto%3D/data/upload/img/{CAT}.jpg")
 
 
-def test_plain_url_needs_allow_list(ls_server: Any) -> None:
-    port = ls_server.url.rsplit(":", 1)[1]
+def test_plain_url_needs_allow_list(ls_server: Any, other_server: Any) -> None:
+    port = other_server.url.rsplit(":", 1)[1]
     with pytest.raises(UnsafeUrlError):
         fetcher(ls_server.url).fetch(f"http://localhost:{port}/img/{CAT}.jpg")
     with pytest.raises(UnsafeUrlError, match="non-public"):  # '*' = any *public* host

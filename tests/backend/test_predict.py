@@ -169,9 +169,17 @@ def test_interactive_keypoints_positive_and_negative(client: Any) -> None:
     [both] = predict(client, [task], {"result": [keypoint(*inside, w, h, True), keypoint(*neg_pt, w, h, False)]})
     m2 = decode(both["result"][0])
     assert m2[int(inside[1]), int(inside[0])] and not m2[int(neg_pt[1]), int(neg_pt[0])]
-    # only negative clicks: nothing to segment, reported
+    # a negative click alone (Alt-click, issue 13 item 5): the clicked part is cut out of the
+    # newest mask of the task that contains it (here the positive-only mask m), nothing added
     [neg] = predict(client, [task], {"result": [keypoint(*neg_pt, w, h, False)]})
-    assert neg["result"] == [] and "positive" in neg["error"]
+    assert "error" not in neg, neg
+    [res3] = neg["result"]
+    m3 = check_result(res3, CAT)
+    assert res3["value"]["brushlabels"] == ["Cat"] and not (m3 & ~m).any()
+    assert not m3[int(neg_pt[1]), int(neg_pt[0])] and m3[int(inside[1]), int(inside[0])]
+    # on a task camcut never predicted there is nothing to cut from: the answer says so
+    [none] = predict(client, [{**task, "id": 190}], {"result": [keypoint(*neg_pt, w, h, False)]})
+    assert none["result"] == [] and "positive click" in none["error"]
 
 
 def test_interactive_brush_strokes(client: Any) -> None:
@@ -201,7 +209,7 @@ def test_batch_with_one_bad_task(client: Any) -> None:
     good = {"data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": [rect("Cat", box, w, h)]}]}
     tasks = [{"id": 21, **good}, {"id": 22, "data": {"image": "/data/upload/1/no_such_image.jpg"}}, {"id": 23, **good}]
     out = predict(client, tasks)
-    assert out[1]["result"] == [] and "Label Studio refused the image (HTTP 4xx)" in out[1]["error"]
+    assert "result" not in out[1] and "Label Studio refused the image (HTTP 4xx)" in out[1]["error"]
     for i in (0, 2):
         assert len(out[i]["result"]) == 1 and "error" not in out[i]
 
@@ -220,13 +228,13 @@ def test_batch_with_one_bad_task(client: Any) -> None:
 def test_bad_tasks_get_a_clear_error(app_factory: Any, data: dict[str, Any], message: str) -> None:
     client = app_factory(CAMCUT_MAX_DOWNLOAD_BYTES="200000").test_client()
     [pred] = predict(client, [{"id": 30, "data": data}])
-    assert pred["result"] == [] and message in pred["error"], pred["error"]
+    assert "result" not in pred and message in pred["error"], pred["error"]
 
 
 def test_huge_image_refused_by_pixel_count(app_factory: Any) -> None:
     client = app_factory(CAMCUT_MAX_PIXELS="100000").test_client()
     [pred] = predict(client, [{"id": 31, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}])
-    assert pred["result"] == [] and "over the limit of 100000" in pred["error"]
+    assert "result" not in pred and "over the limit of 100000" in pred["error"]
 
 
 def test_bad_boxes(client: Any) -> None:
@@ -237,7 +245,7 @@ def test_bad_boxes(client: Any) -> None:
     assert len(pred["result"]) == 1  # the good box still gets its mask
     assert sum("no area inside" in wmsg for wmsg in pred["warnings"]) == 2
     [only_bad] = predict(client, [{"id": 33, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": results[:1]}]}])
-    assert only_bad["result"] == [] and "no area inside" in only_bad["error"]
+    assert "result" not in only_bad and "no area inside" in only_bad["error"]
 
 
 def test_second_prompt_on_the_same_image_reuses_image_and_cnn(client: Any, monkeypatch: Any) -> None:

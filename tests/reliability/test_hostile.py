@@ -28,7 +28,8 @@ def test_ssrf_targets_are_refused_before_connecting(app_factory: Any, fault_serv
     tp = target_server.port
     cases = [
         (f"http://127.0.0.1:{tp}/img/{CAT}.jpg", "refused image host '127.0.0.1'"),  # loopback but not LS's port
-        (f"http://localhost:{fault_server.port}/img/{CAT}.jpg", "refused image host 'localhost'"),  # LS's port under another name
+        # (http://localhost:<LS's port> is LS under another name, fetched since issue 13 item 6:
+        # tests/backend/test_fetch.py::test_same_server_by_another_name)
         ("http://169.254.169.254/latest/meta-data/", "refused image host '169.254.169.254'"),
         ("http://10.0.0.1/x.jpg", "refused image host '10.0.0.1'"),
         ("http://192.168.1.1/x.jpg", "refused image host '192.168.1.1'"),
@@ -52,7 +53,7 @@ def test_ssrf_targets_are_refused_before_connecting(app_factory: Any, fault_serv
     n_ls, n_target = len(fault_server.requests), len(target_server.requests)
     out = predict(client, [pct_box_task(i, url) for i, (url, _) in enumerate(cases, 1)] + [pct_box_task(99, f"/data/upload/img/{CAT}.jpg")])
     for (url, expect), res in zip(cases, out, strict=False):
-        assert res["result"] == [] and expect in res["error"], (url, res)
+        assert "result" not in res and expect in res["error"], (url, res)
     assert out[-1]["result"]  # the one legitimate task of the batch
     assert len(target_server.requests) == n_target  # the SSRF target never received anything
     ls_paths = fault_server.requests[n_ls:]
@@ -79,7 +80,7 @@ def test_wildcard_hosts_resolving_to_private_addresses(app_factory: Any, fault_s
     n = len(fault_server.requests)
     out = predict(app.test_client(), [pct_box_task(i, u) for i, u in enumerate(urls, 1)])
     for u, res in zip(urls, out, strict=False):
-        assert res["result"] == [] and "non-public address" in res["error"], (u, res)
+        assert "result" not in res and "non-public address" in res["error"], (u, res)
     assert sorted(resolved) == sorted(table)  # names resolved by the policy, literal IPs not even that
     assert len(fault_server.requests) == n and loopback_only == []
 
@@ -168,7 +169,7 @@ def test_hostile_image_files(app_factory: Any, fault_server: FaultServer) -> Non
             else:
                 assert not res["error"].startswith("internal error"), res
         elif isinstance(expect, str):
-            assert res["result"] == [] and expect in res["error"], (name, res)
+            assert "result" not in res and expect in res["error"], (name, res)
         else:
             assert res["result"] and "error" not in res, (name, res)
             r0 = res["result"][0]
@@ -178,17 +179,19 @@ def test_hostile_image_files(app_factory: Any, fault_server: FaultServer) -> Non
 
 @pytest.mark.parametrize("name, labels, error", [
     ("bomb.png", [], "exceeds limit"),  # refused before decoding
-    ("16bit.png", [], "no class reached probability"),  # decoded; the grey 16-bit rendering shows no VOC class
+    ("16bit.png", None, None),  # decoded; a guess among the project's label classes (issue 13 item 3)
     ("exif_rotated.jpg", ["Cat"], None),  # the cat, on the image turned upright (150 x 200)
 ])
-def test_hostile_images_without_prompt(app_factory: Any, fault_server: FaultServer, name: str, labels: list[str],
+def test_hostile_images_without_prompt(app_factory: Any, fault_server: FaultServer, name: str, labels: list[str] | None,
                                        error: str | None) -> None:
     """The guess mode (no box, CNN classes) on odd files: 200 and a per-task answer."""
     data, expect = hostile_files()[name]
     fault_server.files[name] = data
     out = predict(app_factory(LABEL_STUDIO_URL=fault_server.url).test_client(), [{"id": 1, "data": {"image": f"/data/upload/file/{name}"}}])
     res = out[0]
-    assert sorted({lab for r in res["result"] for lab in r["value"]["brushlabels"]}) == labels, res
+    if labels is not None:
+        found = {lab for r in res.get("result", []) for lab in r["value"]["brushlabels"]}
+        assert set(labels) <= found and (found or not labels) and (labels or not found), res
     if error is None:
         assert "error" not in res and all((r["original_width"], r["original_height"]) == expect for r in res["result"]), res
     else:
