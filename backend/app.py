@@ -33,12 +33,21 @@ from model import CamNet
 
 from .config import ConfigError, Settings
 from .errors import InboxFull
-from .redaction import RedactingFilter, install_filter, log_safe, redact
 from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError, is_interactive_context
+from .redaction import RedactingFilter, install_filter, log_safe
 
 log = logging.getLogger("backend.app")
 OPEN_PATHS = ("/", "/health")
-REDACTED_LOGGERS = ("backend", "backend.app", "backend.model", "backend.fetch", "werkzeug", "gunicorn.error", "gunicorn.access", "urllib3")
+REDACTED_LOGGERS = (
+    "backend",
+    "backend.app",
+    "backend.model",
+    "backend.fetch",
+    "werkzeug",
+    "gunicorn.error",
+    "gunicorn.access",
+    "urllib3",
+)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -95,8 +104,14 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     app = Flask("camcut")
     app.config["CAMCUT_MODEL"] = mdl
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # werkzeug answers 413 past it, before parsing
-    counters = {"predict_requests": 0, "predict_tasks": 0, "task_errors": 0, "webhook_events": 0, "seconds_predicting": 0.0,
-                "predict_rejected_busy": 0}
+    counters = {
+        "predict_requests": 0,
+        "predict_tasks": 0,
+        "task_errors": 0,
+        "webhook_events": 0,
+        "seconds_predicting": 0.0,
+        "predict_rejected_busy": 0,
+    }
     # Bounded /predict concurrency per process: gthread queues requests beyond THREADS without
     # bound, so a full worker answers 503 + Retry-After at once instead of letting them pile up.
     # One extra slot is kept for interactive calls (one task + params.context, an annotator waiting)
@@ -174,8 +189,12 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
             lane = interactive_lane
         if lane is None:
             counters["predict_rejected_busy"] += 1
-            resp = jsonify({"error": f"busy: {settings.max_inflight} /predict request(s) already running in this worker, retry later",
-                            "status": 503})
+            resp = jsonify(
+                {
+                    "error": f"busy: {settings.max_inflight} /predict request(s) already running in this worker, retry later",
+                    "status": 503,
+                }
+            )
             resp.status_code = 503
             resp.headers["Retry-After"] = "1"
             return resp
@@ -207,7 +226,12 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
         counters["predict_tasks"] += len(tasks)
         counters["task_errors"] += sum(1 for r in results if r.get("error") and not r.get("result"))
         counters["seconds_predicting"] += spent
-        resp = jsonify({"results": results, "model_version": results[0]["model_version"] if results else mdl.model_version(_project_id(data.get("project")))})
+        resp = jsonify(
+            {
+                "results": results,
+                "model_version": results[0]["model_version"] if results else mdl.model_version(_project_id(data.get("project"))),
+            }
+        )
         # W3C Server-Timing: lets a client (the benchmark) split its latency into the model's
         # work, image downloads and what HTTP + JSON add, within the same request.
         resp.headers["Server-Timing"] = f"predict;dur={spent * 1000:.2f}, download;dur={timings.get('download', 0.0) * 1000:.2f}"
@@ -228,7 +252,13 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return jsonify({**mdl.metrics(), "counters": {**counters, "seconds_predicting": round(counters["seconds_predicting"], 3)}, "pid": os.getpid()})
+        return jsonify(
+            {
+                **mdl.metrics(),
+                "counters": {**counters, "seconds_predicting": round(counters["seconds_predicting"], 3)},
+                "pid": os.getpid(),
+            }
+        )
 
     return app
 

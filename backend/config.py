@@ -56,7 +56,8 @@ with the API key; ``s3://``, ``gs://``, ``azure-blob://`` URIs are presigned thr
 in ``CAMCUT_ALLOWED_HOSTS``. A JWT-shaped key is a personal access token (refreshed at
 ``/api/token/refresh`` into a ``Bearer`` token); anything else is a legacy ``Token``. The
 key is only ever sent to LS's own host. The ``hostname`` / ``access_token`` that LS sends in
-``/setup`` are deliberately ignored: the trusted host and key come from the environment only. Redirects are followed by hand and re-checked; hosts
+``/setup`` are deliberately ignored: the trusted host and key come from the environment only.
+Redirects are followed by hand and re-checked; hosts
 matched by a wildcard must resolve to public addresses; size, pixel count and time are
 bounded. Authorization headers and ``token=`` URL parameters are redacted from logs.
 Residual risk: a wildcard-matched host's DNS answer may change between the check and the
@@ -74,9 +75,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .redaction import runtime_secrets
 
@@ -175,71 +177,197 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("bind_host", "CAMCUT_BIND", "0.0.0.0", text, "address gunicorn binds on (camcut serve / make run); 127.0.0.1: this host only"),
+    Setting(
+        "bind_host",
+        "CAMCUT_BIND",
+        "0.0.0.0",
+        text,
+        "address gunicorn binds on (camcut serve / make run); 127.0.0.1: this host only",
+    ),
     Setting("port", "PORT", "9090", integer(1), "port gunicorn binds on"),
     Setting("workers", "WORKERS", "1", integer(1), "gunicorn worker processes (each loads the CNN once, ~5 MB weights)"),
-    Setting("threads", "THREADS", "4", integer(1), "threads per worker (one Segmenter per request; the CNN is shared and locked)"),
+    Setting(
+        "threads", "THREADS", "4", integer(1), "threads per worker (one Segmenter per request; the CNN is shared and locked)"
+    ),
     Setting("timeout", "TIMEOUT", "300", integer(0), "gunicorn worker timeout in seconds (a batch /predict can be long on CPU)"),
     Setting("log_level", "LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR"),
-    Setting("front", "CAMCUT_FRONT", "1", flag,
-            "1: serve through backend/front.py, which reads whole requests before gunicorn sees them; 0: gunicorn alone"),
-    Setting("header_timeout", "CAMCUT_HEADER_TIMEOUT", "10", number(0.1),
-            "front: seconds for a request line and headers (also the idle keep-alive limit); then 408"),
+    Setting(
+        "front",
+        "CAMCUT_FRONT",
+        "1",
+        flag,
+        "1: serve through backend/front.py, which reads whole requests before gunicorn sees them; 0: gunicorn alone",
+    ),
+    Setting(
+        "header_timeout",
+        "CAMCUT_HEADER_TIMEOUT",
+        "10",
+        number(0.1),
+        "front: seconds for a request line and headers (also the idle keep-alive limit); then 408",
+    ),
     Setting("body_timeout", "CAMCUT_BODY_TIMEOUT", "30", number(0.1), "front: seconds for a whole request body; then 408"),
     Setting("max_connections", "CAMCUT_MAX_CONNECTIONS", "2000", integer(1), "front: open connections; more are closed at once"),
-    Setting("label_studio_url", "LABEL_STUDIO_URL", "", url,
-            "base URL of Label Studio, e.g. http://label-studio:8080; its host is trusted for images"),
-    Setting("label_studio_api_key", "LABEL_STUDIO_API_KEY", "", text,
-            "legacy API token or personal access token (JWT refresh token); sent only to LABEL_STUDIO_URL"),
-    Setting("basic_auth_user", "BASIC_AUTH_USER", "", text,
-            "if set (with BASIC_AUTH_PASS), every endpoint but / and /health needs HTTP basic auth"),
+    Setting(
+        "label_studio_url",
+        "LABEL_STUDIO_URL",
+        "",
+        url,
+        "base URL of Label Studio, e.g. http://label-studio:8080; its host is trusted for images",
+    ),
+    Setting(
+        "label_studio_api_key",
+        "LABEL_STUDIO_API_KEY",
+        "",
+        text,
+        "legacy API token or personal access token (JWT refresh token); sent only to LABEL_STUDIO_URL",
+    ),
+    Setting(
+        "basic_auth_user",
+        "BASIC_AUTH_USER",
+        "",
+        text,
+        "if set (with BASIC_AUTH_PASS), every endpoint but / and /health needs HTTP basic auth",
+    ),
     Setting("basic_auth_pass", "BASIC_AUTH_PASS", "", text, "basic auth password"),
-    Setting("model_dir", "MODEL_DIR", "", directory,
-            "writable directory for the SQLite statistics, per-task prediction records and bulk state files; "
-            "empty: $XDG_STATE_HOME/camcut, else ~/.local/state/camcut"),
-    Setting("engine_config", "CAMCUT_CONFIG", "default", text,
-            "engine configuration: default (fast, see README Results), quality (slower, better boxes) or reference (the report's pipeline)"),
-    Setting("box_technique", "CAMCUT_BOX_TECHNIQUE", "", text,
-            "technique for boxes, e.g. 'fpf 0.6', 'grabcut'; empty: the engine config's"),
-    Setting("class_technique", "CAMCUT_CLASS_TECHNIQUE", "", text,
-            "technique for tags / guessed classes, e.g. 'pfpb 0.3'; empty: the engine config's"),
+    Setting(
+        "model_dir",
+        "MODEL_DIR",
+        "",
+        directory,
+        "writable directory for the SQLite statistics, per-task prediction records and bulk state files; "
+        "empty: $XDG_STATE_HOME/camcut, else ~/.local/state/camcut",
+    ),
+    Setting(
+        "engine_config",
+        "CAMCUT_CONFIG",
+        "default",
+        text,
+        "engine configuration: default (fast, see README Results), quality (slower, better boxes) "
+        "or reference (the report's pipeline)",
+    ),
+    Setting(
+        "box_technique",
+        "CAMCUT_BOX_TECHNIQUE",
+        "",
+        text,
+        "technique for boxes, e.g. 'fpf 0.6', 'grabcut'; empty: the engine config's",
+    ),
+    Setting(
+        "class_technique",
+        "CAMCUT_CLASS_TECHNIQUE",
+        "",
+        text,
+        "technique for tags / guessed classes, e.g. 'pfpb 0.3'; empty: the engine config's",
+    ),
     Setting("weights", "CAMCUT_WEIGHTS", "", text, "SqueezeNet weights path; empty: the packaged weights"),
     Setting("label_map", "CAMCUT_LABEL_MAP", "", text, "JSON file {label: voc_class or null} overriding the built-in synonyms"),
-    Setting("tag_fields", "CAMCUT_TAG_FIELDS", "tags,classes", names,
-            "task data fields read as image-level classes (list or comma string)"),
-    Setting("allowed_hosts", "CAMCUT_ALLOWED_HOSTS", "", names,
-            "comma list of extra image hosts: 'host', 'host:port', '*.domain' or '*' (any public host)"),
-    Setting("max_download_bytes", "CAMCUT_MAX_DOWNLOAD_BYTES", "52428800", integer(1), "largest image download in bytes (50 MiB)"),
+    Setting(
+        "tag_fields",
+        "CAMCUT_TAG_FIELDS",
+        "tags,classes",
+        names,
+        "task data fields read as image-level classes (list or comma string)",
+    ),
+    Setting(
+        "allowed_hosts",
+        "CAMCUT_ALLOWED_HOSTS",
+        "",
+        names,
+        "comma list of extra image hosts: 'host', 'host:port', '*.domain' or '*' (any public host)",
+    ),
+    Setting(
+        "max_download_bytes", "CAMCUT_MAX_DOWNLOAD_BYTES", "52428800", integer(1), "largest image download in bytes (50 MiB)"
+    ),
     Setting("max_pixels", "CAMCUT_MAX_PIXELS", "40000000", integer(1), "largest decoded image in pixels"),
-    Setting("download_timeout", "CAMCUT_DOWNLOAD_TIMEOUT", "30", number(0.1),
-            "seconds for one whole image download, redirects included (also the timeout of one Label Studio API call)"),
+    Setting(
+        "download_timeout",
+        "CAMCUT_DOWNLOAD_TIMEOUT",
+        "30",
+        number(0.1),
+        "seconds for one whole image download, redirects included (also the timeout of one Label Studio API call)",
+    ),
     Setting("max_redirects", "CAMCUT_MAX_REDIRECTS", "5", integer(0), "redirect hops followed (each re-checked)"),
-    Setting("min_class_probability", "CAMCUT_MIN_CLASS_PROBABILITY", "0.2", number(0.0, 1.0),
-            "with no prompt, classes the CNN gives at least this probability get a mask"),
+    Setting(
+        "min_class_probability",
+        "CAMCUT_MIN_CLASS_PROBABILITY",
+        "0.2",
+        number(0.0, 1.0),
+        "with no prompt, classes the CNN gives at least this probability get a mask",
+    ),
     Setting("max_classes", "CAMCUT_MAX_CLASSES", "3", integer(1), "with no prompt, at most this many classes"),
-    Setting("min_corrections", "CAMCUT_MIN_CORRECTIONS", "3", integer(1),
-            "corrections of a class needed before its threshold is re-chosen"),
-    Setting("adapt_thresholds", "CAMCUT_ADAPT_THRESHOLDS", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", thresholds,
-            "candidate t values scored against corrections"),
-    Setting("max_inflight", "CAMCUT_MAX_INFLIGHT", "0", integer(0),
-            "most batch /predict requests one worker runs at once, plus one slot kept for interactive calls; "
-            "more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
-    Setting("cut_threads", "CAMCUT_CUT_THREADS", "0", integer(0),
-            "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available"),
-    Setting("max_request_bytes", "CAMCUT_MAX_REQUEST_BYTES", "16777216", integer(1),
-            "largest request body in bytes (16 MiB), enforced by the front and the app; more: 413"),
+    Setting(
+        "min_corrections",
+        "CAMCUT_MIN_CORRECTIONS",
+        "3",
+        integer(1),
+        "corrections of a class needed before its threshold is re-chosen",
+    ),
+    Setting(
+        "adapt_thresholds",
+        "CAMCUT_ADAPT_THRESHOLDS",
+        "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+        thresholds,
+        "candidate t values scored against corrections",
+    ),
+    Setting(
+        "max_inflight",
+        "CAMCUT_MAX_INFLIGHT",
+        "0",
+        integer(0),
+        "most batch /predict requests one worker runs at once, plus one slot kept for interactive calls; "
+        "more get 503 + Retry-After at once (0: THREADS-1, at least 1)",
+    ),
+    Setting(
+        "cut_threads",
+        "CAMCUT_CUT_THREADS",
+        "0",
+        integer(0),
+        "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available",
+    ),
+    Setting(
+        "max_request_bytes",
+        "CAMCUT_MAX_REQUEST_BYTES",
+        "16777216",
+        integer(1),
+        "largest request body in bytes (16 MiB), enforced by the front and the app; more: 413",
+    ),
     Setting("max_tasks", "CAMCUT_MAX_TASKS", "100", integer(1), "most tasks in one /predict request; more: 413"),
-    Setting("max_boxes", "CAMCUT_MAX_BOXES", "100", integer(1),
-            "most boxes (rectangles), or tags, one task may carry; more: that task's error"),
-    Setting("max_config_bytes", "CAMCUT_MAX_CONFIG_BYTES", "1048576", integer(1),
-            "largest labelling config in bytes (1 MiB); more: 400"),
-    Setting("webhook_sync", "CAMCUT_WEBHOOK_SYNC", "0", flag,
-            "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
-    Setting("webhook_secret", "CAMCUT_WEBHOOK_SECRET", "", text,
-            "if set, /webhook needs the header X-Camcut-Webhook-Secret with this value (add it to the webhook in "
-            "Label Studio's project settings); empty: /webhook is open even with basic auth, as LS sends no credentials"),
-    Setting("max_pending_events", "CAMCUT_MAX_PENDING_EVENTS", "10000", integer(1),
-            "webhook events kept waiting at most; beyond, /webhook answers 503 + Retry-After"),
+    Setting(
+        "max_boxes",
+        "CAMCUT_MAX_BOXES",
+        "100",
+        integer(1),
+        "most boxes (rectangles), or tags, one task may carry; more: that task's error",
+    ),
+    Setting(
+        "max_config_bytes",
+        "CAMCUT_MAX_CONFIG_BYTES",
+        "1048576",
+        integer(1),
+        "largest labelling config in bytes (1 MiB); more: 400",
+    ),
+    Setting(
+        "webhook_sync",
+        "CAMCUT_WEBHOOK_SYNC",
+        "0",
+        flag,
+        "1: score corrections inside the /webhook request (tests); 0: in a background thread",
+    ),
+    Setting(
+        "webhook_secret",
+        "CAMCUT_WEBHOOK_SECRET",
+        "",
+        text,
+        "if set, /webhook needs the header X-Camcut-Webhook-Secret with this value (add it to the webhook in "
+        "Label Studio's project settings); empty: /webhook is open even with basic auth, as LS sends no credentials",
+    ),
+    Setting(
+        "max_pending_events",
+        "CAMCUT_MAX_PENDING_EVENTS",
+        "10000",
+        integer(1),
+        "webhook events kept waiting at most; beyond, /webhook answers 503 + Retry-After",
+    ),
 )
 
 
@@ -289,7 +417,7 @@ class Settings:
     max_pending_events: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         values = {s.name: s.parse(s.env, env.get(s.env, s.default).strip()) for s in SETTINGS}
         # the settings whose "0" / empty default depends on another setting or on the machine
@@ -306,8 +434,10 @@ class Settings:
         # would lock Label Studio out. Refuse it at start-up with the reason.
         for name, value in (("BASIC_AUTH_USER", self.basic_auth_user), ("BASIC_AUTH_PASS", self.basic_auth_pass)):
             if not value.isascii() or any(not c.isprintable() for c in value):
-                raise ConfigError(f"{name} must be printable ASCII: Label Studio sends basic auth latin-1 encoded, "
-                                  "other clients UTF-8, so non-ASCII credentials cannot match")
+                raise ConfigError(
+                    f"{name} must be printable ASCII: Label Studio sends basic auth latin-1 encoded, "
+                    "other clients UTF-8, so non-ASCII credentials cannot match"
+                )
         if ":" in self.basic_auth_user:
             raise ConfigError("BASIC_AUTH_USER must not contain ':' (it separates user and password in basic auth)")
 

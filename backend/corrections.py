@@ -12,8 +12,9 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -76,19 +77,30 @@ class Outcome:
     count: int = 0
 
 
-def _ledger(project: str, aid: int, updated_at: str, task_id: int, action: str, status: str, detail: str,
-            corrections: list[Correction] | None) -> Apply:
+def _ledger(
+    project: str,
+    aid: int,
+    updated_at: str,
+    task_id: int,
+    action: str,
+    status: str,
+    detail: str,
+    corrections: list[Correction] | None,
+) -> Apply:
     """Record this version of the annotation; unless it errored, its corrections replace the
     earlier ones (none: the annotation no longer has a usable mask). A newer version already
     learned (two workers on the same annotation) wins."""
 
     def apply(db: sqlite3.Connection) -> None:
-        newest = db.execute("SELECT MAX(updated_at) FROM events WHERE project=? AND annotation_id=? AND status != 'error'",
-                            (project, aid)).fetchone()[0]
+        newest = db.execute(
+            "SELECT MAX(updated_at) FROM events WHERE project=? AND annotation_id=? AND status != 'error'", (project, aid)
+        ).fetchone()[0]
         if newest is not None and newest > updated_at:
             return
-        db.execute("INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
-                   (project, aid, updated_at, task_id, action, status, detail, time.time()))
+        db.execute(
+            "INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+            (project, aid, updated_at, task_id, action, status, detail, time.time()),
+        )
         if status != "error":
             write_corrections(db, project, aid, updated_at, corrections)
 
@@ -117,15 +129,17 @@ class CorrectionLoop:
     pending by a previous run are processed at start-up), or inside the request with
     ``CAMCUT_WEBHOOK_SYNC`` (tests)."""
 
-    def __init__(self, model: "CamCutModel") -> None:
+    def __init__(self, model: CamCutModel) -> None:
         self.model = model
         settings = model.settings
         self.inbox = Inbox(model.store, settings.max_pending_events)
         self.owner = owner_id()
         self.learning = "on"
         if not settings.label_studio_url or not settings.label_studio_api_key:
-            self.learning = ("off: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are needed to read annotations back from "
-                             "Label Studio (webhook bodies are not trusted); events are kept until then")
+            self.learning = (
+                "off: LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are needed to read annotations back from "
+                "Label Studio (webhook bodies are not trusted); events are kept until then"
+            )
             log.warning("correction loop %s", self.learning)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
@@ -229,8 +243,13 @@ class CorrectionLoop:
         if outcome.status == "processed":
             res["corrections"] = outcome.count
             res["model_version"] = version = self.model.model_version(outcome.project)
-            log.info("annotation %s of project %s: %d correction(s) scored; model version %s",
-                     aid, outcome.project, outcome.count, version)
+            log.info(
+                "annotation %s of project %s: %d correction(s) scored; model version %s",
+                aid,
+                outcome.project,
+                outcome.count,
+                version,
+            )
         return res
 
     def reconcile(self, item: Item) -> Outcome:
@@ -244,8 +263,13 @@ class CorrectionLoop:
                 raise
             # gone from LS: withdraw it (annotation ids are unique across LS's projects)
             had = self.model.store.learned_version(item.project, aid) is not None
-            return Outcome("deleted", "Label Studio has no such annotation", _withdraw(item.project, aid, item.action),
-                           drop=not had, project=item.project)
+            return Outcome(
+                "deleted",
+                "Label Studio has no such annotation",
+                _withdraw(item.project, aid, item.action),
+                drop=not had,
+                project=item.project,
+            )
         if not isinstance(ann, dict) or int64(ann.get("id")) != aid:
             return Outcome("error", "Label Studio's answer for the annotation is not that annotation")
         task_id = int64(ann.get("task"))
@@ -269,8 +293,13 @@ class CorrectionLoop:
             msg = redact(f"{type(exc).__name__}: {exc}", self.model.secrets)
             return Outcome("error", msg, _ledger(pkey, aid, updated_at, task_id, item.action, "error", msg, None), project=pkey)
         status, detail = ("processed", f"{len(result)} region(s)") if result else ("ignored", "no brush mask of an engine class")
-        return Outcome(status, detail, _ledger(pkey, aid, updated_at, task_id, item.action, status, detail, result),
-                       project=pkey, count=len(result))
+        return Outcome(
+            status,
+            detail,
+            _ledger(pkey, aid, updated_at, task_id, item.action, status, detail, result),
+            project=pkey,
+            count=len(result),
+        )
 
     def score(self, project: str, label_config: str, ann: Mapping[str, Any], task: Mapping[str, Any]) -> list[Correction]:
         """Every candidate technique's IoU with each corrected mask of the annotation."""
@@ -278,16 +307,24 @@ class CorrectionLoop:
             return []
         schema = parse_schema(label_config)
         results = ann.get("result") or []
-        brush = [r for r in results if isinstance(r, dict) and r.get("from_name") == schema.brush_from
-                 and str(r.get("type", "")).lower() in ("brushlabels", "brush") and (r.get("value") or {}).get("rle")]
+        brush = [
+            r
+            for r in results
+            if isinstance(r, dict)
+            and r.get("from_name") == schema.brush_from
+            and str(r.get("type", "")).lower() in ("brushlabels", "brush")
+            and (r.get("value") or {}).get("rle")
+        ]
         if not brush:
             return []
         img = self.model.load_image(task, schema)
         h, w = img.shape[:2]
         task_id = int(task.get("id") or 0)
         predicted = {p.region_id: p for p in self.model.store.predictions_for(project, task_id)}
-        rects = [ClassBox(self.model.labels.resolve(b.label), b.to_pixels(w, h).box)
-                 for b in (rect_box(r, task) for r in results if isinstance(r, dict) and r.get("from_name") in schema.rect_from)]
+        rects = [
+            ClassBox(self.model.labels.resolve(b.label), b.to_pixels(w, h).box)
+            for b in (rect_box(r, task) for r in results if isinstance(r, dict) and r.get("from_name") in schema.rect_from)
+        ]
         items = [it for it in (self._corrected_region(r, h, w, predicted, rects) for r in brush) if it is not None]
         if not items:
             return []
@@ -312,12 +349,23 @@ class CorrectionLoop:
             pred_iou = None
             if pred is not None:
                 pred_iou = adapt.iou(decode_brush(pred.rle, pred.height, pred.width, h, w), corrected)
-            corrections.append(Correction(it.key, task_id, kind, cls, it.label, pred.technique if pred else None, pred_iou,
-                                          {t.label: v for t, v in scores.items()}))
+            corrections.append(
+                Correction(
+                    it.key,
+                    task_id,
+                    kind,
+                    cls,
+                    it.label,
+                    pred.technique if pred else None,
+                    pred_iou,
+                    {t.label: v for t, v in scores.items()},
+                )
+            )
         return corrections
 
-    def _corrected_region(self, r: Mapping[str, Any], h: int, w: int, predicted: Mapping[str, PredictedRegion],
-                          rects: list[ClassBox]) -> CorrectedRegion | None:
+    def _corrected_region(
+        self, r: Mapping[str, Any], h: int, w: int, predicted: Mapping[str, PredictedRegion], rects: list[ClassBox]
+    ) -> CorrectedRegion | None:
         """A submitted brush result -> what it corrects: the prediction it replaces (same region
         id, else the most overlapped prediction of its class), and the box of a box correction."""
         v = r["value"]
@@ -337,7 +385,7 @@ class CorrectionLoop:
         if pred is None and rects:
             # no prediction to compare with: the annotation's own box of that class, most overlapped
             cands = [rb.box for rb in rects if rb.voc_class == cls]
-            overlaps = [mask[int(b[1]):int(math.ceil(b[3])), int(b[0]):int(math.ceil(b[2]))].sum() for b in cands]
+            overlaps = [mask[int(b[1]) : int(math.ceil(b[3])), int(b[0]) : int(math.ceil(b[2]))].sum() for b in cands]
             if cands and max(overlaps) > 0:
                 box = cands[int(np.argmax(overlaps))]
         return CorrectedRegion(str(pred.region_id if pred else r.get("id")), cls, label, mask, pred, box)

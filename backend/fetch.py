@@ -22,9 +22,8 @@ import ipaddress
 import logging
 import re
 import socket
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import requests
@@ -36,8 +35,19 @@ from .redaction import RedactingFilter, log_safe, redact
 
 log = logging.getLogger("backend.fetch")
 
-__all__ = ["CLOUD_SCHEMES", "FetchError", "Fetched", "ImageFetcher", "LabelStudioClient", "RedactingFilter", "UnsafeUrlError",
-           "UrlPolicy", "looks_like_jwt", "redact", "system_resolver"]
+__all__ = [
+    "CLOUD_SCHEMES",
+    "FetchError",
+    "Fetched",
+    "ImageFetcher",
+    "LabelStudioClient",
+    "RedactingFilter",
+    "UnsafeUrlError",
+    "UrlPolicy",
+    "looks_like_jwt",
+    "redact",
+    "system_resolver",
+]
 
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure")
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -198,14 +208,17 @@ class UrlPolicy:
         host, port = _host_port(url)
         if self.is_ls(url):
             if not is_ls_image_path(parts.path):
-                raise UnsafeUrlError(f"refused {shown}: not a Label Studio image path (/data/upload/, /data/local-files/, "
-                                     "/storage-data/uploaded/, /tasks|projects/<id>/resolve|presign/)")
+                raise UnsafeUrlError(
+                    f"refused {shown}: not a Label Studio image path (/data/upload/, /data/local-files/, "
+                    "/storage-data/uploaded/, /tasks|projects/<id>/resolve|presign/)"
+                )
             return  # LS itself: trusted even on a private address (e.g. a compose service)
         if (host, port) in self.exact or (host, None) in self.exact:
             return  # explicitly trusted, may be a private address (e.g. a compose service)
         if not (self.any_public or any(host.endswith(s) for s in self.suffixes)):
             raise UnsafeUrlError(
-                f"refused image host {log_safe(host, 80)!r}: only LABEL_STUDIO_URL's host and CAMCUT_ALLOWED_HOSTS are fetched ({shown})"
+                f"refused image host {log_safe(host, 80)!r}: only LABEL_STUDIO_URL's host and "
+                f"CAMCUT_ALLOWED_HOSTS are fetched ({shown})"
             )
         try:
             addrs = [ipaddress.ip_address(host)]
@@ -233,7 +246,9 @@ class Fetched:
 class ImageFetcher:
     def __init__(self, settings: Settings, client: LabelStudioClient | None = None, resolver: Resolver = system_resolver) -> None:
         self.settings = settings
-        self.client = client or LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key, settings.download_timeout)
+        self.client = client or LabelStudioClient(
+            settings.label_studio_url, settings.label_studio_api_key, settings.download_timeout
+        )
         self.policy = UrlPolicy(settings.label_studio_url, settings.allowed_hosts, resolver)
 
     def resolve(self, value: str, task_id: int | None) -> str:
@@ -281,7 +296,9 @@ class ImageFetcher:
             if remaining <= 0:
                 raise FetchError(f"image download timed out after {s.download_timeout:g} s: {log_safe(url)}")
             try:
-                r = session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining))
+                r = session.get(
+                    url, headers=headers, stream=True, allow_redirects=False, timeout=(min(remaining, 10.0), remaining)
+                )
             except requests.Timeout:
                 raise FetchError(f"image download timed out after {s.download_timeout:g} s: {log_safe(url)}") from None
             except requests.ConnectionError as exc:

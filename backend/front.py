@@ -30,8 +30,18 @@ import h11
 
 from backend.config import read_setting
 
-HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection",
-              b"proxy-authenticate", b"proxy-authorization", b"content-length"}
+HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"proxy-connection",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"content-length",
+}
 
 
 class Limits:
@@ -95,8 +105,11 @@ async def _forward(req: h11.Request, body: bytes, upstream: str, peer: str, lim:
         if not any(k.lower() == b"host" for k, _ in headers):
             headers.append((b"host", b"camcut"))
         headers += [(b"content-length", str(len(body)).encode()), (b"connection", b"close"), (b"x-forwarded-for", peer.encode())]
-        writer.write(up.send(h11.Request(method=req.method, target=req.target, headers=headers)) + up.send(h11.Data(data=body))
-                     + up.send(h11.EndOfMessage()))
+        writer.write(
+            up.send(h11.Request(method=req.method, target=req.target, headers=headers))
+            + up.send(h11.Data(data=body))
+            + up.send(h11.EndOfMessage())
+        )
         await writer.drain()
 
         async def answer() -> tuple[int, list, bytes]:
@@ -106,7 +119,8 @@ async def _forward(req: h11.Request, body: bytes, upstream: str, peer: str, lim:
             assert isinstance(resp, h11.Response)
             data = bytearray()
             while not isinstance(ev := await _event(up, reader), h11.EndOfMessage):
-                data.extend(ev.data)
+                if isinstance(ev, h11.Data):
+                    data.extend(ev.data)
             return resp.status_code, [(k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP], bytes(data)
 
         return await asyncio.wait_for(answer(), lim.upstream)
@@ -114,8 +128,15 @@ async def _forward(req: h11.Request, body: bytes, upstream: str, peer: str, lim:
         writer.close()
 
 
-async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, status: int, headers: list, body: bytes, lim: Limits,
-                head_only: bool = False) -> None:
+async def _send(
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    status: int,
+    headers: list,
+    body: bytes,
+    lim: Limits,
+    head_only: bool = False,
+) -> None:
     if status not in (204, 304):
         headers = headers + [(b"content-length", str(len(body)).encode())]
     out = conn.send(h11.Response(status_code=status, headers=headers))
@@ -144,8 +165,14 @@ class Front:
                     status, reason = (exc.status, exc.reason) if isinstance(exc, Refuse) else (400, "malformed HTTP request")
                     if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                         body = f'{{"error": "{reason}", "status": {status}}}'.encode()
-                        await _send(conn, writer, status, [(b"content-type", b"application/json"), (b"connection", b"close")],
-                                    body, self.lim)
+                        await _send(
+                            conn,
+                            writer,
+                            status,
+                            [(b"content-type", b"application/json"), (b"connection", b"close")],
+                            body,
+                            self.lim,
+                        )
                     return
                 if got is None:
                     return

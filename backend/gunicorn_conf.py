@@ -25,7 +25,7 @@ errorlog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
 
-def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
+def post_fork(server, worker):
     """Cap glibc's malloc arenas in each worker before its threads start.
 
     glibc gives every thread that allocates its own arena (up to 8 per core), and the request
@@ -54,7 +54,7 @@ def post_fork(server, worker):  # noqa: ANN001 - gunicorn's hook signature
 _front = None
 
 
-def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
+def on_starting(server):
     global _front
     if not read_setting("CAMCUT_FRONT"):
         return
@@ -70,12 +70,13 @@ def on_starting(server):  # noqa: ANN001 - gunicorn's hook signature
     for b in public:
         args += ["--listen", b]
     _front = subprocess.Popen(args, stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if _front.stdout.readline().strip() != b"ready":
+    ready = _front.stdout.readline().strip() if _front.stdout is not None else b""  # stdout is a PIPE: never None
+    if ready != b"ready":
         raise RuntimeError(f"the camcut front could not listen on {public} (exit {_front.wait()})")
     server.cfg.set("bind", [f"unix:{upstream}"])
 
 
-def on_exit(server):  # noqa: ANN001
+def on_exit(server):
     if _front is not None and _front.poll() is None:
         _front.terminate()
         _front.wait(10)
@@ -83,4 +84,4 @@ def on_exit(server):  # noqa: ANN001
     if _front is not None and bind.startswith("unix:"):
         import shutil
 
-        shutil.rmtree(os.path.dirname(bind[len("unix:"):]), ignore_errors=True)  # our mkdtemp directory
+        shutil.rmtree(os.path.dirname(bind[len("unix:") :]), ignore_errors=True)  # our mkdtemp directory

@@ -101,7 +101,8 @@ class Inbox:
         with self.store.transaction() as db:
             rows = db.execute(
                 f"SELECT project, annotation_id, action, state, owner, attempts FROM inbox WHERE {where}"
-                " ORDER BY received LIMIT 500", args,
+                " ORDER BY received LIMIT 500",
+                args,
             ).fetchall()
             for project, aid, action, state, old, attempts in rows:
                 if state == "pending" or not owner_alive(old):
@@ -118,8 +119,9 @@ class Inbox:
         flood must not grow the database). False: the claim was lost (nothing written)."""
         key = (item.project, item.annotation_id, item.action)
         with self.store.transaction() as db:
-            row = db.execute("SELECT state, owner, again FROM inbox WHERE project=? AND annotation_id=? AND action=?",
-                             key).fetchone()
+            row = db.execute(
+                "SELECT state, owner, again FROM inbox WHERE project=? AND annotation_id=? AND action=?", key
+            ).fetchone()
             if row is None or row[0] != "claimed" or row[1] != owner:
                 return False
             if apply is not None:

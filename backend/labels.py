@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from model import VOC_CLASSES
 
@@ -70,7 +70,7 @@ class LabelMap:
         self.version = "builtin" if not clean else f"map-{digest[:10]}"
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> "LabelMap":
+    def from_file(cls, path: str | Path | None) -> LabelMap:
         if not path:
             return cls()
         p = Path(path)
@@ -80,7 +80,9 @@ class LabelMap:
             raise LabelMapError(f"label map file not found: {p}") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise LabelMapError(f"label map file {p} is not readable JSON: {exc}") from None
-        if not isinstance(data, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()):
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()
+        ):
             raise LabelMapError(f"label map file {p} must be a JSON object of label -> VOC class name or null")
         return cls(data)
 

@@ -28,8 +28,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -124,8 +125,9 @@ def _b64json(seg: str) -> Any:
 class LabelStudioClient:
     """Authenticated JSON access to one Label Studio (see module docstring)."""
 
-    def __init__(self, url: str, api_key: str, timeout: float = 30.0, session: requests.Session | None = None,
-                 retry: RetryPolicy = RETRIES) -> None:
+    def __init__(
+        self, url: str, api_key: str, timeout: float = 30.0, session: requests.Session | None = None, retry: RetryPolicy = RETRIES
+    ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
@@ -162,14 +164,19 @@ class LabelStudioClient:
     def _refresh(self) -> None:
         try:
             # no redirects: a 307/308 would re-send the refresh token in the body to wherever it points
-            r = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key}, timeout=self.timeout,
-                                  allow_redirects=False)
+            r = self.session.post(
+                f"{self.url}/api/token/refresh/", json={"refresh": self.api_key}, timeout=self.timeout, allow_redirects=False
+            )
         except requests.RequestException as exc:
-            raise LabelStudioUnreachable(f"cannot refresh the personal access token at {self.url}: {type(exc).__name__}") from None
+            raise LabelStudioUnreachable(
+                f"cannot refresh the personal access token at {self.url}: {type(exc).__name__}"
+            ) from None
         # a failed refresh means the key was refused: status 401 whatever the refresh answered
         # (that status is in the message), as for a refused legacy token
         if r.status_code != 200:
-            raise LabelStudioAuthError(f"personal access token refresh failed: HTTP {r.status_code} from {self.url}/api/token/refresh/", 401)
+            raise LabelStudioAuthError(
+                f"personal access token refresh failed: HTTP {r.status_code} from {self.url}/api/token/refresh/", 401
+            )
         try:
             access = (r.json() or {}).get("access")
         except ValueError:
@@ -183,8 +190,15 @@ class LabelStudioClient:
         self._access_exp = float(exp) if isinstance(exp, (int, float)) else time.time() + 240
 
     # -- requests -------------------------------------------------------------------------------
-    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
-                ok: Iterable[int] = (200, 201, 204)) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        ok: Iterable[int] = (200, 201, 204),
+    ) -> Any:
         """``method path`` with the key; the JSON answer (None if empty). Retries per ``self.retry``;
         a PAT's access token is refreshed once on a 401."""
         if not self.configured:
@@ -201,7 +215,9 @@ class LabelStudioClient:
                     attempt += 1
                     time.sleep(self.retry.delay(attempt))
                     continue
-                raise LabelStudioUnreachable(f"cannot reach Label Studio at {self.url} ({method} {path}: {type(exc).__name__})") from None
+                raise LabelStudioUnreachable(
+                    f"cannot reach Label Studio at {self.url} ({method} {path}: {type(exc).__name__})"
+                ) from None
             except requests.RequestException as exc:
                 raise LabelStudioError(f"{method} {path} on Label Studio failed: {type(exc).__name__}") from None
             if r.status_code == 401 and self.is_pat and not refreshed:
@@ -222,22 +238,26 @@ class LabelStudioClient:
             except ValueError:
                 raise LabelStudioError(f"{method} {path} on Label Studio: the answer is not JSON", r.status_code) from None
 
-    def _request_on_ls(self, method: str, path: str, params: Mapping[str, Any] | None, body: Any,
-                       headers: dict[str, str]) -> requests.Response:
+    def _request_on_ls(
+        self, method: str, path: str, params: Mapping[str, Any] | None, body: Any, headers: dict[str, str]
+    ) -> requests.Response:
         """One request with redirects followed by hand: every hop must stay on Label Studio's own
         scheme, host and port, so the key is never forwarded elsewhere (in clear text, or to a
         third host). requests would follow them itself, keeping the header on same-host hops."""
         url = f"{self.url}{path}"
         for _hop in range(6):
-            r = self.session.request(method, url, params=params, json=body, headers=headers, timeout=self.timeout,
-                                     allow_redirects=False)
+            r = self.session.request(
+                method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
             if r.status_code not in _REDIRECTS:
                 return r
             r.close()
             url, params = urljoin(r.url, r.headers.get("Location", "")), None  # the Location carries its own query
             if _origin(url) != _origin(self.url):
-                raise LabelStudioRedirected(f"{method} {path} on Label Studio redirected off Label Studio "
-                                            f"({log_safe(url)}): refused, key not sent", r.status_code)
+                raise LabelStudioRedirected(
+                    f"{method} {path} on Label Studio redirected off Label Studio ({log_safe(url)}): refused, key not sent",
+                    r.status_code,
+                )
             if r.status_code == 303:
                 method, body = "GET", None
         raise LabelStudioError(f"{method} {path} on Label Studio: too many redirects", None)
@@ -266,8 +286,12 @@ class LabelStudioClient:
         out: dict[int, dict[str, Any]] = {}
         page = 1
         while True:
-            res = self.request("GET", "/api/tasks/", ok=(200, 404), params={
-                "project": project, "page": page, "page_size": page_size, "fields": "all", "resolve_uri": "false"})
+            res = self.request(
+                "GET",
+                "/api/tasks/",
+                ok=(200, 404),
+                params={"project": project, "page": page, "page_size": page_size, "fields": "all", "resolve_uri": "false"},
+            )
             items = res.get("tasks") if isinstance(res, dict) else res if isinstance(res, list) else None
             if not items:
                 break

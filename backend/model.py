@@ -15,13 +15,25 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
-from model import Box, BoxError, BoxPrompt, CamNet, ImageError, Seeds, Segmenter, Technique, UnknownClassError, decode_image
-from model import adapt
+from model import (
+    Box,
+    BoxError,
+    BoxPrompt,
+    CamNet,
+    ImageError,
+    Seeds,
+    Segmenter,
+    Technique,
+    UnknownClassError,
+    adapt,
+    decode_image,
+)
 from model import voc as voc_module
 from model.cnn import renormalised
 from model.engine import CnnOutput, EngineConfig, get_config
@@ -45,8 +57,20 @@ from .store import PredictedRegion, Store
 from .version_sync import VersionSync
 
 # The names app.py, bulk and older callers import from here.
-__all__ = ["TRAIN_EVENTS", "AdaptedTechnique", "CamCutModel", "ImageCache", "Region", "SchemaError", "TaskError", "TaskOutcome",
-           "is_interactive_context", "mask_to_rle", "parse_schema", "rle_to_mask"]
+__all__ = [
+    "TRAIN_EVENTS",
+    "AdaptedTechnique",
+    "CamCutModel",
+    "ImageCache",
+    "Region",
+    "SchemaError",
+    "TaskError",
+    "TaskOutcome",
+    "is_interactive_context",
+    "mask_to_rle",
+    "parse_schema",
+    "rle_to_mask",
+]
 
 log = logging.getLogger("backend.model")
 
@@ -94,8 +118,10 @@ class ImageCache:
         with self._lock:
             self._items[key] = item
             self._items.move_to_end(key)
-            while self._items and (len(self._items) > self.max_entries
-                                   or sum(i.image.shape[0] * i.image.shape[1] for i in self._items.values()) > self.max_pixels):
+            while self._items and (
+                len(self._items) > self.max_entries
+                or sum(i.image.shape[0] * i.image.shape[1] for i in self._items.values()) > self.max_pixels
+            ):
                 self._items.popitem(last=False)
 
 
@@ -133,6 +159,7 @@ TASK_ERRORS = (TaskError, FetchError, LabelStudioError, ImageError, BoxError, Sc
 def separate_boxes(seg: Segmenter, regions: list[Region]) -> None:
     """Pixels claimed by several box masks of the task go to one (model/overlaps.py's rule)."""
     boxed = [r for r in regions if r.box is not None and isinstance(r.mask, np.ndarray) and r.mask.any()]
+    raw = [r.mask for r in boxed if isinstance(r.mask, np.ndarray)]  # all of them: the filter above
     if len(boxed) < 2:
         return
     cams = []
@@ -140,7 +167,7 @@ def separate_boxes(seg: Segmenter, regions: list[Region]) -> None:
         x0, y0, x1, y1 = (int(round(v)) for v in r.box)  # type: ignore[union-attr]
         cams.append(seg.class_cam(r.voc_class, (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))[0] if r.voc_class else None)
     evidence = evidence_maps(seg.image.shape[:2], [r.box for r in boxed], cams)  # type: ignore[misc]
-    for r, mask in zip(boxed, resolve_overlaps([r.mask for r in boxed], evidence), strict=True):
+    for r, mask in zip(boxed, resolve_overlaps(raw, evidence), strict=True):
         r.mask = mask
 
 
@@ -185,7 +212,9 @@ class CamCutModel:
         for (kind, cls), scores in self.store.technique_scores(project).items():
             allowed = {t.label: t for t in self.candidates(kind)}
             default = self.default_technique(kind).label
-            pick = adapt.choose_technique({k: v for k, v in scores.items() if k in allowed}, self.settings.min_corrections, default)
+            pick = adapt.choose_technique(
+                {k: v for k, v in scores.items() if k in allowed}, self.settings.min_corrections, default
+            )
             if pick is not None:
                 out[(kind, cls)] = AdaptedTechnique(allowed[pick[0]], pick[1], pick[2])
         return out
@@ -212,8 +241,14 @@ class CamCutModel:
         return {"model_version": self.model_version(project)}
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict(self, tasks: list[Any], project: str, label_config: str, context: Mapping[str, Any] | None,
-                timings: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        tasks: list[Any],
+        project: str,
+        label_config: str,
+        context: Mapping[str, Any] | None,
+        timings: dict[str, float] | None = None,
+    ) -> list[dict[str, Any]]:
         """One prediction per task, in order. ``timings``, if given, receives the seconds spent
         downloading images ("download"), which the HTTP layer reports in Server-Timing."""
         schema = parse_schema(label_config, self.settings.max_config_bytes)
@@ -237,14 +272,30 @@ class CamCutModel:
                 log.exception("task %s: %s", redact(repr(task_id)[:80], self.secrets), msg)
                 out.append(self._failed(project, task_id, failed_prediction(version, msg), interactive))
                 continue
-            results = [brush_result(r.mask, r.label, r.score, schema, r.technique.label, r.voc_class, r.fallback) for r in outcome.regions]
+            results = [
+                brush_result(r.mask, r.label, r.score, schema, r.technique.label, r.voc_class, r.fallback)
+                for r in outcome.regions
+            ]
             stored_id = int64(task_id)
             if stored_id is not None and results:
                 self.store.save_predictions(
-                    project, stored_id, version,
-                    [PredictedRegion(res["id"], r.label, r.voc_class, r.kind, r.box, r.technique.label,
-                                     res["original_width"], res["original_height"], res["value"]["rle"])
-                     for r, res in zip(outcome.regions, results)],
+                    project,
+                    stored_id,
+                    version,
+                    [
+                        PredictedRegion(
+                            res["id"],
+                            r.label,
+                            r.voc_class,
+                            r.kind,
+                            r.box,
+                            r.technique.label,
+                            res["original_width"],
+                            res["original_height"],
+                            res["value"]["rle"],
+                        )
+                        for r, res in zip(outcome.regions, results, strict=True)
+                    ],
                     replace=not interactive,
                 )
             for w in outcome.warnings:
@@ -262,8 +313,15 @@ class CamCutModel:
         interactive mode: LS 1.23 (ml/models.py _get_predictions_from_ml_backend) skips a
         response without ``result``, so no empty prediction is stored under the current model
         version and the task is predicted again on the next request, instead of showing 0.00."""
-        self.failures.append({"project": project, "task": int64(task_id), "error": str(pred.get("error"))[:500],
-                              "model_version": pred.get("model_version"), "at": round(time.time(), 3)})
+        self.failures.append(
+            {
+                "project": project,
+                "task": int64(task_id),
+                "error": str(pred.get("error"))[:500],
+                "model_version": pred.get("model_version"),
+                "at": round(time.time(), 3),
+            }
+        )
         if not interactive:
             pred.pop("result", None)
         return pred
@@ -287,9 +345,15 @@ class CamCutModel:
         except ImageError as exc:
             raise ImageError(f"{exc} (from {fetched.url})") from None
 
-    def _predict_task(self, task: dict[str, Any], schema: Schema, adapted: Adapted,
-                      context: Mapping[str, Any] | None, timings: dict[str, float] | None = None,
-                      project: str = "") -> TaskOutcome:
+    def _predict_task(
+        self,
+        task: dict[str, Any],
+        schema: Schema,
+        adapted: Adapted,
+        context: Mapping[str, Any] | None,
+        timings: dict[str, float] | None = None,
+        project: str = "",
+    ) -> TaskOutcome:
         seg = Segmenter(self.config, net=self.net, threads=self.settings.cut_threads)
         key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
         cached = self._images.get(key)
@@ -383,8 +447,15 @@ class CamCutModel:
         if n > self.settings.max_boxes:
             raise TaskError(f"the task has {n} {what}, more than CAMCUT_MAX_BOXES={self.settings.max_boxes}")
 
-    def _box_regions(self, seg: Segmenter, boxes: list[LabeledBox], adapted: Adapted, schema: Schema, out: TaskOutcome,
-                     seeds: Seeds | None = None) -> None:
+    def _box_regions(
+        self,
+        seg: Segmenter,
+        boxes: list[LabeledBox],
+        adapted: Adapted,
+        schema: Schema,
+        out: TaskOutcome,
+        seeds: Seeds | None = None,
+    ) -> None:
         """One mask per labelled pixel box; the engine runs the boxes concurrently, a few at a
         time (see :meth:`_chunks`), each mask encoded as soon as its chunk is done."""
         prompts, techs = [], []
@@ -412,8 +483,16 @@ class CamCutModel:
                 raise res
             score = self._classless_agreement(seg, b, res.mask, schema) if cls is None and not res.fallback else res.score
             mask: np.ndarray | EncodedMask = res.mask if resolve else EncodedMask.of(res.mask)
-            regions[i] = Region(self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
-                                cls, "box", mask, tech, honest_score(score, res.mask, res.fallback), b.box, res.fallback)
+            regions[i] = Region(
+                self._brush_label(b.label, cls, schema, out) if b.label else schema.brush_labels[0],
+                cls,
+                "box",
+                mask,
+                tech,
+                honest_score(score, res.mask, res.fallback),
+                b.box,
+                res.fallback,
+            )
         ordered = [regions[i] for i in sorted(regions)]  # in box order
         if resolve:
             separate_boxes(seg, ordered)
@@ -432,6 +511,7 @@ class CamCutModel:
         best = max(classes, key=lambda c: float(seg.raw_class_cam(c)[y0:y1, x0:x1].max(initial=0.0)))
         alt = seg.segment_box(Box(*b.box), best, Technique("fpf", 0.6))
         return 0.0 if alt.fallback else mask_iou(mask, alt.mask)
+
     def _chunks(self, seg: Segmenter, prompts: list[BoxPrompt]) -> Iterator[tuple[int, MaskResult | Exception]]:
         """(index, result) of every box prompt. Memory bound: at most ``cut_threads`` cuts (half
         as many boxes and their second opinions) run at once, and the caller encodes each mask before the next
@@ -441,7 +521,7 @@ class CamCutModel:
         order = sorted(range(len(prompts)), key=lambda i: str(prompts[i].voc_class))
         step = max(1, self.settings.cut_threads // 2)  # a box is two cuts (its mask, its second opinion)
         for k in range(0, len(order), step):
-            idx = order[k:k + step]
+            idx = order[k : k + step]
             yield from zip(idx, seg.segment_boxes([prompts[i] for i in idx], agreement=True), strict=True)
             if k + step >= len(order) or prompts[order[k + step]].voc_class != prompts[idx[-1]].voc_class:
                 seg.forget_cams()
@@ -457,8 +537,11 @@ class CamCutModel:
 
         def chunked() -> Iterator[MaskResult | Exception]:
             for k in range(0, len(wanted), step):
-                yield from seg.segment_classes(list(zip(classes[k:k + step], techs[k:k + step], strict=True)), agreement=quality,
-                                               others=classes[:k] + classes[k + step:])
+                yield from seg.segment_classes(
+                    list(zip(classes[k : k + step], techs[k : k + step], strict=True)),
+                    agreement=quality,
+                    others=classes[:k] + classes[k + step :],
+                )
                 seg.forget_cams()  # a 40 MP CAM is 160 MB; the next classes need their own
 
         for w, tech, res in zip(wanted, techs, chunked(), strict=True):
@@ -472,8 +555,15 @@ class CamCutModel:
                 continue
             out.regions.append(Region(w.label, w.voc_class, "class", EncodedMask.of(res.mask), tech, score, None, res.fallback))
 
-    def _interactive(self, seg: Segmenter, items: list[Any], schema: Schema, adapted: Adapted, out: TaskOutcome,
-                     previous: Callable[[], list[PredictedRegion]] = list) -> None:
+    def _interactive(
+        self,
+        seg: Segmenter,
+        items: list[Any],
+        schema: Schema,
+        adapted: Adapted,
+        out: TaskOutcome,
+        previous: Callable[[], list[PredictedRegion]] = list,
+    ) -> None:
         h, w = seg.image.shape[:2]
         prompt = interactive_prompt(items, w, h, self.settings.max_pixels)
         label, seeds = prompt.label, prompt.seeds
@@ -495,15 +585,29 @@ class CamCutModel:
         if not res.mask.any():
             out.warnings.append(f"no mask from the clicks ({res.fallback or 'empty'}); add a positive click")
             return
-        name = self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
-        out.regions.append(Region(name, cls, "seeds", EncodedMask.of(res.mask), tech, honest_score(res.score, res.mask, res.fallback), None, res.fallback))
+        name = (
+            self._brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
+        )
+        out.regions.append(
+            Region(
+                name,
+                cls,
+                "seeds",
+                EncodedMask.of(res.mask),
+                tech,
+                honest_score(res.score, res.mask, res.fallback),
+                None,
+                res.fallback,
+            )
+        )
 
     def _previous(self, project: str, task_id: Any) -> list[PredictedRegion]:
         tid = int64(task_id)
         return self.store.predictions_for(project, tid) if tid is not None else []
 
-    def _negative_only(self, seg: Segmenter, seeds: Seeds, previous: list[PredictedRegion], adapted: Adapted,
-                       out: TaskOutcome) -> None:
+    def _negative_only(
+        self, seg: Segmenter, seeds: Seeds, previous: list[PredictedRegion], adapted: Adapted, out: TaskOutcome
+    ) -> None:
         """Alt-click alone: cut the clicked part out of the newest mask camcut gave the task that
         contains a negative seed (model/refine.py)."""
         h, w = seg.image.shape[:2]
@@ -518,8 +622,10 @@ class CamCutModel:
                     return
                 out.regions.append(Region(r.label, r.voc_class, "seeds", EncodedMask.of(new), tech, score, r.box, None))
                 return
-        raise TaskError("a negative click alone needs a mask under it to cut from: no mask camcut predicted for this task"
-                        " contains the click; add a positive click")
+        raise TaskError(
+            "a negative click alone needs a mask under it to cut from: no mask camcut predicted for this task"
+            " contains the click; add a positive click"
+        )
 
     # -- correction loop and metrics -------------------------------------------------------------
     def fit(self, event: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -529,8 +635,10 @@ class CamCutModel:
         stats = self.store.stats()
         for project, entry in stats.items():
             entry["model_version"] = self.model_version(project)
-            entry["adapted"] = {f"{k}:{c}": {"technique": a.technique.label, "mean_iou": round(a.mean_iou, 4), "corrections": a.corrections}
-                                for (k, c), a in self.adapted(project).items()}
+            entry["adapted"] = {
+                f"{k}:{c}": {"technique": a.technique.label, "mean_iou": round(a.mean_iou, 4), "corrections": a.corrections}
+                for (k, c), a in self.adapted(project).items()
+            }
         return {
             "engine": self.config.version_key,
             "weights_sha256": self.net.weights.sha256,

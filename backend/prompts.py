@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class LabeledBox:
     label: str
     box: Corners
 
-    def to_pixels(self, width: int, height: int) -> "LabeledBox":
+    def to_pixels(self, width: int, height: int) -> LabeledBox:
         """Percent box -> pixel box on a ``width`` x ``height`` image."""
         return LabeledBox(self.label, percent_to_pixels(self.box, width, height))
 
@@ -115,13 +116,12 @@ def result_type(r: Mapping[str, Any], task: Mapping[str, Any]) -> str:
     """A result's ``type``, lower-cased; a type that is not a string is a clear error of the task."""
     kind = r.get("type", "")
     if not isinstance(kind, str):
-        rid, tid = str(r.get('id'))[:40], str(task.get('id'))[:40]
+        rid, tid = str(r.get("id"))[:40], str(task.get("id"))[:40]
         raise TaskError(f"result {rid!r} of task {tid}: 'type' must be a string, got {type(kind).__name__}")
     return kind.lower()
 
 
-def task_boxes(task: Mapping[str, Any], schema: Schema,
-               full_task: Callable[[], Mapping[str, Any]] = dict) -> list[LabeledBox]:
+def task_boxes(task: Mapping[str, Any], schema: Schema, full_task: Callable[[], Mapping[str, Any]] = dict) -> list[LabeledBox]:
     """The percent boxes of the first result list that has rectangles. ``full_task`` is asked for
     the task with its annotations and predictions when LS sent neither (read through its API)."""
     if not schema.rect_from:
@@ -130,8 +130,11 @@ def task_boxes(task: Mapping[str, Any], schema: Schema,
     if not lists and "annotations" not in task and "predictions" not in task:
         lists = results_of(full_task())
     for results in lists:
-        boxes = [rect_box(r, task) for r in results
-                 if r.get("from_name") in schema.rect_from and result_type(r, task) in ("rectanglelabels", "rectangle")]
+        boxes = [
+            rect_box(r, task)
+            for r in results
+            if r.get("from_name") in schema.rect_from and result_type(r, task) in ("rectanglelabels", "rectangle")
+        ]
         if boxes:
             return boxes
     return []
@@ -141,8 +144,12 @@ def task_tags(task: Mapping[str, Any], schema: Schema, tag_fields: Sequence[str]
     """Image-level classes: a ``choices`` result on the task, else a list or comma string in one
     of ``tag_fields`` of its data. Duplicates removed, order kept."""
     for results in results_of(task):
-        tags = [str(c) for r in results if r.get("from_name") in schema.choices_from
-                for c in (r.get("value") or {}).get("choices") or []]
+        tags = [
+            str(c)
+            for r in results
+            if r.get("from_name") in schema.choices_from
+            for c in (r.get("value") or {}).get("choices") or []
+        ]
         if tags:
             return list(dict.fromkeys(tags))
     data = task.get("data") or {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Callable, Iterable, Union
+from collections.abc import Callable, Iterable
 
 _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(token|bearer|basic)?\s*[^\s'\",}]+"), r"\1\2 ***"),
@@ -27,7 +27,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 SHOWN_CHARS = 200  # a URL or value is shown (logs, error answers) at most this long
 
 # A list of secrets, or a function returning the current list (tokens appear at run time).
-SecretSource = Union[tuple[str, ...], Callable[[], tuple[str, ...]]]
+SecretSource = tuple[str, ...] | Callable[[], tuple[str, ...]]
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -25,8 +25,14 @@ def rle_to_mask(rle: list[int], height: int, width: int, max_pixels: int = brush
     return brush_rle.decode(rle, height, width, max_pixels)
 
 
-def decode_brush(rle: list[int], original_height: int, original_width: int, height: int, width: int,
-                 max_pixels: int = brush_rle.DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_brush(
+    rle: list[int],
+    original_height: int,
+    original_width: int,
+    height: int,
+    width: int,
+    max_pixels: int = brush_rle.DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """A brush result's RLE -> a boolean mask of the image's size."""
     return resize_mask(rle_to_mask(rle, original_height, original_width, max_pixels), height, width)
 
@@ -45,8 +51,15 @@ class EncodedMask:
         return cls(mask_to_rle(mask), int(mask.shape[0]), int(mask.shape[1]))
 
 
-def brush_result(mask: np.ndarray | EncodedMask, label: str, score: float, schema: Schema, technique: str, voc_class: str | None,
-                 fallback: str | None = None) -> dict[str, Any]:
+def brush_result(
+    mask: np.ndarray | EncodedMask,
+    label: str,
+    score: float,
+    schema: Schema,
+    technique: str,
+    voc_class: str | None,
+    fallback: str | None = None,
+) -> dict[str, Any]:
     """One ``brushlabels`` result; ``meta`` tells the annotator (and the correction loop) what made it."""
     enc = mask if isinstance(mask, EncodedMask) else EncodedMask.of(mask)
     h, w = enc.height, enc.width
@@ -65,8 +78,9 @@ def brush_result(mask: np.ndarray | EncodedMask, label: str, score: float, schem
     }
 
 
-def task_prediction(results: list[dict[str, Any]], model_version: str, mode: str, warnings: list[str],
-                    empty: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def task_prediction(
+    results: list[dict[str, Any]], model_version: str, mode: str, warnings: list[str], empty: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The prediction of one task: its results, their mean score, and why it is empty if it is.
 
     ``empty``: the classes asked for that have no pixels in the image ({label, voc_class, score,

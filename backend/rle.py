@@ -84,7 +84,7 @@ def decode(rle: Sequence[int], height: int, width: int, max_pixels: int = DEFAUL
         nonlocal pos
         if pos + size > end:
             raise TaskError(f"brush RLE ends before its declared {num} values")
-        v = int(bits[pos:pos + size], 2)
+        v = int(bits[pos : pos + size], 2)
         pos += size
         return v
 
@@ -97,7 +97,7 @@ def decode(rle: Sequence[int], height: int, width: int, max_pixels: int = DEFAUL
         j = min(num, i + 1 + read(sizes[read(2)]))
         if is_run:
             if read(word):
-                out[i // 4:j // 4] = True  # pixels p with i <= 4p + 3 < j
+                out[i // 4 : j // 4] = True  # pixels p with i <= 4p + 3 < j
             i = j
         else:
             while i < j:  # each literal costs `word` bits of input: bounded by the request size
@@ -110,6 +110,7 @@ def decode(rle: Sequence[int], height: int, width: int, max_pixels: int = DEFAUL
 
 def _check_bytes(values: Sequence[int]) -> None:
     ok = isinstance(values, (list, tuple)) and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 256 for v in values)
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 256 for v in values
+    )
     if not ok:
         raise TaskError("brush RLE must be a list of byte values (integers 0..255)")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -135,7 +136,9 @@ class Store:
         return self._db(write)
 
     # -- predictions --------------------------------------------------------------------------
-    def save_predictions(self, project: str, task_id: int, model_version: str, regions: list[PredictedRegion], replace: bool) -> None:
+    def save_predictions(
+        self, project: str, task_id: int, model_version: str, regions: list[PredictedRegion], replace: bool
+    ) -> None:
         """``replace``: a batch prediction, which replaces every row of the task. Otherwise an
         interactive one: added, and only the task's newest :data:`INTERACTIVE_KEPT` interactive
         rows are kept (one prompt per click: 200 prompts on one task stored 200 rows)."""
@@ -147,8 +150,22 @@ class Store:
                 "INSERT OR REPLACE INTO predictions (project, task_id, region_id, label, voc_class, kind, box, technique,"
                 " model_version, width, height, rle, created, interactive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (project, task_id, r.region_id, r.label, r.voc_class, r.kind, json.dumps(r.box) if r.box else None,
-                     r.technique, model_version, r.width, r.height, json.dumps(r.rle), now, 0 if replace else 1)
+                    (
+                        project,
+                        task_id,
+                        r.region_id,
+                        r.label,
+                        r.voc_class,
+                        r.kind,
+                        json.dumps(r.box) if r.box else None,
+                        r.technique,
+                        model_version,
+                        r.width,
+                        r.height,
+                        json.dumps(r.rle),
+                        now,
+                        0 if replace else 1,
+                    )
                     for r in regions
                 ],
             )
@@ -164,7 +181,8 @@ class Store:
         with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT region_id, label, voc_class, kind, box, technique, width, height, rle FROM predictions"
-                " WHERE project=? AND task_id=? ORDER BY created", (project, task_id)
+                " WHERE project=? AND task_id=? ORDER BY created",
+                (project, task_id),
             ).fetchall()
         return [
             PredictedRegion(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])) if r[4] else None, r[5], r[6], r[7], json.loads(r[8]))
@@ -196,7 +214,8 @@ class Store:
         with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT kind, voc_class, technique, AVG(iou), COUNT(*) FROM scores WHERE project=?"
-                " GROUP BY kind, voc_class, technique", (project,)
+                " GROUP BY kind, voc_class, technique",
+                (project,),
             ).fetchall()
         out: dict[tuple[str, str], dict[str, tuple[float, int]]] = {}
         for kind, cls, tech, mean, n in rows:
@@ -220,13 +239,15 @@ class Store:
             out.setdefault(p, {}).setdefault("webhooks", {})[state] = n
         for p, kind, cls, n, mean in corr:
             out.setdefault(p, {}).setdefault("corrections", {})[f"{kind}:{cls}"] = {
-                "count": n, "mean_iou_of_prediction": None if mean is None else round(mean, 4)
+                "count": n,
+                "mean_iou_of_prediction": None if mean is None else round(mean, 4),
             }
         return out
 
 
-def write_corrections(db: sqlite3.Connection, project: str, annotation_id: int, updated_at: str,
-                      corrections: list[Correction] | None) -> None:
+def write_corrections(
+    db: sqlite3.Connection, project: str, annotation_id: int, updated_at: str, corrections: list[Correction] | None
+) -> None:
     """Inside a transaction: what the annotation contributes becomes ``corrections`` (None or
     []: nothing; it was deleted, cancelled or has no usable mask)."""
     db.execute("DELETE FROM corrections WHERE project=? AND annotation_id=?", (project, annotation_id))
@@ -234,8 +255,18 @@ def write_corrections(db: sqlite3.Connection, project: str, annotation_id: int, 
     for c in corrections or []:
         db.execute(
             "INSERT INTO corrections VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (project, annotation_id, c.region_key, c.task_id, c.kind, c.voc_class, c.label,
-             c.predicted_technique, c.predicted_iou, updated_at),
+            (
+                project,
+                annotation_id,
+                c.region_key,
+                c.task_id,
+                c.kind,
+                c.voc_class,
+                c.label,
+                c.predicted_technique,
+                c.predicted_iou,
+                updated_at,
+            ),
         )
         db.executemany(
             "INSERT INTO scores VALUES (?,?,?,?,?,?,?)",

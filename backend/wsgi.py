@@ -5,6 +5,6 @@ Importing this module builds the app and loads the CNN once (per gunicorn worker
 
 from __future__ import annotations
 
-from .app import create_app  # noqa: E402
+from .app import create_app
 
 app = create_app()

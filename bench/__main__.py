@@ -38,12 +38,19 @@ def _log(msg: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"), help="VOC2012 folder")
-    ap.add_argument("--configs", default="reference,default,quality", help="comma list of engine configurations (model.config.CONFIGS)")
+    ap.add_argument(
+        "--configs", default="reference,default,quality", help="comma list of engine configurations (model.config.CONFIGS)"
+    )
     ap.add_argument("--images", type=int, default=None, help="first N images of the split (default: all)")
-    ap.add_argument("--split", default="train",
-                    help="ImageSets/Segmentation/<split>.txt of the VOC folder: train, val or a list of your own (default train)")
+    ap.add_argument(
+        "--split",
+        default="train",
+        help="ImageSets/Segmentation/<split>.txt of the VOC folder: train, val or a list of your own (default train)",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds over the images (medians are reported)")
     ap.add_argument("--warmup", type=int, default=2, help="images run untimed per mode before timing")
     ap.add_argument("--soak", type=int, default=1000, help="/predict requests per server for the memory soak (>= 50)")
@@ -101,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "configs": configs,
         "baseline": baseline,
-        "config_details": {c: {"version_key": k.version_key, "box_technique": k.box_technique.label,
-                               "class_technique": k.class_technique.label} for c, k in details.items()},
+        "config_details": {
+            c: {"version_key": k.version_key, "box_technique": k.box_technique.label, "class_technique": k.class_technique.label}
+            for c, k in details.items()
+        },
         "images": [im.image_id for im in images],
         "n_images": len(images),
         "n_boxes": sum(len(im.objects) for im in images),
@@ -116,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(partial: bool) -> None:
         doc["partial"] = partial
-        doc.setdefault("loadavg_log", []).append({"t_s": round(time.perf_counter() - t_start, 1), "loadavg": list(os.getloadavg())})
+        doc.setdefault("loadavg_log", []).append(
+            {"t_s": round(time.perf_counter() - t_start, 1), "loadavg": list(os.getloadavg())}
+        )
         (out / "bench.json").write_text(json.dumps(doc, indent=1))
 
     _log(f"bench: {len(images)} images, {doc['n_boxes']} boxes, configs {configs}, {cores()} cores, {a.repeat} round(s)")
@@ -153,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in configs:
                 soak = 0 if a.skip_soak or c not in soak_configs else a.soak
                 res[c].update(run_http(c, images, a.repeat, ls, out / f"server-{c}.log", soak, a.warmup, _log))
-                n_fail, n_empty = len(res[c]['failures']), len(res[c]['empty_masks'])
+                n_fail, n_empty = len(res[c]["failures"]), len(res[c]["empty_masks"])
                 _log(f"  {c}: {n_fail} failed request(s), {n_empty} empty tag mask(s), listed in the JSON")
                 save(True)
         finally:
@@ -168,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         _log("[4/5] quality")
         for c in configs:
             res[c]["quality"] = run_quality(a.voc, details[c], len(images), cache=a.cnn_cache)
-            _log(f"  {c}: object mIoU {res[c]['quality']['object']['mIoU']:.2f}, class mIoU {res[c]['quality']['class']['mIoU']:.2f}")
+            _log(
+                f"  {c}: object mIoU {res[c]['quality']['object']['mIoU']:.2f}, "
+                f"class mIoU {res[c]['quality']['class']['mIoU']:.2f}"
+            )
         doc["sections_seconds"]["quality"] = time.perf_counter() - t0
 
     # 6. table
@@ -191,10 +205,16 @@ def main(argv: list[str] | None = None) -> int:
         f"warm-up {a.warmup}; soak {doc['soak']} requests; baseline `{baseline}`; wall time {doc['seconds']:.0f} s  \n"
         f"1-min load average at start {m['loadavg_at_start'][0]:.2f}, after each section {loads} "
         f"(the run itself keeps up to {m['nproc']} cores busy)\n\n"
-        + (f"**Warning: the machine was already busy when the run started (load {m['loadavg_at_start'][0]:.2f} on "
-           f"{m['nproc']} cores): timings are not representative.**\n\n" if busy else "")
-        + "".join(f"- `{c}`: box {d['box_technique']}, class {d['class_technique']}; `{d['version_key']}`\n"
-                  for c, d in doc["config_details"].items())
+        + (
+            f"**Warning: the machine was already busy when the run started (load {m['loadavg_at_start'][0]:.2f} on "
+            f"{m['nproc']} cores): timings are not representative.**\n\n"
+            if busy
+            else ""
+        )
+        + "".join(
+            f"- `{c}`: box {d['box_technique']}, class {d['class_technique']}; `{d['version_key']}`\n"
+            for c, d in doc["config_details"].items()
+        )
         + "\nLatencies: median over rounds of each round's p50 / p95 / max. Ratios: config / baseline.\n\n"
     )
     table = markdown(rows, configs, baseline)

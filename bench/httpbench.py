@@ -53,7 +53,9 @@ HTTP_MODES = ("http_box", "http_tag", "http_interactive")
 
 LABEL_CONFIG = (
     '<View>\n  <Image name="image" value="$image"/>\n'
-    '  <RectangleLabels name="box" toName="image">' + "".join(f'<Label value="{c}"/>' for c in VOC_CLASSES) + "</RectangleLabels>\n"
+    '  <RectangleLabels name="box" toName="image">'
+    + "".join(f'<Label value="{c}"/>' for c in VOC_CLASSES)
+    + "</RectangleLabels>\n"
     '  <BrushLabels name="mask" toName="image">' + "".join(f'<Label value="{c}"/>' for c in VOC_CLASSES) + "</BrushLabels>\n"
     "</View>"
 )
@@ -104,20 +106,31 @@ def free_port() -> int:
 class Server:
     """One gunicorn master + worker for a configuration; stopped by the master's pid."""
 
-    def __init__(self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: str, ls_url: str, log_path: Path, start_timeout: float = 180.0, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.TemporaryDirectory(prefix="camcut-bench-")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))}
-        env.update(PORT=str(self.port), WORKERS="1", CAMCUT_CONFIG=config, LABEL_STUDIO_URL=ls_url,
-                   MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING", **(extra_env or {}))
+        env.update(
+            PORT=str(self.port),
+            WORKERS="1",
+            CAMCUT_CONFIG=config,
+            LABEL_STUDIO_URL=ls_url,
+            MODEL_DIR=str(Path(self.tmp.name) / "model_dir"),
+            LOG_LEVEL="WARNING",
+            **(extra_env or {}),
+        )
         gunicorn = Path(sys.executable).with_name("gunicorn")
         self.log_file = open(log_path, "ab")  # noqa: SIM115  # the server's log, closed on stop
         self.proc = subprocess.Popen(
             [str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
-            cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
         )
         self.worker = 0
         deadline = time.monotonic() + start_timeout
@@ -169,10 +182,21 @@ class Server:
 def _rect(name: str, box: Any, w: int, h: int, rid: str) -> dict[str, Any]:
     x0, y0, x1, y1 = box.clip(w, h)
     return {
-        "id": rid, "type": "rectanglelabels", "from_name": "box", "to_name": "image",
-        "original_width": w, "original_height": h, "image_rotation": 0,
-        "value": {"x": 100.0 * x0 / w, "y": 100.0 * y0 / h, "width": 100.0 * (x1 - x0) / w,
-                  "height": 100.0 * (y1 - y0) / h, "rotation": 0, "rectanglelabels": [name]},
+        "id": rid,
+        "type": "rectanglelabels",
+        "from_name": "box",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {
+            "x": 100.0 * x0 / w,
+            "y": 100.0 * y0 / h,
+            "width": 100.0 * (x1 - x0) / w,
+            "height": 100.0 * (y1 - y0) / h,
+            "rotation": 0,
+            "rectanglelabels": [name],
+        },
     }
 
 
@@ -235,8 +259,16 @@ class Client:
         empty = res.get("empty") or []
         self.empty.extend({"mode": mode, "image": im.image_id, **e} for e in empty)
         if res.get("error") or n + len(empty) != expected:
-            self.failures.append({"mode": mode, "image": im.image_id, "masks": n, "empty": len(empty), "expected": expected,
-                                  "error": res.get("error")})
+            self.failures.append(
+                {
+                    "mode": mode,
+                    "image": im.image_id,
+                    "masks": n,
+                    "empty": len(empty),
+                    "expected": expected,
+                    "error": res.get("error"),
+                }
+            )
         return dt
 
     def close(self) -> None:
@@ -258,8 +290,16 @@ def usable(mode: str, images: list[BenchImage]) -> list[BenchImage]:
     return [im for im in images if (im.classes if mode == "http_tag" else im.objects)]
 
 
-def run_http(config: str, images: list[BenchImage], repeat: int, ls: StaticImages, log_path: Path, soak: int,
-             warmup: int = 2, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_http(
+    config: str,
+    images: list[BenchImage],
+    repeat: int,
+    ls: StaticImages,
+    log_path: Path,
+    soak: int,
+    warmup: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """{mode: summary, ..., "memory": {...}} for one configuration's server."""
     out: dict[str, Any] = {}
     with Server(config, ls.url, log_path) as srv:
@@ -301,7 +341,9 @@ def run_http(config: str, images: list[BenchImage], repeat: int, ls: StaticImage
                 out["server_predict_ms_mean"] = 1000.0 * (c1["seconds_predicting"] - c0["seconds_predicting"]) / n_req
             if soak > 0:
                 t0 = time.perf_counter()
-                cycle = itertools.cycle([(m, im) for im in images for m in HTTP_MODES if (im.classes if m == "http_tag" else im.objects)])
+                cycle = itertools.cycle(
+                    [(m, im) for im in images for m in HTTP_MODES if (im.classes if m == "http_tag" else im.objects)]
+                )
                 while cl.requests < soak:
                     mode, im = next(cycle)
                     cl.predict(mode, im)

@@ -73,12 +73,16 @@ def _cold(seg: Segmenter, im: BenchImage) -> list[float]:
 
 
 RUNNERS: dict[str, Callable[[Segmenter, BenchImage], list[float]]] = {
-    "box": _box, "tag": _tag, "interactive": _interactive, "interactive_cold": _cold,
+    "box": _box,
+    "tag": _tag,
+    "interactive": _interactive,
+    "interactive_cold": _cold,
 }
 
 
-def run_inprocess(configs: list[EngineConfig], images: list[BenchImage], repeat: int, warmup: int = 2,
-                  log: Callable[[str], None] = print) -> dict[str, dict[str, dict]]:
+def run_inprocess(
+    configs: list[EngineConfig], images: list[BenchImage], repeat: int, warmup: int = 2, log: Callable[[str], None] = print
+) -> dict[str, dict[str, dict]]:
     """{config: {mode: summary}}; summaries are medians over ``repeat`` rounds (bench.common.summarize)."""
     n = cores()
     torch.set_num_threads(n)

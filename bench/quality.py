@@ -17,16 +17,37 @@ from model.techniques import Technique
 from .common import cores
 
 
-def _one(voc: str | Path, config: EngineConfig, task: str, tech: Technique, limit: int, workers: int, cache: str | None) -> dict[str, Any]:
-    res = run_sweep(voc, "train", config, tasks=(task,), thresholds=(tech.t,) if tech.t is not None else (0.5,),
-                    variants=(tech.variant,), workers=workers, cache_dir=cache, limit=limit, progress=False)
+def _one(
+    voc: str | Path, config: EngineConfig, task: str, tech: Technique, limit: int, workers: int, cache: str | None
+) -> dict[str, Any]:
+    res = run_sweep(
+        voc,
+        "train",
+        config,
+        tasks=(task,),
+        thresholds=(tech.t,) if tech.t is not None else (0.5,),
+        variants=(tech.variant,),
+        workers=workers,
+        cache_dir=cache,
+        limit=limit,
+        progress=False,
+    )
     counts = res[task].binary[tech.label]
     s = counts.summary()
-    return {"technique": tech.label, "mIoU": 100.0 * s["mIoU"], "fwIoU": 100.0 * s["fwIoU"], "mAcc": 100.0 * s["mAcc"],
-            "fallbacks": res[task].fallbacks}
+    return {
+        "technique": tech.label,
+        "mIoU": 100.0 * s["mIoU"],
+        "fwIoU": 100.0 * s["fwIoU"],
+        "mAcc": 100.0 * s["mAcc"],
+        "fallbacks": res[task].fallbacks,
+    }
 
 
-def run_quality(voc: str | Path, config: EngineConfig, limit: int, workers: int | None = None, cache: str | None = None) -> dict[str, Any]:
+def run_quality(
+    voc: str | Path, config: EngineConfig, limit: int, workers: int | None = None, cache: str | None = None
+) -> dict[str, Any]:
     w = workers or cores()
-    return {"object": _one(voc, config, "object", config.box_technique, limit, w, cache),
-            "class": _one(voc, config, "class", config.class_technique, limit, w, cache)}
+    return {
+        "object": _one(voc, config, "object", config.box_technique, limit, w, cache),
+        "class": _one(voc, config, "class", config.class_technique, limit, w, cache),
+    }

@@ -131,8 +131,18 @@ def build_rows(values: dict[str, dict[str, float]], configs: list[str], baseline
             for c in others:
                 base = vals.get(baseline) if c != baseline else None
                 passes[c] = _check(m.key, vals[c], base)  # relative targets: n/a without a baseline
-        rows.append({"key": m.key, "metric": m.label, "unit": m.unit, "digits": m.digits, "values": vals,
-                     "ratios": ratios, "target": target_text(m.key) or None, "pass": passes})
+        rows.append(
+            {
+                "key": m.key,
+                "metric": m.label,
+                "unit": m.unit,
+                "digits": m.digits,
+                "values": vals,
+                "ratios": ratios,
+                "target": target_text(m.key) or None,
+                "pass": passes,
+            }
+        )
     return rows
 
 
@@ -156,4 +166,3 @@ def markdown(rows: list[dict[str, Any]], configs: list[str], baseline: str) -> s
             cells.append("" if p is None and not r["target"] else "n/a" if p is None else "PASS" if p else "FAIL")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-

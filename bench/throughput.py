@@ -49,8 +49,9 @@ def _worker(config: EngineConfig, shard: list[BenchImage], repeat: int, barrier:
         results.put((r, len(shard), time.perf_counter() - t0))
 
 
-def run_throughput(config: EngineConfig, images: list[BenchImage], repeat: int, processes: int | None = None,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_throughput(
+    config: EngineConfig, images: list[BenchImage], repeat: int, processes: int | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     n = processes or cores()
     imgs = [im for im in images if im.objects]
     shards = [imgs[i::n] for i in range(n)]
@@ -68,8 +69,7 @@ def run_throughput(config: EngineConfig, images: list[BenchImage], repeat: int, 
             done = [results.get(timeout=3600) for _ in range(n)]
             wall = time.perf_counter() - t0
             count = sum(d[1] for d in done)
-            rounds.append({"images": count, "wall_s": wall, "images_per_s": count / wall,
-                           "busy_s": [d[2] for d in done]})
+            rounds.append({"images": count, "wall_s": wall, "images_per_s": count / wall, "busy_s": [d[2] for d in done]})
             log(f"  throughput round {r + 1}/{repeat} {config.name}: {count} images in {wall:.1f} s = {count / wall:.2f} img/s")
     finally:
         for p in procs:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 USAGE = """usage: camcut COMMAND [ARGS...]
 
@@ -25,11 +25,13 @@ commands:
 
 def _serve(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: camcut serve [GUNICORN-OPTION ...]\n\n"
-              "Serve the Label Studio ML backend under gunicorn, as `make run` does:\n"
-              "  gunicorn --config backend/gunicorn_conf.py [GUNICORN-OPTION ...] backend.wsgi:app\n"
-              "It binds $CAMCUT_BIND:$PORT (0.0.0.0:9090) with $WORKERS x $THREADS; every setting is an\n"
-              "environment variable (`camcut config` lists them). Extra options go to gunicorn (e.g. -b 127.0.0.1:9000).")
+        print(
+            "usage: camcut serve [GUNICORN-OPTION ...]\n\n"
+            "Serve the Label Studio ML backend under gunicorn, as `make run` does:\n"
+            "  gunicorn --config backend/gunicorn_conf.py [GUNICORN-OPTION ...] backend.wsgi:app\n"
+            "It binds $CAMCUT_BIND:$PORT (0.0.0.0:9090) with $WORKERS x $THREADS; every setting is an\n"
+            "environment variable (`camcut config` lists them). Extra options go to gunicorn (e.g. -b 127.0.0.1:9000)."
+        )
         return 0
     import backend
 

@@ -78,8 +78,9 @@ class Engine:
             out.append(Detection(lab, voc, res.mask, prob[voc]))
         return out
 
-    def interact(self, pos: Sequence[Sequence[float]], neg: Sequence[Sequence[float]],
-                 bbox: Sequence[float] | None) -> np.ndarray:
+    def interact(
+        self, pos: Sequence[Sequence[float]], neg: Sequence[Sequence[float]], bbox: Sequence[float] | None
+    ) -> np.ndarray:
         """Mask of one object on the image last given to set_image: a box (x1, y1, x2, y2)
         with optional clicks inside it, or clicks alone. CVAT interactors carry no label, so
         the box is cut by naked GrabCut with the clicks as hard seeds."""
@@ -116,5 +117,4 @@ def polygons(mask: np.ndarray) -> list[list[float]]:
     return mask_to_polygons(mask)
 
 
-__all__ = ["DEFAULT_THRESHOLD", "Detection", "Engine", "PromptError", "VOC_CLASSES", "label_map", "polygons",
-           "resolve_labels"]
+__all__ = ["DEFAULT_THRESHOLD", "Detection", "Engine", "PromptError", "VOC_CLASSES", "label_map", "polygons", "resolve_labels"]

@@ -46,7 +46,7 @@ def to_cvat_mask(mask: np.ndarray) -> list[int]:
     serverless/openvino/base/shared.py's to_cvat_mask that every CVAT detector returns."""
     ys, xs = np.nonzero(mask)
     xtl, ytl, xbr, ybr = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
-    flat = mask[ytl:ybr + 1, xtl:xbr + 1].astype(np.uint8).ravel().tolist()
+    flat = mask[ytl : ybr + 1, xtl : xbr + 1].astype(np.uint8).ravel().tolist()
     return flat + [xtl, ytl, xbr, ybr]
 
 
@@ -74,8 +74,15 @@ def detect(engine: Engine, classes: Mapping[str, str], event_body: Any) -> list[
     out = []
     for d in engine.detect(rgb, dict(classes), threshold):
         polys = polygons(d.mask)
-        out.append({"label": d.label, "type": "mask", "mask": to_cvat_mask(d.mask),
-                    "points": polys[0] if polys else [], "confidence": f"{d.confidence:.4f}"})
+        out.append(
+            {
+                "label": d.label,
+                "type": "mask",
+                "mask": to_cvat_mask(d.mask),
+                "points": polys[0] if polys else [],
+                "confidence": f"{d.confidence:.4f}",
+            }
+        )
     return out
 
 

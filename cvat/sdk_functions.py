@@ -48,22 +48,24 @@ class DetectionFunction:
     a name that resolves to none is refused at start-up, naming it, rather than silently
     never produced."""
 
-    def __init__(self, labels: str | Sequence[str] | None = None, label_map_file: str | None = None,
-                 engine: Engine | None = None) -> None:
+    def __init__(
+        self, labels: str | Sequence[str] | None = None, label_map_file: str | None = None, engine: Engine | None = None
+    ) -> None:
         names = parse_labels(labels)
         self.classes = resolve_labels(names, label_map(label_map_file))
         unknown = [n for n in names if n not in self.classes]
         if unknown:
             raise cvataa.BadFunctionError(
                 f"labels with no camcut class (or naming a class twice): {unknown}; camcut knows {list(VOC_CLASSES)}"
-                " and their synonyms, or map them in a CAMCUT_LABEL_MAP file")
+                " and their synonyms, or map them in a CAMCUT_LABEL_MAP file"
+            )
         self._ids = {name: i for i, name in enumerate(self.classes)}
         self.spec = cvataa.DetectionFunctionSpec(
-            labels=[cvataa.label_spec(name, i, type="mask") for name, i in self._ids.items()])
+            labels=[cvataa.label_spec(name, i, type="mask") for name, i in self._ids.items()]
+        )
         self.engine = engine or Engine()
 
-    def detect(self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
-               ) -> list[cvataa.DetectionAnnotation]:
+    def detect(self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image) -> list[cvataa.DetectionAnnotation]:
         rgb = from_pil(image)
         out: list[cvataa.DetectionAnnotation] = []
         for d in self.engine.detect(rgb, self.classes, context.conf_threshold):
@@ -94,8 +96,9 @@ class InteractionFunction:
         rgb = from_pil(image)
         return Preprocessed(rgb, self.engine.segmenter.net.run(rgb, self.engine.segmenter.config.cnn_max_side))
 
-    def detect(self, context: cvataa.InteractionFunctionContext, pp_image: Preprocessed,
-               prompts: cvataa.InteractionPrompts) -> list[cvataa.InteractionResultShape]:
+    def detect(
+        self, context: cvataa.InteractionFunctionContext, pp_image: Preprocessed, prompts: cvataa.InteractionPrompts
+    ) -> list[cvataa.InteractionResultShape]:
         seg = self.engine.segmenter
         seg.set_image(pp_image.rgb, cnn=pp_image.cnn)  # cached CNN output: no second forward pass
         bbox = None

@@ -80,8 +80,16 @@ def _mask_label(label: Any, voc: str, labels: Sequence[Any], lmap: LabelMap) -> 
     return None
 
 
-def run(client: Any, *, task_id: int | None = None, job_id: int | None = None, boxes: bool = False,
-        state: Path | None = None, lmap: LabelMap | None = None, engine: Engine | None = None) -> list[FrameReport]:
+def run(
+    client: Any,
+    *,
+    task_id: int | None = None,
+    job_id: int | None = None,
+    boxes: bool = False,
+    state: Path | None = None,
+    lmap: LabelMap | None = None,
+    engine: Engine | None = None,
+) -> list[FrameReport]:
     if (task_id is None) == (job_id is None):
         raise ValueError("give exactly one of task_id, job_id")
     lmap = lmap or label_map()
@@ -114,7 +122,8 @@ def run(client: Any, *, task_id: int | None = None, job_id: int | None = None, b
             shapes = _frame_shapes(obj, frame, work[frame], by_id, labels, lmap, engine, rep)
             if shapes:
                 api_update.partial_update_annotations(
-                    "create", oid, patched_labeled_data_request=models.PatchedLabeledDataRequest(shapes=shapes))
+                    "create", oid, patched_labeled_data_request=models.PatchedLabeledDataRequest(shapes=shapes)
+                )
             rep.masks = len(shapes)
             st.append({"frame": frame, "status": "done", "masks": rep.masks, "warnings": rep.warnings})
         except ImageError as exc:  # this frame only; the run goes on
@@ -126,16 +135,32 @@ def run(client: Any, *, task_id: int | None = None, job_id: int | None = None, b
     return reports
 
 
-def _frame_shapes(obj: Any, frame: int, items: dict[str, list[Any]], by_id: dict[int, Any], labels: Sequence[Any],
-                  lmap: LabelMap, engine: Engine, rep: FrameReport) -> list[models.LabeledShapeRequest]:
+def _frame_shapes(
+    obj: Any,
+    frame: int,
+    items: dict[str, list[Any]],
+    by_id: dict[int, Any],
+    labels: Sequence[Any],
+    lmap: LabelMap,
+    engine: Engine,
+    rep: FrameReport,
+) -> list[models.LabeledShapeRequest]:
     data = obj.get_frame(frame, quality="original").read()
     seg = engine.set_image(decode_image(data))
 
     out: list[models.LabeledShapeRequest] = []
 
     def shape(label: Any, mask: Any) -> models.LabeledShapeRequest:
-        return models.LabeledShapeRequest(type="mask", frame=frame, label_id=label.id, points=encode_mask(mask),
-                                          source="auto", occluded=False, z_order=0, attributes=[])
+        return models.LabeledShapeRequest(
+            type="mask",
+            frame=frame,
+            label_id=label.id,
+            points=encode_mask(mask),
+            source="auto",
+            occluded=False,
+            z_order=0,
+            attributes=[],
+        )
 
     tag_classes: list[tuple[Any, str]] = []
     for t in items["tags"]:
@@ -185,11 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     client = make_client_from_cli(args)
-    reports = run(client, task_id=args.task, job_id=args.job, boxes=args.boxes, state=args.state,
-                  lmap=label_map(args.label_map))
+    reports = run(client, task_id=args.task, job_id=args.job, boxes=args.boxes, state=args.state, lmap=label_map(args.label_map))
     masks = sum(r.masks for r in reports)
-    print(json.dumps({"frames": len(reports), "masks": masks,
-                      "warnings": [w for r in reports for w in r.warnings]}))
+    print(json.dumps({"frames": len(reports), "masks": masks, "warnings": [w for r in reports for w in r.warnings]}))
     return 0
 
 

@@ -1,6 +1,6 @@
 """IoU vs VOC ground truth and seconds per engine call of the CVAT routes, on the test images.
 
-    nice -n 15 .venv/bin/python scripts/cvat_figures.py
+nice -n 15 .venv/bin/python scripts/cvat_figures.py
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def main() -> None:
         m = e.interact([], [], box)
         t3 = time.perf_counter()
         det = f"{mask_iou(found[0].mask, gt_union(stem)):.2f}" if found else "none"
-        print(f"{stem} {voc:10s} {rgb.shape[1]}x{rgb.shape[0]}  detector IoU {det} ({t1 - t0:.2f} s)  "
-              f"interactor first-box IoU {mask_iou(m, gt_union(stem)):.2f} (set_image {t2 - t1:.2f} s, box {t3 - t2:.2f} s)")
+        print(
+            f"{stem} {voc:10s} {rgb.shape[1]}x{rgb.shape[0]}  detector IoU {det} ({t1 - t0:.2f} s)  "
+            f"interactor first-box IoU {mask_iou(m, gt_union(stem)):.2f} (set_image {t2 - t1:.2f} s, box {t3 - t2:.2f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -46,13 +46,23 @@ def test_parse_server_timing() -> None:
 
 def _fake(box_p50: float, miou: float, late_growth: float = 0.5) -> dict:
     lat = {"p50": box_p50, "p95": 2 * box_p50, "max": 3 * box_p50}
-    return {"box": lat, "tag": lat, "interactive": lat, "interactive_cold": lat,
-            "http_box": {"p50": box_p50 + 4, "p95": 1.0, "max": 1.0},
-            "http_box_overhead": {"p50": 4.0, "p95": 5.0, "max": 6.0},
-            "throughput": {"images_per_s": 1000 / box_p50},
-            "memory": {"rss_peak": 400.0, "rss_after_50": 380.0, "rss_after_soak": 390.0, "rss_growth": 10.0,
-                       "rss_growth_second_half": late_growth},
-            "quality": {"object": {"mIoU": miou}, "class": {"mIoU": 30.0}}}
+    return {
+        "box": lat,
+        "tag": lat,
+        "interactive": lat,
+        "interactive_cold": lat,
+        "http_box": {"p50": box_p50 + 4, "p95": 1.0, "max": 1.0},
+        "http_box_overhead": {"p50": 4.0, "p95": 5.0, "max": 6.0},
+        "throughput": {"images_per_s": 1000 / box_p50},
+        "memory": {
+            "rss_peak": 400.0,
+            "rss_after_50": 380.0,
+            "rss_after_soak": 390.0,
+            "rss_growth": 10.0,
+            "rss_growth_second_half": late_growth,
+        },
+        "quality": {"object": {"mIoU": miou}, "class": {"mIoU": 30.0}},
+    }
 
 
 def test_report_ratios_and_targets() -> None:
@@ -92,8 +102,24 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
     if not GUNICORN.exists() and shutil.which("gunicorn") is None:
         pytest.skip("gunicorn is not installed")
     out = tmp_path_factory.mktemp("bench")
-    cmd = [sys.executable, "-m", "bench", "--voc", str(VOC_ROOT), "--configs", "reference,default",
-           "--images", "2", "--repeat", "1", "--warmup", "1", "--skip-soak", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--voc",
+        str(VOC_ROOT),
+        "--configs",
+        "reference,default",
+        "--images",
+        "2",
+        "--repeat",
+        "1",
+        "--warmup",
+        "1",
+        "--skip-soak",
+        "--out",
+        str(out),
+    ]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads((out / "bench.json").read_text())
@@ -118,8 +144,16 @@ def test_bench_json_has_the_run_description(bench_run: tuple[dict, str, str]) ->
 def test_bench_every_config_has_every_metric_positive_and_finite(bench_run: tuple[dict, str, str]) -> None:
     doc, _, _ = bench_run
     expected = {f"{m}.{s}" for m in LATENCY_MODES for s in ("p50", "p95", "max")}
-    expected |= {"http_overhead.box", "http_overhead.tag", "http_overhead.interactive", "throughput.images_per_s",
-                 "memory.rss_peak", "quality.object_miou", "quality.class_miou", "speedup.box"}
+    expected |= {
+        "http_overhead.box",
+        "http_overhead.tag",
+        "http_overhead.interactive",
+        "throughput.images_per_s",
+        "memory.rss_peak",
+        "quality.object_miou",
+        "quality.class_miou",
+        "speedup.box",
+    }
     rows = {r["key"]: r for r in doc["rows"]}
     assert expected <= set(rows)
     for key, r in rows.items():

@@ -19,8 +19,9 @@ SCRIPT = Path(sys.executable).parent / "camcut"
 def camcut_script(*args: str) -> subprocess.CompletedProcess[str]:
     if not SCRIPT.exists():
         pytest.skip(f"{SCRIPT} is not installed (make install: pip install --no-deps -e .)")
-    return subprocess.run([str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=180,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=REPO, capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
 
 
 def test_camcut_help_lists_every_command() -> None:
@@ -30,10 +31,17 @@ def test_camcut_help_lists_every_command() -> None:
         assert f"  {name} " in r.stdout
 
 
-@pytest.mark.parametrize("command, expect", [
-    ("serve", "gunicorn"), ("segment", "--box"), ("eval", "--voc"), ("bench", "--configs"), ("bulk", "--project"),
-    ("config", "--markdown"),
-])
+@pytest.mark.parametrize(
+    "command, expect",
+    [
+        ("serve", "gunicorn"),
+        ("segment", "--box"),
+        ("eval", "--voc"),
+        ("bench", "--configs"),
+        ("bulk", "--project"),
+        ("config", "--markdown"),
+    ],
+)
 def test_every_command_explains_itself(command: str, expect: str) -> None:
     r = camcut_script(command, "--help")
     assert r.returncode == 0, r.stderr
@@ -45,8 +53,10 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert r.returncode == 2 and "unknown command" in r.stderr
 
 
-@pytest.mark.parametrize("argv, config", [(["x.jpg"], "default"), (["x.jpg", "--config", "reference"], "reference"),
-                                          (["x.jpg", "--config=quality"], None)])
+@pytest.mark.parametrize(
+    "argv, config",
+    [(["x.jpg"], "default"), (["x.jpg", "--config", "reference"], "reference"), (["x.jpg", "--config=quality"], None)],
+)
 def test_segment_serves_the_default_configuration_unless_told(argv: list[str], config: str | None, monkeypatch: Any) -> None:
     import model.cli
 

@@ -49,7 +49,10 @@ def test_box_writes_mask_and_overlay(tmp_path, truth):
     prefix = tmp_path / "sub" / "x"
     r = subprocess.run(
         [sys.executable, "-m", "model.cli", str(IMAGE), "--box", *DOG_BOX, "--class", "dog", "--out", str(prefix)],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert r.returncode == 0, r.stderr
     mask_png, overlay_png = tmp_path / "sub" / "x.dog.mask.png", tmp_path / "sub" / "x.dog.overlay.png"
@@ -110,7 +113,10 @@ def test_errors_exit_2_with_message(tmp_path, capsys, args, message):
 def test_bad_class_exits_2_as_a_process(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "model.cli", str(IMAGE), "--box", *DOG_BOX, "--class", "doggo", "--out", str(tmp_path / "x")],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert r.returncode == 2
     assert "error: unknown VOC class 'doggo'" in r.stderr and "Traceback" not in r.stderr

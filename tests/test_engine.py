@@ -24,7 +24,13 @@ QUALITY = [
     ("2007_000063", 1, "dog", 0.88),
 ]
 MAIN_ID = "2007_000039"  # one tv monitor, 500 x 375; used for most edge cases
-ALL_TECHNIQUES = [Technique("grabcut"), Technique("cam", 0.3), Technique("pfpb", 0.3), Technique("fpf", 0.6), Technique("fpb", 0.3)]
+ALL_TECHNIQUES = [
+    Technique("grabcut"),
+    Technique("cam", 0.3),
+    Technique("pfpb", 0.3),
+    Technique("fpf", 0.6),
+    Technique("fpb", 0.3),
+]
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +278,9 @@ def zero_cam(seg, main, cnns):
     return main
 
 
-@pytest.mark.parametrize("tech", [Technique("fpf", 0.6), Technique("pfpb", 0.3), Technique("fpb", 0.3), Technique("cam", 0.3)], ids=lambda t: t.label)
+@pytest.mark.parametrize(
+    "tech", [Technique("fpf", 0.6), Technique("pfpb", 0.3), Technique("fpb", 0.3), Technique("cam", 0.3)], ids=lambda t: t.label
+)
 def test_all_zero_cam_object_task_falls_back_to_naked_grabcut(seg, zero_cam, tech):
     box = zero_cam.objects[0].box
     r = seg.segment_box(box, "tvmonitor", tech)

@@ -57,7 +57,7 @@ def test_tag_window_keeps_the_mask_near_the_cam(segs) -> None:
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     mx, my = max(8, round(0.25 * (x1 - x0))), max(8, round(0.25 * (y1 - y0)))
     outside = np.ones_like(m)
-    outside[max(0, y0 - my):y1 + my, max(0, x0 - mx):x1 + mx] = False
+    outside[max(0, y0 - my) : y1 + my, max(0, x0 - mx) : x1 + mx] = False
     assert m.any() and not (m & outside).any()
     whole = Segmenter(dataclasses.replace(on.config, class_window_margin=None), net=on.net)
     whole.set_image(on.image, on.cnn)

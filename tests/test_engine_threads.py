@@ -46,8 +46,9 @@ def test_one_bad_box_does_not_sink_the_others(pair) -> None:  # type: ignore[no-
     _, threaded, s = pair
     h, w = s.image.shape[:2]
     good = BoxPrompt(s.objects[0].box, s.objects[0].name)
-    out = threaded.segment_boxes([BoxPrompt(Box(w + 10, 0, w + 50, 40), "dog"), good,
-                                  BoxPrompt(good.box, "unicorn")], agreement=True)
+    out = threaded.segment_boxes(
+        [BoxPrompt(Box(w + 10, 0, w + 50, 40), "dog"), good, BoxPrompt(good.box, "unicorn")], agreement=True
+    )
     assert isinstance(out[0], BoxError)
     assert not isinstance(out[1], Exception) and out[1].mask.any()
     assert isinstance(out[2], ValueError) and "unicorn" in str(out[2])

@@ -196,7 +196,7 @@ def test_missing_bndbox_coordinate(fake_voc):
     p = fake_voc / "Annotations" / "2007_000063.xml"
     text = p.read_text()
     start = text.index("<xmax>")
-    p.write_text(text[:start] + text[text.index("</xmax>") + len("</xmax>"):])
+    p.write_text(text[:start] + text[text.index("</xmax>") + len("</xmax>") :])
     with pytest.raises(DatasetError, match=r"object 1 \(dog\) has no valid <bndbox>"):
         VocDataset(fake_voc).objects("2007_000063")
 
@@ -278,7 +278,9 @@ def test_sweep_rerun_from_cache_gives_identical_counts(sweep, monkeypatch):
         raise AssertionError("the CNN ran although its output is cached")
 
     monkeypatch.setattr(CamNet, "run", no_cnn)
-    again = run_sweep(VOC_ROOT, limit=3, thresholds=(0.6,), variants=("grabcut", "fpf"), workers=1, cache_dir=cache, progress=False)
+    again = run_sweep(
+        VOC_ROOT, limit=3, thresholds=(0.6,), variants=("grabcut", "fpf"), workers=1, cache_dir=cache, progress=False
+    )
     assert set(again["object"].binary) == {"grabcut", "F PF 0.6"}
     for task in ("object", "class"):
         for label, counts in again[task].binary.items():
@@ -317,7 +319,10 @@ def _is_png(p: Path) -> bool:
     if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n":
         return False
     length, kind = struct.unpack(">I4s", data[8:16])
-    return kind == b"IHDR" and zlib.crc32(data[12:16 + length]) & 0xFFFFFFFF == struct.unpack(">I", data[16 + length:20 + length])[0]
+    return (
+        kind == b"IHDR"
+        and zlib.crc32(data[12 : 16 + length]) & 0xFFFFFFFF == struct.unpack(">I", data[16 + length : 20 + length])[0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -332,14 +337,40 @@ def test_cli_writes_tables_csvs_and_figures(tmp_path, sweep, thresholds):
     _, cache = sweep
     out = tmp_path / "run"
     r = subprocess.run(
-        [sys.executable, "-m", "evaluator", "--voc", str(VOC_ROOT), "--limit", "2", "--thresholds", thresholds, "--workers", "1",
-         "--cache", str(cache), "--no-progress", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "evaluator",
+            "--voc",
+            str(VOC_ROOT),
+            "--limit",
+            "2",
+            "--thresholds",
+            thresholds,
+            "--workers",
+            "1",
+            "--cache",
+            str(cache),
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("tables.md", "table_object.csv", "table_class.csv", "sweep_object.csv", "sweep_class.csv", "run.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    pngs = ["object_miou.png", "object_macc.png", "object_class_iou.png", "class_miou.png", "class_macc.png", "class_class_iou.png"]
+    pngs = [
+        "object_miou.png",
+        "object_macc.png",
+        "object_class_iou.png",
+        "class_miou.png",
+        "class_macc.png",
+        "class_class_iou.png",
+    ]
     for name in pngs:
         p = out / name
         assert p.is_file() and p.stat().st_size > 1000 and _is_png(p), name
@@ -354,14 +385,32 @@ def test_cli_writes_tables_csvs_and_figures(tmp_path, sweep, thresholds):
     g = next(r for r in rows if r["technique"] == "grabcut")
     assert 0 < float(g["mIoU"]) < 100
     table = list(csv.DictReader((out / "table_class.csv").read_text().splitlines()))
-    assert {r["technique"] for r in table} == {"cam", "PF PB", "F PF", "F PB"} and all(r["t"] in thresholds.split(",") for r in table)
+    assert {r["technique"] for r in table} == {"cam", "PF PB", "F PF", "F PB"} and all(
+        r["t"] in thresholds.split(",") for r in table
+    )
 
 
 def test_cli_wrong_voc_folder_exits_2(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "evaluator", "--voc", str(tmp_path / "nowhere"), "--limit", "1", "--workers", "1",
-         "--cache", "", "--out", str(tmp_path / "o")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "evaluator",
+            "--voc",
+            str(tmp_path / "nowhere"),
+            "--limit",
+            "1",
+            "--workers",
+            "1",
+            "--cache",
+            "",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2
     assert "error:" in r.stderr and "not a VOC2012-style folder" in r.stderr and "nowhere" in r.stderr

@@ -21,8 +21,13 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "experiments" / script), *args, "--voc", str(VOC)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "experiments" / script), *args, "--voc", str(VOC)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_every_kept_script_is_tested() -> None:
@@ -40,8 +45,13 @@ def test_experiment_runs_on_one_image(script: str) -> None:
 
 
 def test_try_configs_scores_an_unregistered_configuration(tmp_path: Path) -> None:
-    p = subprocess.run([sys.executable, str(ROOT / "tools" / "try_configs.py"), "{'c320': dict(cnn_max_side=320)}", "1", "grabcut", "0.5"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "try_configs.py"), "{'c320': dict(cnn_max_side=320)}", "1", "grabcut", "0.5"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "c320         object grabcut" in p.stdout and "mIoU" in p.stdout, p.stdout
     from model.engine import CONFIGS

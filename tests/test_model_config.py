@@ -74,9 +74,27 @@ def test_presets_are_read_only_and_resolved_by_name():
 
 
 def test_compat_module_reexports_the_public_names():
-    for name in ("Segmenter", "Box", "Seeds", "BoxPrompt", "EngineConfig", "get_config", "CONFIGS", "REFERENCE", "DEFAULT",
-                 "QUALITY", "MaskResult", "mask_iou", "CamNet", "CnnOutput", "ClassScore", "available_cores", "BoxError",
-                 "normalise", "MIN_BOX_SIDE"):
+    for name in (
+        "Segmenter",
+        "Box",
+        "Seeds",
+        "BoxPrompt",
+        "EngineConfig",
+        "get_config",
+        "CONFIGS",
+        "REFERENCE",
+        "DEFAULT",
+        "QUALITY",
+        "MaskResult",
+        "mask_iou",
+        "CamNet",
+        "CnnOutput",
+        "ClassScore",
+        "available_cores",
+        "BoxError",
+        "normalise",
+        "MIN_BOX_SIDE",
+    ):
         assert hasattr(engine, name), name
     assert engine.get_config("default") is DEFAULT
 

@@ -10,7 +10,7 @@ from model.overlaps import box_evidence, centrality, resolve_overlaps
 
 def box_mask(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
     m = np.zeros(shape, bool)
-    m[box[1]:box[3], box[0]:box[2]] = True
+    m[box[1] : box[3], box[0] : box[2]] = True
     return m
 
 

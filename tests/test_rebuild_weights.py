@@ -26,7 +26,6 @@ PKL = SHARED / "weights" / "squeezenet_weights.pkl"
 SHIPPED = REPO / "model" / "weights" / "squeezenet1_1-imagenet.pth"
 
 
-
 def test_source_pickle_is_the_documented_file():
     # The shared folder sits beside the repo (also in CI); a missing file is a failure, not a skip.
     assert PKL.is_file(), f"{PKL} is missing"
@@ -123,7 +122,9 @@ def test_cli_check_reports_max_diff_and_writes_out(tmp_path):
     out = tmp_path / "w.pth"
     r = subprocess.run(
         [sys.executable, str(REPO / "tools" / "rebuild_weights.py"), "--pkl", str(PKL), "--out", str(out), "--check"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     assert "max |diff| = " in r.stdout and "OK" in r.stdout
@@ -144,7 +145,9 @@ def test_cli_check_fails_on_a_different_reference(tmp_path, shipped):
     torch.save(other, ref)
     r = subprocess.run(
         [sys.executable, str(REPO / "tools" / "rebuild_weights.py"), "--pkl", str(PKL), "--check", "--reference", str(ref)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 1
     assert "classifier.1.bias" in r.stderr and "0.5" in r.stdout
@@ -212,7 +215,9 @@ def test_cli_refuses_malicious_pickle(tmp_path):
     bad.write_bytes(pickle.dumps(_Evil(f"touch {marker}"), protocol=3))
     r = subprocess.run(
         [sys.executable, str(REPO / "tools" / "rebuild_weights.py"), "--pkl", str(bad), "--out", str(tmp_path / "o.pth")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2
     assert "refusing to unpickle global" in r.stderr

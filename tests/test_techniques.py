@@ -24,7 +24,11 @@ def test_gc_constants_are_opencvs():
     "th, p, expected",
     [
         # (t0, t1, t2) = (0.2, 0.5, 0.8): every interval and every boundary value
-        ((0.2, 0.5, 0.8), [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0], [BGD, BGD, PR_BGD, PR_BGD, PR_FGD, PR_FGD, FGD, FGD, FGD]),
+        (
+            (0.2, 0.5, 0.8),
+            [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0],
+            [BGD, BGD, PR_BGD, PR_BGD, PR_FGD, PR_FGD, FGD, FGD, FGD],
+        ),
         # t0 == 0: nothing is definite background, p == 0 is probable background
         ((0.0, 0.3, 0.6), [0.0, 0.29, 0.3, 0.59, 0.6, 1.0], [PR_BGD, PR_BGD, PR_FGD, PR_FGD, FGD, FGD]),
         # t2 == 1: no definite foreground, even at p == 1 (PF PB)
@@ -112,7 +116,16 @@ def test_cam_variants_need_threshold(variant):
 
 @pytest.mark.parametrize(
     "variant, t",
-    [("fpf", 0.0), ("fpf", 0.01), ("fpb", 0.995), ("fpb", 1.0), ("pfpb", 1.0), ("pfpb", 0.0), ("cam", -0.2), ("fpf", float("nan"))],
+    [
+        ("fpf", 0.0),
+        ("fpf", 0.01),
+        ("fpb", 0.995),
+        ("fpb", 1.0),
+        ("pfpb", 1.0),
+        ("pfpb", 0.0),
+        ("cam", -0.2),
+        ("fpf", float("nan")),
+    ],
 )
 def test_variant_thresholds_out_of_range_raise(variant, t):
     # e.g. F PF 0.01 would give (0, 0.01, 0.01): t1 == t2

@@ -290,9 +290,7 @@ def derive(wordnet: WordNet, wnids: list[str], categories: list[str]) -> dict:
         for idx, reason in spec.remove.items():
             if idx not in members:
                 raise SystemExit(f"{spec.name}: manual removal {idx} is not a WordNet member")
-            excluded.setdefault(spec.name, []).append(
-                {"index": idx, "name": categories[idx], "wnid": wnids[idx], "why": reason}
-            )
+            excluded.setdefault(spec.name, []).append({"index": idx, "name": categories[idx], "wnid": wnids[idx], "why": reason})
             del members[idx]
         for idx, reason in spec.add.items():
             if idx in members:
@@ -305,8 +303,7 @@ def derive(wordnet: WordNet, wnids: list[str], categories: list[str]) -> dict:
                 raise SystemExit(f"ImageNet {idx} ({categories[idx]}) in both {owner[idx]} and {spec.name}")
             owner[idx] = spec.name
         classes[spec.name] = [
-            {"index": idx, "name": categories[idx], "wnid": wnids[idx], "via": members[idx]}
-            for idx in sorted(members)
+            {"index": idx, "name": categories[idx], "wnid": wnids[idx], "via": members[idx]} for idx in sorted(members)
         ]
     return {
         "version": MAPPING_VERSION,

@@ -133,16 +133,18 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``importlib``: the three allowed objects are fetched explicitly.
     """
 
-    ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "ndarray"),
-        ("numpy._core.multiarray", "ndarray"),
-        ("numpy.core.multiarray", "dtype"),
-        ("numpy._core.multiarray", "dtype"),
-    })
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "ndarray"),
+            ("numpy._core.multiarray", "ndarray"),
+            ("numpy.core.multiarray", "dtype"),
+            ("numpy._core.multiarray", "dtype"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -194,7 +196,9 @@ def load_caffe_weights(data: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise ValueError(f"expected a dict of layers, got {type(obj).__name__}")
     shapes = expected_hwio_shapes()
     if set(obj) != set(shapes):
-        raise ValueError(f"unexpected layers: missing {sorted(set(shapes) - set(obj))}, extra {sorted(map(str, set(obj) - set(shapes)))}")
+        raise ValueError(
+            f"unexpected layers: missing {sorted(set(shapes) - set(obj))}, extra {sorted(map(str, set(obj) - set(shapes)))}"
+        )
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, shape in shapes.items():
         val = obj[name]
@@ -254,7 +258,9 @@ def compare(new: dict[str, Any], reference_path: str | Path = SHIPPED_PTH) -> tu
     ref = torch.load(reference_path, map_location="cpu", weights_only=True)
     problems: list[str] = []
     if list(ref) != list(new):
-        problems.append(f"key lists differ: only in shipped {sorted(set(ref) - set(new))}, only in rebuilt {sorted(set(new) - set(ref))}")
+        problems.append(
+            f"key lists differ: only in shipped {sorted(set(ref) - set(new))}, only in rebuilt {sorted(set(new) - set(ref))}"
+        )
     worst = 0.0
     for key in ref:
         if key not in new:

@@ -64,23 +64,25 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def config(labels: list[str]) -> str:
     ls = "".join(f'<Label value="{c}"/>' for c in labels)
-    return (f'<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">{ls}</RectangleLabels>'
-            f'<BrushLabels name="mask" toName="image">{ls}</BrushLabels></View>')
+    return (
+        f'<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">{ls}</RectangleLabels>'
+        f'<BrushLabels name="mask" toName="image">{ls}</BrushLabels></View>'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--voc", type=Path, default=DEFAULT_VOC)
     ap.add_argument("--limit", type=int, default=60, help="first N images (sorted) with segmentation ground truth")
-    ap.add_argument("--labels", default="", help="comma list of project labels for the no-prompt run"
-                    " (default: the 20 VOC classes)")
+    ap.add_argument(
+        "--labels", default="", help="comma list of project labels for the no-prompt run (default: the 20 VOC classes)"
+    )
     args = ap.parse_args(argv)
     stems = sorted(p.stem for p in (args.voc / "SegmentationObject").glob("*.png"))[: args.limit]
     voc_labels = list(VOC_CLASSES)
     guess_labels = [x.strip() for x in args.labels.split(",") if x.strip()] or voc_labels
     with tempfile.TemporaryDirectory() as tmp:
-        model = CamCutModel(Settings.from_env({"MODEL_DIR": tmp}), net=CamNet(),
-                            fetcher=DiskFetcher(args.voc / "JPEGImages"))  # type: ignore[arg-type]
+        model = CamCutModel(Settings.from_env({"MODEL_DIR": tmp}), net=CamNet(), fetcher=DiskFetcher(args.voc / "JPEGImages"))  # type: ignore[arg-type]
         rows: dict[str, list[tuple[float, float]]] = {"boxes": [], "tags": []}
         guessed = masked = 0
         guess_ious: list[float] = []
@@ -94,17 +96,34 @@ def main(argv: list[str] | None = None) -> int:
             for o in ET.parse(args.voc / "Annotations" / f"{stem}.xml").getroot().iter("object"):
                 bb = o.find("bndbox")
                 x0, y0, x1, y1 = (float(bb.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr,arg-type]
-                boxes.append({"id": f"r{len(boxes)}", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
-                              "value": {"x": (x0 - 1) * 100 / w, "y": (y0 - 1) * 100 / h, "width": (x1 - x0 + 1) * 100 / w,
-                                        "height": (y1 - y0 + 1) * 100 / h, "rectanglelabels": [o.findtext("name")]}})
+                boxes.append(
+                    {
+                        "id": f"r{len(boxes)}",
+                        "type": "rectanglelabels",
+                        "from_name": "box",
+                        "to_name": "image",
+                        "value": {
+                            "x": (x0 - 1) * 100 / w,
+                            "y": (y0 - 1) * 100 / h,
+                            "width": (x1 - x0 + 1) * 100 / w,
+                            "height": (y1 - y0 + 1) * 100 / h,
+                            "rectanglelabels": [o.findtext("name")],
+                        },
+                    }
+                )
             data = {"image": f"{stem}.jpg"}
-            tasks = [{"id": 3 * k + 1, "data": data, "predictions": [{"result": boxes}]},
-                     {"id": 3 * k + 2, "data": {**data, "tags": present}, "predictions": []}]
+            tasks = [
+                {"id": 3 * k + 1, "data": data, "predictions": [{"result": boxes}]},
+                {"id": 3 * k + 2, "data": {**data, "tags": present}, "predictions": []},
+            ]
             for kind, pred in zip(("boxes", "tags"), model.predict(tasks, "1", config(voc_labels), None), strict=True):
                 for r in pred.get("result") or []:
                     c, m = r["meta"]["voc_class"], decode(r)
-                    truth = max((iou(m, g) for ci, g in inst if ci == c), default=0.0) if kind == "boxes" else \
-                        iou(m, cls == VOC_CLASSES.index(c) + 1)
+                    truth = (
+                        max((iou(m, g) for ci, g in inst if ci == c), default=0.0)
+                        if kind == "boxes"
+                        else iou(m, cls == VOC_CLASSES.index(c) + 1)
+                    )
                     rows[kind].append((r["score"], truth))
             [pred] = model.predict([{"id": 3 * k + 3, "data": data, "predictions": []}], "2", config(guess_labels), None)
             guessed += 1
@@ -116,10 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"images": len(stems)}
     for kind, pairs in rows.items():
         s, t = np.array(pairs).T
-        out[kind] = {"masks": len(pairs), "spearman_rho": round(float(spearmanr(s, t).statistic), 3),
-                     "mean_iou": round(float(t.mean()), 3)}
-    out["nothing"] = {"tasks": guessed, "with_mask": masked, "share": round(masked / max(guessed, 1), 3),
-                      "mean_iou": round(float(np.mean(guess_ious)), 3) if guess_ious else None, "labels": ",".join(guess_labels)}
+        out[kind] = {
+            "masks": len(pairs),
+            "spearman_rho": round(float(spearmanr(s, t).statistic), 3),
+            "mean_iou": round(float(t.mean()), 3),
+        }
+    out["nothing"] = {
+        "tasks": guessed,
+        "with_mask": masked,
+        "share": round(masked / max(guessed, 1), 3),
+        "mean_iou": round(float(np.mean(guess_ious)), 3) if guess_ious else None,
+        "labels": ",".join(guess_labels),
+    }
     print(json.dumps(out, indent=1))
     return 0
 

@@ -1,6 +1,7 @@
 """Score ad-hoc engine configurations through the evaluator, without registering them.
 
-    .venv/bin/python tools/try_configs.py "{'c320': dict(cnn_max_side=320, cam_norm='box', crop_margin=0.05, grabcut_max_side=200)}" \
+    .venv/bin/python tools/try_configs.py \
+        "{'c320': dict(cnn_max_side=320, cam_norm='box', crop_margin=0.05, grabcut_max_side=200)}" \
         LIMIT VARIANTS THRESHOLDS [TASKS]
     e.g. ... 205 grabcut,fpf 0.5,0.6,0.7 object
 
@@ -38,12 +39,23 @@ def main(argv: list[str]) -> int:
     for name, kwargs in specs.items():
         config = EngineConfig(name=name, **kwargs)
         t0 = time.perf_counter()
-        res = run_sweep(VOC, config=config, tasks=tasks, thresholds=thresholds, variants=variants,
-                        workers=1, cache_dir=".cache/try", limit=limit, progress=False)
+        res = run_sweep(
+            VOC,
+            config=config,
+            tasks=tasks,
+            thresholds=thresholds,
+            variants=variants,
+            workers=1,
+            cache_dir=".cache/try",
+            limit=limit,
+            progress=False,
+        )
         for task in tasks:
             for r in sweep_rows(res[task]):
-                print(f"{name:12s} {task:6s} {r['technique']:8s} {r['t']:4s} mIoU {r['mIoU']:.1f} "
-                      f"fwIoU {r['fwIoU']:.1f} mAcc {r['mAcc']:.1f} mIoU21 {r['mIoU21']:.1f}")
+                print(
+                    f"{name:12s} {task:6s} {r['technique']:8s} {r['t']:4s} mIoU {r['mIoU']:.1f} "
+                    f"fwIoU {r['fwIoU']:.1f} mAcc {r['mAcc']:.1f} mIoU21 {r['mIoU21']:.1f}"
+                )
         print(f"{name}: {time.perf_counter() - t0:.1f} s", flush=True)
     return 0
 

@@ -11,5 +11,19 @@ from .run import BulkRun, Options, Summary, has_our_prediction
 from .state import StateFile
 from .worker import Outcome, predict_and_post
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "BulkRun", "Options", "Outcome", "StateFile", "Summary",
-           "UsageError", "build_parser", "has_our_prediction", "main", "predict_and_post"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "BulkRun",
+    "Options",
+    "Outcome",
+    "StateFile",
+    "Summary",
+    "UsageError",
+    "build_parser",
+    "has_our_prediction",
+    "main",
+    "predict_and_post",
+]

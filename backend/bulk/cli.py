@@ -59,8 +59,9 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError, Settings
 from ..redaction import redact
@@ -74,15 +75,20 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m backend.bulk", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m backend.bulk", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--project", type=int, required=True, help="Label Studio project id")
     p.add_argument("--url", default=None, help="Label Studio URL (default: $LABEL_STUDIO_URL)")
-    p.add_argument("--api-key", default=None, help="API key, legacy token or PAT (default: $LABEL_STUDIO_API_KEY; prefer the env var)")
+    p.add_argument(
+        "--api-key", default=None, help="API key, legacy token or PAT (default: $LABEL_STUDIO_API_KEY; prefer the env var)"
+    )
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="worker processes (0: in this process)")
     p.add_argument("--batch", type=int, default=1, help="tasks handed to a worker at a time (default 1)")
     p.add_argument("--state", type=Path, default=None, help="state file (default: $MODEL_DIR/bulk-<project>.jsonl)")
-    p.add_argument("--overwrite", action="store_true", help="predict every task again, replacing predictions of the same model version")
+    p.add_argument(
+        "--overwrite", action="store_true", help="predict every task again, replacing predictions of the same model version"
+    )
     p.add_argument("--limit", type=int, default=None, help="predict at most this many tasks in this run")
     p.add_argument("--page-size", type=int, default=100, help="tasks per page when listing (default 100)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None,
-         on_outcome: Callable[[Outcome], None] | None = None, model: "CamCutModel | None" = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    model: CamCutModel | None = None,
+) -> int:
     args = build_parser().parse_args(argv)
     env = os.environ if env is None else env
     try:
@@ -105,8 +115,16 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None,
         label_studio_api_key=(args.api_key if args.api_key is not None else settings.label_studio_api_key).strip(),
     )
     configure_logging(settings, level="INFO" if args.verbose else "WARNING")
-    opts = Options(project=args.project, workers=args.workers, batch=args.batch, state=args.state, overwrite=args.overwrite,
-                   limit=args.limit, page_size=args.page_size, progress=not args.no_progress)
+    opts = Options(
+        project=args.project,
+        workers=args.workers,
+        batch=args.batch,
+        state=args.state,
+        overwrite=args.overwrite,
+        limit=args.limit,
+        page_size=args.page_size,
+        progress=not args.no_progress,
+    )
     try:
         run = BulkRun(opts, settings, model=model, on_outcome=on_outcome)
         summary = run.run()

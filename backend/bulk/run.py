@@ -10,11 +10,12 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..labelstudio import LabelStudioAuthError, LabelStudioClient, LabelStudioError
@@ -125,8 +126,13 @@ class _Abort(Exception):
 
 
 class BulkRun:
-    def __init__(self, opts: Options, settings: Settings, model: "CamCutModel | None" = None,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+    def __init__(
+        self,
+        opts: Options,
+        settings: Settings,
+        model: CamCutModel | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
         if opts.workers < 0 or opts.batch < 1 or opts.page_size < 1 or (opts.limit is not None and opts.limit < 0):
             raise UsageError("--workers must be >= 0, --batch and --page-size >= 1, --limit >= 0")
         if not settings.label_studio_url:
@@ -175,9 +181,11 @@ class BulkRun:
             if exc.status == 404:
                 raise UsageError(f"project {project} does not exist in Label Studio at {url} (HTTP 404)") from None
             if isinstance(exc, LabelStudioAuthError):
-                raise UsageError(f"Label Studio at {url} refused the API key (HTTP {exc.status}): check "
-                                 "LABEL_STUDIO_API_KEY / --api-key (a legacy token needs legacy tokens enabled, "
-                                 "else use a personal access token)") from None
+                raise UsageError(
+                    f"Label Studio at {url} refused the API key (HTTP {exc.status}): check "
+                    "LABEL_STUDIO_API_KEY / --api-key (a legacy token needs legacy tokens enabled, "
+                    "else use a personal access token)"
+                ) from None
             raise UsageError(str(exc)) from None
         if not isinstance(data, dict):
             raise UsageError(f"GET /api/projects/{project}/ did not return a project object")
@@ -227,14 +235,26 @@ class BulkRun:
 
     # -- execution -----------------------------------------------------------------------------
     def _run_inline(self, todo: list[dict[str, Any]], label_config: str) -> None:
+        if self.model is None:  # _prepare made it; only the pool path runs without one here
+            raise RuntimeError("BulkRun: no model to predict inline")
         for t in todo:
-            self._record(predict_and_post(self.model, self.api, self.opts.project, label_config, t,  # type: ignore[arg-type]
-                                          self.opts.overwrite))
+            self._record(
+                predict_and_post(
+                    self.model,
+                    self.api,
+                    self.opts.project,
+                    label_config,
+                    t,
+                    self.opts.overwrite,
+                )
+            )
 
     def _new_pool(self, label_config: str) -> ProcessPoolExecutor:
         settings = self.settings
         return ProcessPoolExecutor(
-            max_workers=self.opts.workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
+            max_workers=self.opts.workers,
+            mp_context=mp.get_context("spawn"),
+            initializer=init_worker,
             # workers log errors only: per-task errors and warnings come back in the outcomes
             initargs=(settings, self.opts.project, label_config, self.opts.overwrite, "ERROR"),
         )
@@ -251,7 +271,7 @@ class BulkRun:
 
     def _run_pool(self, todo: list[dict[str, Any]], label_config: str) -> None:
         k = self.opts.batch
-        pending = deque(todo[i:i + k] for i in range(0, len(todo), k))
+        pending = deque(todo[i : i + k] for i in range(0, len(todo), k))
         inflight: dict[Future, list[dict[str, Any]]] = {}
         restarts = 0
         # the children must not start more threads than they are told to (set before they import torch)
@@ -279,7 +299,7 @@ class BulkRun:
                         broken |= o.worker_died
                         self._record(o)
                 if broken:
-                    for fut, batch in list(inflight.items()):  # the whole pool is gone with it
+                    for batch in list(inflight.values()):  # the whole pool is gone with it
                         for t in batch:
                             self._record(failed(t, "a worker process died while this task was in flight"))
                     inflight.clear()
@@ -293,8 +313,10 @@ class BulkRun:
             self.summary.interrupted = True
             for fut in inflight:
                 fut.cancel()
-            log.warning("interrupted: finishing the %d job(s) in flight (Ctrl-C again to stop at once)",
-                        sum(1 for f in inflight if not f.cancelled()))
+            log.warning(
+                "interrupted: finishing the %d job(s) in flight (Ctrl-C again to stop at once)",
+                sum(1 for f in inflight if not f.cancelled()),
+            )
             try:
                 for fut, batch in list(inflight.items()):
                     if fut.cancelled():
@@ -333,15 +355,27 @@ class BulkRun:
             self.state = StateFile(state_path, self.opts.project).open()
             self.summary.total = len(tasks)
             todo = self._select(tasks)
-            log.info("project %s: %d task(s), %d to predict, %d already done (model version %s)", self.opts.project,
-                     len(tasks), len(todo), self.summary.skipped, self.summary.model_version)
+            log.info(
+                "project %s: %d task(s), %d to predict, %d already done (model version %s)",
+                self.opts.project,
+                len(tasks),
+                len(todo),
+                self.summary.skipped,
+                self.summary.model_version,
+            )
             t1 = time.monotonic()
             try:
                 if todo:
                     from tqdm import tqdm
 
-                    self.bar = tqdm(total=len(todo), unit="task", desc=f"project {self.opts.project}", file=sys.stderr,
-                                    disable=not self.opts.progress, dynamic_ncols=True)
+                    self.bar = tqdm(
+                        total=len(todo),
+                        unit="task",
+                        desc=f"project {self.opts.project}",
+                        file=sys.stderr,
+                        disable=not self.opts.progress,
+                        dynamic_ncols=True,
+                    )
                     try:
                         if self.opts.workers == 0:
                             self._run_inline(todo, label_config)
@@ -353,8 +387,9 @@ class BulkRun:
                         self.bar.close()
                         self.bar = None
             except _Abort as exc:
-                self.summary.aborted = (f"{exc} -- stopped; the tasks done so far are recorded, run the same command "
-                                        "again to resume")
+                self.summary.aborted = (
+                    f"{exc} -- stopped; the tasks done so far are recorded, run the same command again to resume"
+                )
             self.summary.predict_seconds = time.monotonic() - t1
             attempted = self.summary.predicted + self.summary.failed
             self.summary.not_attempted = max(0, self.summary.total - self.summary.skipped - attempted)

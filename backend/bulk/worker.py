@@ -6,8 +6,9 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..labelstudio import LabelStudioClient, LabelStudioError
@@ -41,16 +42,24 @@ class Outcome:
 
     def record(self) -> dict[str, Any]:
         """The state file's fields (``at`` is added when it is written)."""
-        return {"task": self.task, "status": self.status, "model_version": self.model_version, "prediction": self.prediction,
-                "regions": self.regions, "error": self.error, "seconds": self.seconds}
+        return {
+            "task": self.task,
+            "status": self.status,
+            "model_version": self.model_version,
+            "prediction": self.prediction,
+            "regions": self.regions,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
 
 
 def failed(task: Mapping[str, Any], error: str, fatal: bool = False, worker_died: bool = False) -> Outcome:
     return Outcome(task.get("id"), error=error, fatal=fatal, worker_died=worker_died)
 
 
-def predict_and_post(model: "CamCutModel", api: LabelStudioClient, project: int, label_config: str, task: Mapping[str, Any],
-                     overwrite: bool = False) -> Outcome:
+def predict_and_post(
+    model: CamCutModel, api: LabelStudioClient, project: int, label_config: str, task: Mapping[str, Any], overwrite: bool = False
+) -> Outcome:
     """Predict one task and store the prediction in LS. Never raises."""
     t0 = time.monotonic()
     tid = task.get("id")
@@ -67,8 +76,12 @@ def predict_and_post(model: "CamCutModel", api: LabelStudioClient, project: int,
             out.update(status="done", prediction=created.get("id"), regions=len(result), mode=pred.get("mode"))
             if overwrite:
                 for old in task.get("predictions") or []:
-                    if (isinstance(old, dict) and old.get("model_version") == pred["model_version"]
-                            and isinstance(old.get("id"), int) and old["id"] != created.get("id")):
+                    if (
+                        isinstance(old, dict)
+                        and old.get("model_version") == pred["model_version"]
+                        and isinstance(old.get("id"), int)
+                        and old["id"] != created.get("id")
+                    ):
                         api.delete_prediction(old["id"])
     except LabelStudioError as exc:
         out["error"] = str(exc)
@@ -113,5 +126,7 @@ def work(tasks: list[dict[str, Any]]) -> list[Outcome]:
     """One job in a worker process: its tasks, one after the other."""
     if _WORKER.get("error"):
         return [failed(t, _WORKER["error"], fatal=True) for t in tasks]
-    return [predict_and_post(_WORKER["model"], _WORKER["api"], _WORKER["project"], _WORKER["label_config"], t,
-                             _WORKER["overwrite"]) for t in tasks]
+    return [
+        predict_and_post(_WORKER["model"], _WORKER["api"], _WORKER["project"], _WORKER["label_config"], t, _WORKER["overwrite"])
+        for t in tasks
+    ]

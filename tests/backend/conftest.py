@@ -100,13 +100,26 @@ def voc_boxes(stem: str) -> list[tuple[str, tuple[float, float, float, float]]]:
     return out
 
 
-def rect(label: str, box: tuple[float, float, float, float], w: int, h: int, rid: str = "r1", from_name: str = "box") -> dict[str, Any]:
+def rect(
+    label: str, box: tuple[float, float, float, float], w: int, h: int, rid: str = "r1", from_name: str = "box"
+) -> dict[str, Any]:
     x0, y0, x1, y1 = box
     return {
-        "id": rid, "type": "rectanglelabels", "from_name": from_name, "to_name": "image",
-        "original_width": w, "original_height": h, "image_rotation": 0,
-        "value": {"x": 100 * x0 / w, "y": 100 * y0 / h, "width": 100 * (x1 - x0) / w, "height": 100 * (y1 - y0) / h,
-                  "rotation": 0, "rectanglelabels": [label]},
+        "id": rid,
+        "type": "rectanglelabels",
+        "from_name": from_name,
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {
+            "x": 100 * x0 / w,
+            "y": 100 * y0 / h,
+            "width": 100 * (x1 - x0) / w,
+            "height": 100 * (y1 - y0) / h,
+            "rotation": 0,
+            "rectanglelabels": [label],
+        },
     }
 
 
@@ -127,7 +140,9 @@ class FakeLabelStudio:
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes = b"", ctype: str = "application/json", headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, code: int, body: bytes = b"", ctype: str = "application/json", headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -174,7 +189,7 @@ class FakeLabelStudio:
                     if u.path.startswith(prefix):
                         if not self._authed():
                             return self._send(401)
-                        rec = table.get(int(u.path[len(prefix):].strip("/") or 0))
+                        rec = table.get(int(u.path[len(prefix) :].strip("/") or 0))
                         return self._send(200 if rec else 404, json.dumps(rec or {"detail": "Not found."}).encode())
                 if u.path.rstrip("/") == "/api/predictions":
                     t = fake.tasks.get(int(q.get("task", 0)), {})

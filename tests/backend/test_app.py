@@ -17,7 +17,10 @@ NO_BRUSH = """<View><Image name="image" value="$image"/>
 
 
 def setup_version(client: Any, project: str = "3.1700000000") -> str:
-    r = client.post("/setup", json={"project": project, "schema": LABEL_CONFIG, "hostname": "http://x", "access_token": "t", "extra_params": None})
+    r = client.post(
+        "/setup",
+        json={"project": project, "schema": LABEL_CONFIG, "hostname": "http://x", "access_token": "t", "extra_params": None},
+    )
     assert r.status_code == 200, r.get_data(as_text=True)
     return r.get_json()["model_version"]
 
@@ -55,7 +58,9 @@ def test_tasks_must_be_a_list(client: Any) -> None:
     assert r.status_code == 400 and "'tasks' must be a list" in r.get_json()["error"]
 
 
-@pytest.mark.parametrize("config, message", [(NO_BRUSH, "no <BrushLabels>"), ("<View><Image", "not valid XML"), ("", "no labelling config")])
+@pytest.mark.parametrize(
+    "config, message", [(NO_BRUSH, "no <BrushLabels>"), ("<View><Image", "not valid XML"), ("", "no labelling config")]
+)
 def test_config_without_brushlabels(client: Any, config: str, message: str) -> None:
     r = client.post("/setup", json={"project": "1.1", "schema": config})
     assert r.status_code == 400 and message in r.get_json()["error"]
@@ -95,10 +100,26 @@ def test_bad_technique_env_is_refused(app_factory: Any) -> None:
 
 @pytest.mark.parametrize(
     "label, voc",
-    [("Person", "person"), ("people", "person"), ("Pedestrian", "person"), ("tv", "tvmonitor"), ("TV Monitor", "tvmonitor"),
-     ("television", "tvmonitor"), ("airplane", "aeroplane"), ("Plane", "aeroplane"), ("motorcycle", "motorbike"),
-     ("dining table", "diningtable"), ("dining_table", "diningtable"), ("table", "diningtable"), ("potted plant", "pottedplant"),
-     ("plant", "pottedplant"), ("couch", "sofa"), ("bike", "bicycle"), ("DOG", "dog"), ("widget", None)],
+    [
+        ("Person", "person"),
+        ("people", "person"),
+        ("Pedestrian", "person"),
+        ("tv", "tvmonitor"),
+        ("TV Monitor", "tvmonitor"),
+        ("television", "tvmonitor"),
+        ("airplane", "aeroplane"),
+        ("Plane", "aeroplane"),
+        ("motorcycle", "motorbike"),
+        ("dining table", "diningtable"),
+        ("dining_table", "diningtable"),
+        ("table", "diningtable"),
+        ("potted plant", "pottedplant"),
+        ("plant", "pottedplant"),
+        ("couch", "sofa"),
+        ("bike", "bicycle"),
+        ("DOG", "dog"),
+        ("widget", None),
+    ],
 )
 def test_label_synonyms(label: str, voc: str | None) -> None:
     assert LabelMap().resolve(label) == voc
@@ -128,8 +149,11 @@ def test_mapping_file_used_in_predictions(app_factory: Any, tmp_path: Path) -> N
     p.write_text(json.dumps({"widget": "dog"}))
     client = app_factory(CAMCUT_LABEL_MAP=str(p)).test_client()
     w, h = image_size("2007_000063")
-    task = {"id": 5, "data": {"image": "/data/upload/1/2007_000063.jpg"},
-            "predictions": [{"result": [rect("widget", voc_boxes("2007_000063")[0][1], w, h)]}]}
+    task = {
+        "id": 5,
+        "data": {"image": "/data/upload/1/2007_000063.jpg"},
+        "predictions": [{"result": [rect("widget", voc_boxes("2007_000063")[0][1], w, h)]}],
+    }
     [pred] = client.post("/predict", json={"tasks": [task], "project": "1.1", "label_config": LABEL_CONFIG}).get_json()["results"]
     assert pred["result"][0]["meta"] == {"technique": "F PF 0.7", "voc_class": "dog"} and "warnings" not in pred
 

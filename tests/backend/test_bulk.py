@@ -34,9 +34,14 @@ def box_task(tid: int, stem: str) -> dict[str, Any]:
     w, h = image_size(stem)
     name, box = voc_boxes(stem)[0]
     label = {"cat": "Cat", "person": "people", "tvmonitor": "widget"}.get(name, name)
-    return {"id": tid, "data": {"image": f"/data/upload/{stem}.jpg"}, "annotations": [],
-            "predictions": [{"id": 1000 + tid, "task": tid, "model_version": "voc-boxes", "score": 1.0,
-                             "result": [rect(label, box, w, h)]}]}
+    return {
+        "id": tid,
+        "data": {"image": f"/data/upload/{stem}.jpg"},
+        "annotations": [],
+        "predictions": [
+            {"id": 1000 + tid, "task": tid, "model_version": "voc-boxes", "score": 1.0, "result": [rect(label, box, w, h)]}
+        ],
+    }
 
 
 class FakeLS:
@@ -87,7 +92,7 @@ class FakeLS:
                     fake.pages.append((page, size))
                     with fake.lock:
                         ids = sorted(fake.tasks)
-                        chunk = [json.loads(json.dumps(fake.tasks[i])) for i in ids[(page - 1) * size: page * size]]
+                        chunk = [json.loads(json.dumps(fake.tasks[i])) for i in ids[(page - 1) * size : page * size]]
                     if not chunk:
                         return self._send(404, {"detail": "Invalid page."})
                     return self._send(200, {"total": len(ids), "total_annotations": 0, "total_predictions": 0, "tasks": chunk})
@@ -106,8 +111,13 @@ class FakeLS:
                         if not isinstance(data.get("result"), list) or not isinstance(data.get("model_version"), str):
                             return self._send(400, {"result": ["bad"]})
                         fake.next_id += 1
-                        pred = {"id": fake.next_id, "task": tid, "result": data["result"], "score": data.get("score"),
-                                "model_version": data["model_version"]}
+                        pred = {
+                            "id": fake.next_id,
+                            "task": tid,
+                            "result": data["result"],
+                            "score": data.get("score"),
+                            "model_version": data["model_version"],
+                        }
                         fake.tasks[tid]["predictions"].append(pred)
                         fake.posts[tid] = fake.posts.get(tid, 0) + 1
                     return self._send(201, pred)
@@ -139,8 +149,9 @@ class FakeLS:
 def fake_ls() -> Iterator[FakeLS]:
     tasks = [box_task(10 + i, s) for i, s in enumerate(STEMS)]
     # a bad task in the middle: its image does not exist (404); its URL carries the key, which must not leak
-    tasks.insert(2, {"id": 99, "data": {"image": f"/data/upload/no_such_image.jpg?token={TOKEN}"},
-                     "annotations": [], "predictions": []})
+    tasks.insert(
+        2, {"id": 99, "data": {"image": f"/data/upload/no_such_image.jpg?token={TOKEN}"}, "annotations": [], "predictions": []}
+    )
     s = FakeLS(tasks)
     yield s
     s.close()
@@ -169,8 +180,8 @@ GOOD = [10, 11, 12, 13]
 
 
 def test_all_tasks_paginated_predicted_and_a_bad_task_does_not_stop_the_run(
-        fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, capsys: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture) -> None:
+    fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     code = run(env, "--workers", "0", "--page-size", "2", model=model)
     out, err = capsys.readouterr()
@@ -190,7 +201,10 @@ def test_all_tasks_paginated_predicted_and_a_bad_task_does_not_stop_the_run(
     assert 99 not in fake_ls.posts and fake_ls.ours(99) == []
     assert "failed          1" in out and "predicted       4" in out and "tasks total     5" in out
     assert "failed task 99: Label Studio refused the image (HTTP 4xx)" in out
-    assert "task 99 failed: Label Studio refused the image (HTTP 4xx)" in err and "task 99 failed: Label Studio refused" in caplog.text
+    assert (
+        "task 99 failed: Label Studio refused the image (HTTP 4xx)" in err
+        and "task 99 failed: Label Studio refused" in caplog.text
+    )
     # the API key never shows: not in the summary, the log lines, nor the records
     assert TOKEN not in out + err + caplog.text
     assert "token=***" in out
@@ -202,8 +216,9 @@ def test_all_tasks_paginated_predicted_and_a_bad_task_does_not_stop_the_run(
     assert all(a == f"Token {TOKEN}" for a in fake_ls.auth_headers)
 
 
-def test_resume_after_interruption_predicts_each_task_once(fake_ls: FakeLS, env: dict[str, str], model: CamCutModel,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_after_interruption_predicts_each_task_once(
+    fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, capsys: pytest.CaptureFixture[str]
+) -> None:
     del fake_ls.tasks[99]
     seen: list[int] = []
 
@@ -230,7 +245,8 @@ def test_resume_after_interruption_predicts_each_task_once(fake_ls: FakeLS, env:
 
 
 def test_crash_between_post_and_state_record_is_not_predicted_again(
-        fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, capsys: pytest.CaptureFixture[str]
+) -> None:
     del fake_ls.tasks[99]
     assert run(env, "--workers", "0", "--limit", "2", model=model) == bulk.EXIT_OK
     assert sorted(fake_ls.posts) == GOOD[:2]
@@ -258,8 +274,9 @@ def state_lines_tolerant(p: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow  # 16 s
-def test_worker_processes_interrupted_then_resumed(fake_ls: FakeLS, env: dict[str, str], model: CamCutModel,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_worker_processes_interrupted_then_resumed(
+    fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, capsys: pytest.CaptureFixture[str]
+) -> None:
     """2 spawned workers; Ctrl-C after the first result: the tasks in flight are finished and
     recorded, the rest is left; the second run does only the rest."""
     del fake_ls.tasks[99]
@@ -293,8 +310,9 @@ def test_overwrite_replaces_our_prediction(fake_ls: FakeLS, env: dict[str, str],
 
 
 @pytest.mark.parametrize("case", ["bad key", "unknown project", "unreachable", "no url", "bad env"])
-def test_usage_errors_exit_2_without_leaking_the_key(case: str, fake_ls: FakeLS, env: dict[str, str],
-                                                     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_usage_errors_exit_2_without_leaking_the_key(
+    case: str, fake_ls: FakeLS, env: dict[str, str], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     args = ["--project", str(PROJECT), "--no-progress", "--workers", "0"]
     secret = TOKEN
@@ -349,8 +367,9 @@ def test_a_second_run_on_the_same_state_file_is_refused(tmp_path: Path) -> None:
         b.close()
 
 
-def test_workers_that_cannot_start_stop_the_run_with_exit_2(fake_ls: FakeLS, env: dict[str, str], model: CamCutModel,
-                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_workers_that_cannot_start_stop_the_run_with_exit_2(
+    fake_ls: FakeLS, env: dict[str, str], model: CamCutModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The parent's model is fine but the spawned workers cannot load their weights: no endless
     respawning, no prediction, a clear message and exit 2; nothing is recorded as done."""
     bad = tmp_path / "broken.pth"

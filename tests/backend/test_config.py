@@ -41,9 +41,15 @@ def test_defaults_parse_and_are_used() -> None:
     assert Settings.from_env({"CAMCUT_BIND": "::1", "PORT": "9000"}).bind == "[::1]:9000"
 
 
-@pytest.mark.parametrize("env, name", [({"PORT": "x"}, "PORT"), ({"CAMCUT_MAX_CLASSES": "0"}, "CAMCUT_MAX_CLASSES"),
-                                       ({"CAMCUT_ADAPT_THRESHOLDS": "0.5,1.5"}, "CAMCUT_ADAPT_THRESHOLDS"),
-                                       ({"LOG_LEVEL": "loud"}, "LOG_LEVEL")])
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({"PORT": "x"}, "PORT"),
+        ({"CAMCUT_MAX_CLASSES": "0"}, "CAMCUT_MAX_CLASSES"),
+        ({"CAMCUT_ADAPT_THRESHOLDS": "0.5,1.5"}, "CAMCUT_ADAPT_THRESHOLDS"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ],
+)
 def test_bad_values_name_their_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)

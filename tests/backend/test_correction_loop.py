@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from backend.results import mask_to_rle, rle_to_mask
-from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, mask_iou, rect
 from model import adapt
 from model.engine import get_config
 from model.techniques import Technique
+from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, mask_iou, rect
 
 CLASS = "cat"
 
@@ -74,16 +74,30 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
     for k, stem in enumerate(train):
         results = predict(client, stem, 2000 + k)
         w, h = image_size(stem)
-        brush = [{"id": res["id"], "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
-                  "original_height": h, "image_rotation": 0, "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["Cat"]}}
-                 for res, (gt, _) in zip(results, cat_instances(stem), strict=False)]
+        brush = [
+            {
+                "id": res["id"],
+                "type": "brushlabels",
+                "from_name": "mask",
+                "to_name": "image",
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["Cat"]},
+            }
+            for res, (gt, _) in zip(results, cat_instances(stem), strict=False)
+        ]
         # as Label Studio holds them: camcut reads the annotation, task and project back
         task = {"id": 2000 + k, "data": {"image": f"/data/upload/1/{stem}.jpg"}, "project": 42}
         ann = {"id": 3000 + k, "task": 2000 + k, "project": 42, "result": brush, "updated_at": "2025-02-01T00:00:00Z"}
         ls_server.projects[42] = {"id": 42, "label_config": LABEL_CONFIG}
         ls_server.tasks[task["id"]], ls_server.annotations[ann["id"]] = task, ann
-        ev = {"action": "ANNOTATION_CREATED", "project": {"id": 42, "label_config": LABEL_CONFIG}, "task": task,
-              "annotation": ann}
+        ev = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 42, "label_config": LABEL_CONFIG},
+            "task": task,
+            "annotation": ann,
+        }
         r = client.post("/webhook", json=ev)
         assert r.get_json()["status"] == "processed", r.get_json()
 
@@ -93,10 +107,16 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
     assert v1 != v0
     after, techs_after = held_out_iou(client, held)
     assert techs_after == {adapted["technique"]}
-    report = {"class": CLASS, "corrections": adapted["corrections"], "chosen": adapted["technique"],
-              "chosen_mean_iou_on_corrections": adapted["mean_iou"],
-              "prediction_iou_on_corrections": metrics["corrections"][f"box:{CLASS}"]["mean_iou_of_prediction"],
-              "held_out_images": len(held), "held_out_mean_iou_before": round(before, 4), "held_out_mean_iou_after": round(after, 4)}
+    report = {
+        "class": CLASS,
+        "corrections": adapted["corrections"],
+        "chosen": adapted["technique"],
+        "chosen_mean_iou_on_corrections": adapted["mean_iou"],
+        "prediction_iou_on_corrections": metrics["corrections"][f"box:{CLASS}"]["mean_iou_of_prediction"],
+        "held_out_images": len(held),
+        "held_out_mean_iou_before": round(before, 4),
+        "held_out_mean_iou_after": round(after, 4),
+    }
     print("correction loop:", json.dumps(report))
     out = os.environ.get("CAMCUT_LOOP_REPORT")
     if out:
@@ -112,13 +132,15 @@ def test_adapt_scores_and_choice(camnet: Any) -> None:
     from tests.backend.conftest import jpeg
 
     stem = "2007_000528"
-    (gt, box), = cat_instances(stem)
+    ((gt, box),) = cat_instances(stem)
     seg = Segmenter(net=camnet)
     seg.set_image(decode_image(jpeg(stem)))
     cands = adapt.candidate_techniques("fpf", (0.2, 0.6))
     scores = adapt.score_candidates(seg, adapt.Prompt(CLASS, Box(*box)), gt, cands)
     assert set(scores) == set(cands) and all(0.0 <= v <= 1.0 for v in scores.values())
-    assert scores[Technique("fpf", 0.6)] == pytest.approx(mask_iou(seg.segment_box(Box(*box), CLASS, Technique("fpf", 0.6)).mask, gt))
+    assert scores[Technique("fpf", 0.6)] == pytest.approx(
+        mask_iou(seg.segment_box(Box(*box), CLASS, Technique("fpf", 0.6)).mask, gt)
+    )
     assert adapt.candidate_techniques("grabcut") == (Technique("grabcut"),)
     assert adapt.choose_technique({"a": (0.5, 2), "b": (0.7, 1)}, 2) == ("a", 0.5, 2)
     assert adapt.choose_technique({"a": (0.5, 1)}, 2) is None

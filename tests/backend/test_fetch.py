@@ -23,9 +23,18 @@ def fake_resolver(table: dict[str, list[str]]) -> Any:
     return resolve
 
 
-PUBLIC = fake_resolver({"img.example.com": ["93.184.216.34"], "evil.example.com": ["127.0.0.1"], "meta.example.com": ["169.254.169.254"],
-                        "ten.example.com": ["10.1.2.3"], "v6.example.com": ["::1"], "mapped.example.com": ["::ffff:192.168.0.1"],
-                        "cdn.example.org": ["151.101.1.1"], "private.corp": ["10.0.0.5"]})
+PUBLIC = fake_resolver(
+    {
+        "img.example.com": ["93.184.216.34"],
+        "evil.example.com": ["127.0.0.1"],
+        "meta.example.com": ["169.254.169.254"],
+        "ten.example.com": ["10.1.2.3"],
+        "v6.example.com": ["::1"],
+        "mapped.example.com": ["::ffff:192.168.0.1"],
+        "cdn.example.org": ["151.101.1.1"],
+        "private.corp": ["10.0.0.5"],
+    }
+)
 
 
 @pytest.mark.parametrize(
@@ -67,8 +76,14 @@ def test_policy_allows() -> None:
         policy.check("http://ls.internal:9999/x.jpg")  # LS host, other port
     star = UrlPolicy("", ("*",), PUBLIC)
     star.check("http://cdn.example.org/x.jpg")
-    for url in ("http://evil.example.com/x.jpg", "http://127.0.0.1:9/x", "http://[::1]/x", "http://169.254.169.254/latest",
-                "http://[::ffff:10.0.0.1]/x", "http://0.0.0.0/x"):
+    for url in (
+        "http://evil.example.com/x.jpg",
+        "http://127.0.0.1:9/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest",
+        "http://[::ffff:10.0.0.1]/x",
+        "http://0.0.0.0/x",
+    ):
         with pytest.raises(UnsafeUrlError, match="non-public"):
             star.check(url)
 
@@ -146,7 +161,9 @@ def test_redirects_are_rechecked(ls_server: Any) -> None:
     with pytest.raises(UnsafeUrlError, match="scheme"):
         f.fetch("/data/upload/redirect?to=file:///etc/passwd")
     with pytest.raises(FetchError, match="too many redirects"):
-        fetcher(ls_server.url, CAMCUT_MAX_REDIRECTS="1").fetch(f"/data/upload/redirect?to=/data/upload/redirect%3Fto%3D/data/upload/img/{CAT}.jpg")
+        fetcher(ls_server.url, CAMCUT_MAX_REDIRECTS="1").fetch(
+            f"/data/upload/redirect?to=/data/upload/redirect%3Fto%3D/data/upload/img/{CAT}.jpg"
+        )
 
 
 def test_plain_url_needs_allow_list(ls_server: Any, other_server: Any) -> None:
@@ -173,9 +190,14 @@ def test_tokens_never_logged(app_factory: Any, caplog: pytest.LogCaptureFixture)
     client = app_factory(LABEL_STUDIO_API_KEY=TOKEN).test_client()
     caplog.set_level(logging.DEBUG)
     secret = "s3cr3t-signature-value"
-    body = {"tasks": [{"id": 1, "data": {"image": f"/data/upload/1/missing.jpg?token={secret}"}},
-                      {"id": 2, "data": {"image": f"http://elsewhere.invalid/x.jpg?token={secret}&X-Amz-Signature={secret}"}}],
-            "project": "1.1", "label_config": LABEL_CONFIG}
+    body = {
+        "tasks": [
+            {"id": 1, "data": {"image": f"/data/upload/1/missing.jpg?token={secret}"}},
+            {"id": 2, "data": {"image": f"http://elsewhere.invalid/x.jpg?token={secret}&X-Amz-Signature={secret}"}},
+        ],
+        "project": "1.1",
+        "label_config": LABEL_CONFIG,
+    }
     out = client.post("/predict", json=body).get_json()["results"]
     assert all(r["error"] for r in out)
     text = caplog.text + repr(out)

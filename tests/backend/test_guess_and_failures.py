@@ -63,10 +63,13 @@ class FakeModel:
         return [self.pred]
 
 
-@pytest.mark.parametrize("pred, status", [
-    ({"result": [], "score": 0.0, "model_version": "v", "mode": "guess", "warnings": ["no class reached p 0.2"]}, "done"),
-    ({"score": 0.0, "model_version": "v", "error": "image not found"}, "failed"),
-])
+@pytest.mark.parametrize(
+    "pred, status",
+    [
+        ({"result": [], "score": 0.0, "model_version": "v", "mode": "guess", "warnings": ["no class reached p 0.2"]}, "done"),
+        ({"score": 0.0, "model_version": "v", "error": "image not found"}, "failed"),
+    ],
+)
 def test_bulk_counts_no_class_as_predicted(pred: dict[str, Any], status: str) -> None:
     api = FakeApi()
     out = predict_and_post(FakeModel(pred), api, 1, LABEL_CONFIG, {"id": 5})  # type: ignore[arg-type]
@@ -99,8 +102,10 @@ def test_box_without_engine_class_gets_an_agreement_score(client: Any) -> None:
 
     w, h = image_size(DOG)
     (_, box) = next(b for b in voc_boxes(DOG) if b[0] == "dog")
-    [pred] = predict(client, [{"id": 63, "data": {"image": f"/data/upload/1/{DOG}.jpg"},
-                               "predictions": [{"result": [rect("widget", box, w, h)]}]}])
+    [pred] = predict(
+        client,
+        [{"id": 63, "data": {"image": f"/data/upload/1/{DOG}.jpg"}, "predictions": [{"result": [rect("widget", box, w, h)]}]}],
+    )
     [res] = pred["result"]
     iou = max(mask_iou(decode(res), g) for c, g in instance_masks(DOG) if c == "dog")
     assert iou > 0.7 and res["score"] > 0.5, (iou, res["score"])

@@ -31,8 +31,15 @@ def test_interactive_prompts_keep_a_bounded_number_of_rows(app_factory: Any, tmp
         x0, y0, x1, y1 = box
         nudged = (x0 + i % 5, y0, x1 - i % 3, y1)
         ctx = {"result": [{**rect("dog", nudged, w, h, f"user{i}"), "origin": "manual"}]}
-        r = client.post("/predict", json={"tasks": [{"id": 77, "data": task["data"]}], "project": "5.1",
-                                          "label_config": LABEL_CONFIG, "params": {"context": ctx}})
+        r = client.post(
+            "/predict",
+            json={
+                "tasks": [{"id": 77, "data": task["data"]}],
+                "project": "5.1",
+                "label_config": LABEL_CONFIG,
+                "params": {"context": ctx},
+            },
+        )
         [res] = r.get_json()["results"][0]["result"]
         returned.append(res["id"])
     stored = rows(tmp_path / "model_dir", 77)

@@ -72,8 +72,19 @@ def test_brush_bomb_is_refused_before_any_large_allocation(client: Any, side: in
     w, h = image_size(CAT)
     ow, oh = (side, side) if side else (w, h)
     stroke = bomb(500_000_000 if side is None else 4 * side * side)
-    ctx = {"result": [{"id": "b1", "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": ow,
-                       "original_height": oh, "value": {"format": "rle", "rle": stroke, "brushlabels": ["Cat"]}}]}
+    ctx = {
+        "result": [
+            {
+                "id": "b1",
+                "type": "brushlabels",
+                "from_name": "mask",
+                "to_name": "image",
+                "original_width": ow,
+                "original_height": oh,
+                "value": {"format": "rle", "rle": stroke, "brushlabels": ["Cat"]},
+            }
+        ]
+    }
     post(client, [{"id": 901, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}], {"result": [rect("Cat", (10, 10, 90, 90), w, h)]})
     tracemalloc.start()
     try:
@@ -89,16 +100,27 @@ def test_brush_bomb_is_refused_before_any_large_allocation(client: Any, side: in
 
 # -- two fuzzer findings: a clear per-task error, not an internal one ---------------------------------
 def test_non_string_result_type_is_a_task_error(client: Any) -> None:
-    task = {"id": 902, "data": {"image": f"/data/upload/1/{CAT}.jpg"},
-            "annotations": [{"result": [{"id": "r", "from_name": "box", "type": 7, "value": {}}]}]}
+    task = {
+        "id": 902,
+        "data": {"image": f"/data/upload/1/{CAT}.jpg"},
+        "annotations": [{"result": [{"id": "r", "from_name": "box", "type": 7, "value": {}}]}],
+    }
     [pred] = post(client, [task]).get_json()["results"]
     assert pred["result"] == [] and "'type' must be a string, got int" in pred["error"], pred
 
 
 def test_list_in_a_stroke_rle_is_a_task_error(client: Any) -> None:
     w, h = image_size(CAT)
-    ctx = {"result": [{"type": "brushlabels", "original_width": w, "original_height": h,
-                       "value": {"rle": [0, 0, [1], 2, 3], "brushlabels": ["Cat"]}}]}
+    ctx = {
+        "result": [
+            {
+                "type": "brushlabels",
+                "original_width": w,
+                "original_height": h,
+                "value": {"rle": [0, 0, [1], 2, 3], "brushlabels": ["Cat"]},
+            }
+        ]
+    }
     [pred] = post(client, [{"id": 903, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}], ctx).get_json()["results"]
     assert pred["result"] == [] and "byte values" in pred["error"] and "internal" not in pred["error"], pred
 
@@ -121,10 +143,12 @@ def test_request_limits_answer_4xx(app_factory: Any) -> None:
 def test_too_many_boxes_is_a_task_error(app_factory: Any) -> None:
     client = app_factory(CAMCUT_MAX_BOXES="3").test_client()
     w, h = image_size(CAT)
-    (_, box), = voc_boxes(CAT)
+    ((_, box),) = voc_boxes(CAT)
     boxes = [rect("Cat", box, w, h, rid=f"r{i}") for i in range(4)]
-    ok, over = ({"id": 904 + i, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "annotations": [{"result": b}]}
-                for i, b in enumerate((boxes[:3], boxes)))
+    ok, over = (
+        {"id": 904 + i, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "annotations": [{"result": b}]}
+        for i, b in enumerate((boxes[:3], boxes))
+    )
     a, b = post(client, [ok, over]).get_json()["results"]
     assert len(a["result"]) == 3 and "error" not in a
     assert b["result"] == [] and "4 boxes, more than CAMCUT_MAX_BOXES=3" in b["error"]

@@ -18,14 +18,14 @@ def border(shape: tuple[int, int], box: tuple[float, float, float, float]) -> np
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     m = np.zeros(shape, bool)
     m[y0:y1, x0:x1] = True
-    m[y0 + 1:y1 - 1, x0 + 1:x1 - 1] = False
+    m[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1] = False
     return m
 
 
 def interior(shape: tuple[int, int], box: tuple[float, float, float, float], inset: int = 2) -> np.ndarray:
     x0, y0, x1, y1 = (int(round(v)) for v in box)
     m = np.zeros(shape, bool)
-    m[y0 + inset:y1 - inset, x0 + inset:x1 - inset] = True
+    m[y0 + inset : y1 - inset, x0 + inset : x1 - inset] = True
     return m
 
 
@@ -34,10 +34,14 @@ def test_overlapping_boxes_share_no_pixel(client: Any, stem: str) -> None:
     w, h = image_size(stem)
     boxes = voc_boxes(stem)
     data = {"image": f"/data/upload/1/{stem}.jpg"}
-    together = predict(client, [{"id": 31, "data": data, "predictions": [{"result": [rect(n, b, w, h, f"r{i}") for i, (n, b) in
-                                                                                     enumerate(boxes)]}]}])[0]
-    alone = predict(client, [{"id": 40 + i, "data": data, "predictions": [{"result": [rect(n, b, w, h, "r")]}]}
-                             for i, (n, b) in enumerate(boxes)])
+    together = predict(
+        client,
+        [{"id": 31, "data": data, "predictions": [{"result": [rect(n, b, w, h, f"r{i}") for i, (n, b) in enumerate(boxes)]}]}],
+    )[0]
+    alone = predict(
+        client,
+        [{"id": 40 + i, "data": data, "predictions": [{"result": [rect(n, b, w, h, "r")]}]} for i, (n, b) in enumerate(boxes)],
+    )
     masks = [decode(r) for r in together["result"]]
     lone = [decode(p["result"][0]) for p in alone]
     assert len(masks) == len(boxes) == 3

@@ -21,7 +21,9 @@ def decode(result: dict[str, Any]) -> np.ndarray:
     return flat.reshape(h, w, 4)[:, :, 3] > 0
 
 
-def predict(client: Any, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, config: str = LABEL_CONFIG) -> list[dict[str, Any]]:
+def predict(
+    client: Any, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None, config: str = LABEL_CONFIG
+) -> list[dict[str, Any]]:
     body: dict[str, Any] = {"tasks": tasks, "project": "7.1700000000", "label_config": config}
     if context is not None:
         body["params"] = {"login": None, "password": None, "context": context}
@@ -62,15 +64,16 @@ def test_boxes_from_task_predictions(client: Any) -> None:
     # the mask stays inside its box
     x0, y0, x1, y1 = voc_boxes(DOG)[0][1]
     outside = dog.copy()
-    outside[int(y0):int(y1), int(x0):int(x1)] = False
+    outside[int(y0) : int(y1), int(x0) : int(x1)] = False
     assert not outside.any()
 
 
 def test_boxes_prefer_annotation_and_label_synonym(client: Any) -> None:
     w, h = image_size(CAT)
-    (_, box), = voc_boxes(CAT)
+    ((_, box),) = voc_boxes(CAT)
     task = {
-        "id": 12, "data": {"image": f"/data/upload/1/{CAT}.jpg"},
+        "id": 12,
+        "data": {"image": f"/data/upload/1/{CAT}.jpg"},
         "annotations": [{"id": 1, "result": [rect("Cat", box, w, h)], "was_cancelled": False, "updated_at": "2025-01-01"}],
         "predictions": [{"result": [rect("dog", (0, 0, 50, 50), w, h)]}],
     }
@@ -82,9 +85,13 @@ def test_boxes_prefer_annotation_and_label_synonym(client: Any) -> None:
 
 def test_boxes_read_from_label_studio_api_when_not_sent(client: Any, ls_server: Any) -> None:
     w, h = image_size(CAT)
-    (_, box), = voc_boxes(CAT)
-    ls_server.tasks[13] = {"id": 13, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "annotations": [],
-                           "predictions": [{"result": [rect("Cat", box, w, h)]}]}
+    ((_, box),) = voc_boxes(CAT)
+    ls_server.tasks[13] = {
+        "id": 13,
+        "data": {"image": f"/data/upload/1/{CAT}.jpg"},
+        "annotations": [],
+        "predictions": [{"result": [rect("Cat", box, w, h)]}],
+    }
     [pred] = predict(client, [{"id": 13, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}])
     assert pred["mode"] == "boxes" and len(pred["result"]) == 1
     assert any(p.startswith("/api/tasks/13") for p, _ in ls_server.requests)
@@ -93,7 +100,10 @@ def test_boxes_read_from_label_studio_api_when_not_sent(client: Any, ls_server: 
 def test_unknown_label_gets_naked_grabcut_and_is_reported(client: Any) -> None:
     w, h = image_size(DOG)
     box = voc_boxes(DOG)[0][1]
-    [pred] = predict(client, [{"id": 14, "data": {"image": f"/data/upload/1/{DOG}.jpg"}, "predictions": [{"result": [rect("widget", box, w, h)]}]}])
+    [pred] = predict(
+        client,
+        [{"id": 14, "data": {"image": f"/data/upload/1/{DOG}.jpg"}, "predictions": [{"result": [rect("widget", box, w, h)]}]}],
+    )
     [res] = pred["result"]
     assert res["value"]["brushlabels"] == ["widget"] and res["meta"]["technique"] == "grabcut"
     assert any("widget" in wmsg and "no engine class" in wmsg for wmsg in pred["warnings"])
@@ -101,8 +111,16 @@ def test_unknown_label_gets_naked_grabcut_and_is_reported(client: Any) -> None:
 
 
 def test_tags_from_choices(client: Any) -> None:
-    task = {"id": 15, "data": {"image": f"/data/upload/1/{CAT}.jpg"},
-            "annotations": [{"id": 2, "result": [{"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": ["Cat", "widget"]}}]}]}
+    task = {
+        "id": 15,
+        "data": {"image": f"/data/upload/1/{CAT}.jpg"},
+        "annotations": [
+            {
+                "id": 2,
+                "result": [{"from_name": "tags", "to_name": "image", "type": "choices", "value": {"choices": ["Cat", "widget"]}}],
+            }
+        ],
+    }
     [pred] = predict(client, [task])
     assert pred["mode"] == "tags"
     [res] = pred["result"]
@@ -126,7 +144,9 @@ def test_nothing_given_uses_predicted_classes(client: Any, camnet: Any) -> None:
     from model.engine import get_config
     from tests.backend.conftest import jpeg
 
-    config = LABEL_CONFIG.replace('<Label value="widget"/></BrushLabels>', '<Label value="widget"/><Label value="bird"/></BrushLabels>')
+    config = LABEL_CONFIG.replace(
+        '<Label value="widget"/></BrushLabels>', '<Label value="widget"/><Label value="bird"/></BrushLabels>'
+    )
     [pred] = predict(client, [{"id": 17, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}], config=config)
     assert pred["mode"] == "guess"
     seg = Segmenter(get_config("default"), net=camnet)
@@ -140,21 +160,31 @@ def test_interactive_rectangle(client: Any) -> None:
     w, h = image_size(DOG)
     box = voc_boxes(DOG)[0][1]
     ctx = {"result": [{**rect("dog", box, w, h, "user1"), "origin": "manual"}]}
-    [pred] = predict(client, [{"id": 18, "data": {"image": f"/data/upload/1/{DOG}.jpg"}, "predictions": [], "annotations": []}], ctx)
+    [pred] = predict(
+        client, [{"id": 18, "data": {"image": f"/data/upload/1/{DOG}.jpg"}, "predictions": [], "annotations": []}], ctx
+    )
     assert pred["mode"] == "interactive"
     [res] = pred["result"]
     assert best_iou(check_result(res, DOG), DOG, "dog") > 0.8
 
 
 def keypoint(x: float, y: float, w: int, h: int, positive: bool, label: str = "Cat") -> dict[str, Any]:
-    return {"id": f"k{x:.0f}{y:.0f}", "type": "keypointlabels", "from_name": "kp", "to_name": "image", "is_positive": positive,
-            "original_width": w, "original_height": h, "image_rotation": 0,
-            "value": {"x": 100 * x / w, "y": 100 * y / h, "width": 0.5, "keypointlabels": [label]}}
+    return {
+        "id": f"k{x:.0f}{y:.0f}",
+        "type": "keypointlabels",
+        "from_name": "kp",
+        "to_name": "image",
+        "is_positive": positive,
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"x": 100 * x / w, "y": 100 * y / h, "width": 0.5, "keypointlabels": [label]},
+    }
 
 
 def test_interactive_keypoints_positive_and_negative(client: Any) -> None:
     w, h = image_size(CAT)
-    (_, gt), = instance_masks(CAT)
+    ((_, gt),) = instance_masks(CAT)
     ys, xs = np.nonzero(gt)
     inside = (float(np.median(xs)), float(np.median(ys)))
     task = {"id": 19, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}
@@ -190,11 +220,22 @@ def test_interactive_brush_strokes(client: Any) -> None:
     stroke = np.zeros_like(gt)
     ys, xs = np.nonzero(gt)
     cy, cx = int(np.median(ys)), int(np.median(xs))
-    stroke[cy - 6:cy + 6, cx - 30:cx + 30] = True
+    stroke[cy - 6 : cy + 6, cx - 30 : cx + 30] = True
     stroke &= gt
-    ctx = {"result": [{"id": "b1", "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
-                       "original_height": h, "image_rotation": 0,
-                       "value": {"format": "rle", "rle": mask_to_rle(stroke), "brushlabels": ["dog"]}}]}
+    ctx = {
+        "result": [
+            {
+                "id": "b1",
+                "type": "brushlabels",
+                "from_name": "mask",
+                "to_name": "image",
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {"format": "rle", "rle": mask_to_rle(stroke), "brushlabels": ["dog"]},
+            }
+        ]
+    }
     [pred] = predict(client, [{"id": 20, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}], ctx)
     [res] = pred["result"]
     m = check_result(res, DOG)
@@ -205,7 +246,7 @@ def test_interactive_brush_strokes(client: Any) -> None:
 
 def test_batch_with_one_bad_task(client: Any) -> None:
     w, h = image_size(CAT)
-    (_, box), = voc_boxes(CAT)
+    ((_, box),) = voc_boxes(CAT)
     good = {"data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": [rect("Cat", box, w, h)]}]}
     tasks = [{"id": 21, **good}, {"id": 22, "data": {"image": "/data/upload/1/no_such_image.jpg"}}, {"id": 23, **good}]
     out = predict(client, tasks)
@@ -239,12 +280,18 @@ def test_huge_image_refused_by_pixel_count(app_factory: Any) -> None:
 
 def test_bad_boxes(client: Any) -> None:
     w, h = image_size(CAT)
-    (_, box), = voc_boxes(CAT)
-    results = [rect("Cat", (w + 10, 10, w + 50, 50), w, h, "out"), rect("Cat", (10, 10, 10, 60), w, h, "zero"), rect("Cat", box, w, h, "ok")]
+    ((_, box),) = voc_boxes(CAT)
+    results = [
+        rect("Cat", (w + 10, 10, w + 50, 50), w, h, "out"),
+        rect("Cat", (10, 10, 10, 60), w, h, "zero"),
+        rect("Cat", box, w, h, "ok"),
+    ]
     [pred] = predict(client, [{"id": 32, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": results}]}])
     assert len(pred["result"]) == 1  # the good box still gets its mask
     assert sum("no area inside" in wmsg for wmsg in pred["warnings"]) == 2
-    [only_bad] = predict(client, [{"id": 33, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": results[:1]}]}])
+    [only_bad] = predict(
+        client, [{"id": 33, "data": {"image": f"/data/upload/1/{CAT}.jpg"}, "predictions": [{"result": results[:1]}]}]
+    )
     assert "result" not in only_bad and "no area inside" in only_bad["error"]
 
 
@@ -272,7 +319,9 @@ def test_second_prompt_on_the_same_image_reuses_image_and_cnn(client: Any, monke
     first = second = None
     for k, box in enumerate(((123, 115, 379, 275), (130, 120, 370, 270))):
         ctx = {"result": [rect("Dog", box, w, h, f"r{k}")]}
-        r = client.post("/predict", json={"tasks": [task], "project": "1.1", "label_config": LABEL_CONFIG, "params": {"context": ctx}})
+        r = client.post(
+            "/predict", json={"tasks": [task], "project": "1.1", "label_config": LABEL_CONFIG, "params": {"context": ctx}}
+        )
         [pred] = r.get_json()["results"]
         assert pred["mode"] == "interactive" and len(pred["result"]) == 1, pred
         first, second = (pred, second) if k == 0 else (first, pred)
@@ -285,9 +334,17 @@ def test_server_timing_splits_compute_and_download(client: Any) -> None:
     from bench.httpbench import parse_server_timing
 
     w, h = image_size(DOG)
-    body = {"tasks": [{"id": 12, "data": {"image": f"/data/upload/1/{DOG}.jpg"},
-                       "predictions": [{"result": [rect(n, b, w, h, f"r{i}") for i, (n, b) in enumerate(voc_boxes(DOG))]}]}],
-            "project": "7.1700000000", "label_config": LABEL_CONFIG}
+    body = {
+        "tasks": [
+            {
+                "id": 12,
+                "data": {"image": f"/data/upload/1/{DOG}.jpg"},
+                "predictions": [{"result": [rect(n, b, w, h, f"r{i}") for i, (n, b) in enumerate(voc_boxes(DOG))]}],
+            }
+        ],
+        "project": "7.1700000000",
+        "label_config": LABEL_CONFIG,
+    }
     r = client.post("/predict", json=body)
     assert r.status_code == 200
     t = parse_server_timing(r.headers["Server-Timing"])

@@ -21,33 +21,39 @@ def table_resolver(table: dict[str, list[str]]) -> Any:
 
 
 # ------------------------------------------------------------------------------------ item 7: LS paths
-@pytest.mark.parametrize("path", [
-    "/data/upload/3/abc-cat.jpg",
-    "/data/local-files/?d=images/cat.jpg",
-    "/storage-data/uploaded/?filepath=upload/3/cat.jpg",
-    "/tasks/12/presign/?fileuri=czM6Ly9iL2suanBn",
-    "/tasks/12/resolve/?fileuri=czM6Ly9iL2suanBn",
-    "/projects/4/presign/?fileuri=czM6Ly9iL2suanBn",
-    "/projects/4/resolve/?fileuri=czM6Ly9iL2suanBn",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/data/upload/3/abc-cat.jpg",
+        "/data/local-files/?d=images/cat.jpg",
+        "/storage-data/uploaded/?filepath=upload/3/cat.jpg",
+        "/tasks/12/presign/?fileuri=czM6Ly9iL2suanBn",
+        "/tasks/12/resolve/?fileuri=czM6Ly9iL2suanBn",
+        "/projects/4/presign/?fileuri=czM6Ly9iL2suanBn",
+        "/projects/4/resolve/?fileuri=czM6Ly9iL2suanBn",
+    ],
+)
 def test_ls_image_paths_allowed(path: str) -> None:
     UrlPolicy(LS, (), no_resolver).check(LS + path)
 
 
-@pytest.mark.parametrize("path", [
-    "/api/projects/",
-    "/api/projects/1/export?exportType=JSON",
-    "/api/current-user/whoami",
-    "/api/tasks/1/",
-    "/%61pi/projects/",  # Django routes on the percent-decoded path
-    "/tasks/12/presign/x/../../../api/projects/",
-    "/x/data/upload/a.jpg",  # only anchored image prefixes
-    "/tasks/abc/presign/?fileuri=x",
-    "/admin/",
-    "/",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/projects/",
+        "/api/projects/1/export?exportType=JSON",
+        "/api/current-user/whoami",
+        "/api/tasks/1/",
+        "/%61pi/projects/",  # Django routes on the percent-decoded path
+        "/tasks/12/presign/x/../../../api/projects/",
+        "/x/data/upload/a.jpg",  # only anchored image prefixes
+        "/tasks/abc/presign/?fileuri=x",
+        "/admin/",
+        "/",
+    ],
+)
 def test_ls_other_paths_refused_before_any_request(path: str) -> None:
-    with pytest.raises(UnsafeUrlError, match="not a Label Studio image path|traversal"):
+    with pytest.raises(UnsafeUrlError, match=r"not a Label Studio image path|traversal"):
         UrlPolicy(LS, (), no_resolver).check(LS + path)
 
 

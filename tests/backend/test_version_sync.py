@@ -94,8 +94,9 @@ def test_predict_schedules_the_sync(app_factory: Any, api: FakeProjectApi, monke
     seen: list[tuple[str, str]] = []
     monkeypatch.setattr(VersionSync, "schedule", lambda self, p, v: seen.append((p, v)))
     client = app_factory().test_client()
-    config = ('<View><Image name="image" value="$image"/>'
-              '<BrushLabels name="m" toName="image"><Label value="dog"/></BrushLabels></View>')
+    config = (
+        '<View><Image name="image" value="$image"/><BrushLabels name="m" toName="image"><Label value="dog"/></BrushLabels></View>'
+    )
     body = {"tasks": [{"id": 1, "data": {"image": "/data/upload/1/no_such.jpg"}}], "project": "7.123", "label_config": config}
     r = client.post("/predict", json=body)
     assert r.status_code == 200 and seen == [("7", r.get_json()["results"][0]["model_version"])]

@@ -38,11 +38,27 @@ def annotation(region_id: str, updated_at: str, mask: np.ndarray | None = None, 
     """An annotation as LS records it: a brush mask (default: the VOC dog) for the predicted region."""
     w, h = image_size(DOG)
     gt = mask if mask is not None else next(g for c, g in instance_masks(DOG) if c == "dog")
-    brush = {"id": region_id, "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
-             "original_height": h, "image_rotation": 0, "origin": "prediction-changed",
-             "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["dog"]}}
-    return {"id": aid, "task": 101, "project": 9, "result": [brush], "was_cancelled": False,
-            "created_at": "2025-01-01T10:00:00Z", "updated_at": updated_at, "completed_by": 1}
+    brush = {
+        "id": region_id,
+        "type": "brushlabels",
+        "from_name": "mask",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "origin": "prediction-changed",
+        "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["dog"]},
+    }
+    return {
+        "id": aid,
+        "task": 101,
+        "project": 9,
+        "result": [brush],
+        "was_cancelled": False,
+        "created_at": "2025-01-01T10:00:00Z",
+        "updated_at": updated_at,
+        "completed_by": 1,
+    }
 
 
 def event(ann: dict[str, Any], action: str = "ANNOTATION_CREATED") -> dict[str, Any]:
@@ -138,8 +154,9 @@ def test_forged_future_updated_at_and_forged_delete(app_factory: Any, ls_records
 
 def test_without_label_studio_nothing_is_learned_until_configured(app_factory: Any, ls_records: FakeLabelStudio) -> None:
     host = ls_records.url.split("//", 1)[1]
-    client = app_factory(LABEL_STUDIO_URL="", LABEL_STUDIO_API_KEY="", CAMCUT_MIN_CORRECTIONS="1",
-                         CAMCUT_ALLOWED_HOSTS=host).test_client()
+    client = app_factory(
+        LABEL_STUDIO_URL="", LABEL_STUDIO_API_KEY="", CAMCUT_MIN_CORRECTIONS="1", CAMCUT_ALLOWED_HOSTS=host
+    ).test_client()
     ls_records.annotations[555] = annotation("r-x", "2025-01-01T10:00:00Z")
     ev = event(ls_records.annotations[555])
     ev["task"] = {**TASK, "data": {"image": f"{ls_records.url}/img/{DOG}.jpg"}}  # a body one could learn from alone
@@ -221,7 +238,11 @@ def test_unusable_correction_is_recorded_not_raised(app_factory: Any, ls_records
     ls_records.tasks[102] = {"id": 102, "data": {"image": "/data/upload/1/missing.jpg"}, "project": 9}
     ls_records.annotations[557] = {**annotation("x", "2025-01-01T10:00:00Z", aid=557), "task": 102}
     r = client.post("/webhook", json=event(ls_records.annotations[557]))
-    assert r.status_code == 201 and r.get_json()["status"] == "error" and "Label Studio refused the image (HTTP 4xx)" in r.get_json()["error"]
+    assert (
+        r.status_code == 201
+        and r.get_json()["status"] == "error"
+        and "Label Studio refused the image (HTTP 4xx)" in r.get_json()["error"]
+    )
     assert client.get("/metrics").get_json()["projects"]["9"]["events"] == {"error": 1}
 
 

@@ -20,8 +20,7 @@ CVAT_CLI = Path(sys.executable).with_name("cvat-cli")
 
 # Single-class VOC images where the CNN finds the class (probed with cvat.engine.Engine.detect):
 # stem -> (the CVAT task's label name, a synonym where possible, and its VOC class).
-DETECT_STEMS = {"2007_000738": ("airplane", "aeroplane"), "2007_000713": ("Boat", "boat"),
-                "2007_001073": ("cattle", "cow")}
+DETECT_STEMS = {"2007_000738": ("airplane", "aeroplane"), "2007_000713": ("Boat", "boat"), "2007_001073": ("cattle", "cow")}
 
 
 def gt_union(stem: str) -> np.ndarray:
@@ -45,8 +44,13 @@ def run_cli(port: int, args: list[str], tmp: Path, timeout: float = 300) -> subp
     A personal access token in CVAT_ACCESS_TOKEN is how cvat-cli authenticates without a
     login request; HOME / XDG_CACHE_HOME point the SDK's chunk cache into the test's tmp dir.
     """
-    env = {**os.environ, "CVAT_ACCESS_TOKEN": "fake-pat", "HOME": str(tmp), "XDG_CACHE_HOME": str(tmp / "cache"),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "CVAT_ACCESS_TOKEN": "fake-pat",
+        "HOME": str(tmp),
+        "XDG_CACHE_HOME": str(tmp / "cache"),
+        "PYTHONPATH": str(ROOT),
+    }
     cmd = [str(CVAT_CLI), "--server-host", "http://127.0.0.1", "--server-port", str(port), *args]
     return subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True, timeout=timeout)
 

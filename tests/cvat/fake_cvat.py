@@ -61,12 +61,28 @@ class FakeCvat:
     def task_json(self, t: FakeTask) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/api/tasks/{t.id}"
         return {
-            "id": t.id, "name": f"task {t.id}", "url": url, "size": len(t.frames), "mode": "annotation",
-            "dimension": "2d", "status": "annotation", "data_chunk_size": t.chunk_size,
-            "data_original_chunk_type": "imageset", "data_compressed_chunk_type": "imageset",
-            "image_quality": 100, "data": t.id, "subset": "", "organization": None, "project_id": None,
-            "created_date": UPDATED, "updated_date": UPDATED, "overlap": 0, "segment_size": len(t.frames),
-            "bug_tracker": "", "owner": None, "assignee": None,
+            "id": t.id,
+            "name": f"task {t.id}",
+            "url": url,
+            "size": len(t.frames),
+            "mode": "annotation",
+            "dimension": "2d",
+            "status": "annotation",
+            "data_chunk_size": t.chunk_size,
+            "data_original_chunk_type": "imageset",
+            "data_compressed_chunk_type": "imageset",
+            "image_quality": 100,
+            "data": t.id,
+            "subset": "",
+            "organization": None,
+            "project_id": None,
+            "created_date": UPDATED,
+            "updated_date": UPDATED,
+            "overlap": 0,
+            "segment_size": len(t.frames),
+            "bug_tracker": "",
+            "owner": None,
+            "assignee": None,
             "jobs": {"count": 1, "completed": 0, "validation": 0, "url": f"http://127.0.0.1:{self.port}/api/jobs?task_id={t.id}"},
             "labels": {"url": f"http://127.0.0.1:{self.port}/api/labels?task_id={t.id}"},
         }
@@ -76,13 +92,25 @@ class FakeCvat:
 
     def job_json(self, t: FakeTask) -> dict[str, Any]:
         base = f"http://127.0.0.1:{self.port}/api"
-        return {"id": t.job_id, "task_id": t.id, "url": f"{base}/jobs/{t.job_id}", "project_id": None,
-                "start_frame": 0, "stop_frame": len(t.frames) - 1, "frame_count": len(t.frames), "dimension": "2d",
-                "mode": "annotation", "organization": None, "data_chunk_size": t.chunk_size,
-                "data_original_chunk_type": "imageset",
-                "data_compressed_chunk_type": "imageset", "created_date": UPDATED, "updated_date": UPDATED,
-                "issues": {"count": 0, "url": f"{base}/issues?job_id={t.job_id}"},
-                "labels": {"url": f"{base}/labels?job_id={t.job_id}"}}
+        return {
+            "id": t.job_id,
+            "task_id": t.id,
+            "url": f"{base}/jobs/{t.job_id}",
+            "project_id": None,
+            "start_frame": 0,
+            "stop_frame": len(t.frames) - 1,
+            "frame_count": len(t.frames),
+            "dimension": "2d",
+            "mode": "annotation",
+            "organization": None,
+            "data_chunk_size": t.chunk_size,
+            "data_original_chunk_type": "imageset",
+            "data_compressed_chunk_type": "imageset",
+            "created_date": UPDATED,
+            "updated_date": UPDATED,
+            "issues": {"count": 0, "url": f"{base}/issues?job_id={t.job_id}"},
+            "labels": {"url": f"{base}/labels?job_id={t.job_id}"},
+        }
 
     def meta_json(self, t: FakeTask) -> dict[str, Any]:
         frames = []
@@ -92,15 +120,24 @@ class FakeCvat:
             except OSError:
                 w, h = 1, 1
             frames.append({"name": name, "width": w, "height": h, "related_files": 0, "has_related_context": False})
-        return {"chunks_updated_date": UPDATED, "frames": frames, "deleted_frames": [], "chunk_size": t.chunk_size,
-                "size": len(t.frames), "image_quality": 100, "start_frame": 0, "stop_frame": len(t.frames) - 1,
-                "frame_filter": "", "included_frames": None}
+        return {
+            "chunks_updated_date": UPDATED,
+            "frames": frames,
+            "deleted_frames": [],
+            "chunk_size": t.chunk_size,
+            "size": len(t.frames),
+            "image_quality": 100,
+            "start_frame": 0,
+            "stop_frame": len(t.frames) - 1,
+            "frame_filter": "",
+            "included_frames": None,
+        }
 
     def chunk(self, t: FakeTask, number: int) -> bytes:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            for i, (name, data) in enumerate(t.frames[number * t.chunk_size:(number + 1) * t.chunk_size]):
-                z.writestr(f"{number * t.chunk_size + i:06d}{name[name.rfind('.'):]}", data)
+            for i, (name, data) in enumerate(t.frames[number * t.chunk_size : (number + 1) * t.chunk_size]):
+                z.writestr(f"{number * t.chunk_size + i:06d}{name[name.rfind('.') :]}", data)
         return buf.getvalue()
 
 
@@ -127,13 +164,28 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
             if n:
                 body = json.loads(self.rfile.read(n) or b"null")
             if parts[:2] == ["api", "server"] and parts[2:] == ["about"]:
-                return self._send(200, {"name": "CVAT (fake)", "description": "", "version": "2.80.0",
-                                        "logo_url": "", "subtitle": ""})
+                return self._send(
+                    200, {"name": "CVAT (fake)", "description": "", "version": "2.80.0", "logo_url": "", "subtitle": ""}
+                )
             if parts[:2] == ["api", "users"] and parts[2:] == ["self"]:
-                return self._send(200, {"id": 1, "username": "tester", "url": "", "first_name": "", "last_name": "",
-                                        "email": "", "groups": [], "is_staff": False, "is_superuser": False,
-                                        "is_active": True, "last_login": UPDATED, "date_joined": UPDATED,
-                                        "has_analytics_access": False})
+                return self._send(
+                    200,
+                    {
+                        "id": 1,
+                        "username": "tester",
+                        "url": "",
+                        "first_name": "",
+                        "last_name": "",
+                        "email": "",
+                        "groups": [],
+                        "is_staff": False,
+                        "is_superuser": False,
+                        "is_active": True,
+                        "last_login": UPDATED,
+                        "date_joined": UPDATED,
+                        "has_analytics_access": False,
+                    },
+                )
             if parts[:2] == ["api", "functions"]:
                 return self._functions(method, parts[2:], body)
             if parts[:2] == ["api", "jobs"] and len(parts) >= 3:
@@ -146,8 +198,19 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
             if parts[:2] == ["api", "labels"] and method == "GET":
                 t = fake.tasks[int(q["task_id"])] if "task_id" in q else fake.job_task(int(q.get("job_id", 0)))
                 assert t is not None
-                res = [{"id": lab["id"], "name": lab["name"], "type": lab.get("type", "any"), "color": "#ff0000",
-                        "attributes": [], "sublabels": [], "has_parent": False, "task_id": t.id} for lab in t.labels]
+                res = [
+                    {
+                        "id": lab["id"],
+                        "name": lab["name"],
+                        "type": lab.get("type", "any"),
+                        "color": "#ff0000",
+                        "attributes": [],
+                        "sublabels": [],
+                        "has_parent": False,
+                        "task_id": t.id,
+                    }
+                    for lab in t.labels
+                ]
                 return self._send(200, {"count": len(res), "next": None, "previous": None, "results": res})
             if parts[:2] == ["api", "tasks"] and len(parts) >= 3:
                 t = fake.tasks.get(int(parts[2]))
@@ -179,8 +242,14 @@ def _handler(fake: FakeCvat) -> type[BaseHTTPRequestHandler]:
             if rest == [] and method == "POST":
                 fid = len(fake.functions) + 1
                 # the server's defaults for fields an interactor may leave out
-                fake.functions[fid] = {"min_pos_points": 1, "min_neg_points": -1, "startswith_box": False,
-                                       "startswith_box_optional": False, **body, "id": fid}
+                fake.functions[fid] = {
+                    "min_pos_points": 1,
+                    "min_neg_points": -1,
+                    "startswith_box": False,
+                    "startswith_box_optional": False,
+                    **body,
+                    "id": fid,
+                }
                 return self._send(201, fake.functions[fid])
             if len(rest) == 1 and method == "GET":
                 fid = int(rest[0])

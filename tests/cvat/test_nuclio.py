@@ -44,11 +44,16 @@ def _server_reads_function(path: Path) -> dict:
     spec = json.loads(meta.get("spec") or "[]")
     labels = [item["name"] for item in spec]
     assert len(labels) == len(set(labels)), "CVAT refuses non-unique labels"
-    return {"kind": meta.get("type"), "labels": labels, "version": int(meta.get("version", "1")),
-            "min_pos_points": int(meta.get("min_pos_points", 1)), "min_neg_points": int(meta.get("min_neg_points", -1)),
-            "startswith_box": bool(meta.get("startswith_box", False)),
-            "startswith_box_optional": bool(meta.get("startswith_box_optional", False)),
-            "handler": data["spec"]["handler"]}
+    return {
+        "kind": meta.get("type"),
+        "labels": labels,
+        "version": int(meta.get("version", "1")),
+        "min_pos_points": int(meta.get("min_pos_points", 1)),
+        "min_neg_points": int(meta.get("min_neg_points", -1)),
+        "startswith_box": bool(meta.get("startswith_box", False)),
+        "startswith_box_optional": bool(meta.get("startswith_box_optional", False)),
+        "handler": data["spec"]["handler"],
+    }
 
 
 def _server_mask_points(anno_mask: list[int]) -> list[int]:
@@ -85,8 +90,13 @@ def test_function_yaml_as_cvat_reads_it() -> None:
     det = _server_reads_function(ROOT / "cvat/nuclio/detector/function.yaml")
     assert det["kind"] == "detector" and "aeroplane" in det["labels"] and len(det["labels"]) == 20
     inter = _server_reads_function(ROOT / "cvat/nuclio/interactor/function.yaml")
-    assert (inter["kind"], inter["version"], inter["min_pos_points"], inter["min_neg_points"],
-            inter["startswith_box_optional"]) == ("interactor", 2, 0, 0, True)
+    assert (
+        inter["kind"],
+        inter["version"],
+        inter["min_pos_points"],
+        inter["min_neg_points"],
+        inter["startswith_box_optional"],
+    ) == ("interactor", 2, 0, 0, True)
     assert det["handler"] == inter["handler"] == "main:handler"
 
 
@@ -114,12 +124,13 @@ def test_detector_masks_decode_as_cvat_stores_them(platform: Platform, engine) -
 def test_interactor_box_and_clicks(platform: Platform, engine) -> None:  # type: ignore[no-untyped-def]
     handler = _handler("interactor")
     stem = "2007_000738"
-    (_, (x0, y0, x1, y1)), = voc_boxes(stem)
+    ((_, (x0, y0, x1, y1)),) = voc_boxes(stem)
     rgb = from_base64(_b64(jpeg(stem)))
     h, w = rgb.shape[:2]
     for bbox in ([x0, y0, x1, y1], [[x0, y0], [x1, y1]]):  # current and older CVAT servers
-        resp = platform.call_handler(handler, _event({"image": _b64(jpeg(stem)), "pos_points": [], "neg_points": [],
-                                                      "obj_bbox": bbox}))
+        resp = platform.call_handler(
+            handler, _event({"image": _b64(jpeg(stem)), "pos_points": [], "neg_points": [], "obj_bbox": bbox})
+        )
         assert resp.status_code == 200, resp.body
         rows = np.asarray(json.loads(resp.body)["mask"])
         assert rows.shape == (h, w)
@@ -128,23 +139,29 @@ def test_interactor_box_and_clicks(platform: Platform, engine) -> None:  # type:
         assert np.array_equal(got, engine.interact([], [], (x0, y0, x1, y1)))
         assert mask_iou(got, gt_union(stem)) >= IOU_FLOOR
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    resp = platform.call_handler(handler, _event({"image": _b64(jpeg(stem)), "pos_points": [[cx, cy]],
-                                                  "neg_points": [[2, 2]], "obj_bbox": None}))
+    resp = platform.call_handler(
+        handler, _event({"image": _b64(jpeg(stem)), "pos_points": [[cx, cy]], "neg_points": [[2, 2]], "obj_bbox": None})
+    )
     got = np.asarray(json.loads(resp.body)["mask"]) != 0
     assert got[int(cy), int(cx)] and not got[2, 2]
 
 
-@pytest.mark.parametrize(("kind", "body", "message"), [
-    ("detector", {"image": base64.b64encode(b"not an image").decode()}, "image"),
-    ("detector", {"image": 12}, "base64"),
-    ("detector", {"image": "", "threshold": 7}, "threshold"),
-    ("interactor", {"image": "IMAGE", "pos_points": [], "neg_points": [], "obj_bbox": [5000, 5000, 5100, 5100]},
-     "no area inside"),
-    ("interactor", {"image": "IMAGE", "pos_points": [], "neg_points": [[1, 1]], "obj_bbox": None}, "no positive point"),
-    ("interactor", {"image": "IMAGE", "pos_points": [[1, 2, 3]], "neg_points": []}, "pos_points"),
-    ("interactor", {"image": base64.b64encode(b"GIF89a broken").decode(), "pos_points": [[1, 1]], "neg_points": []},
-     "image"),
-])
+@pytest.mark.parametrize(
+    ("kind", "body", "message"),
+    [
+        ("detector", {"image": base64.b64encode(b"not an image").decode()}, "image"),
+        ("detector", {"image": 12}, "base64"),
+        ("detector", {"image": "", "threshold": 7}, "threshold"),
+        (
+            "interactor",
+            {"image": "IMAGE", "pos_points": [], "neg_points": [], "obj_bbox": [5000, 5000, 5100, 5100]},
+            "no area inside",
+        ),
+        ("interactor", {"image": "IMAGE", "pos_points": [], "neg_points": [[1, 1]], "obj_bbox": None}, "no positive point"),
+        ("interactor", {"image": "IMAGE", "pos_points": [[1, 2, 3]], "neg_points": []}, "pos_points"),
+        ("interactor", {"image": base64.b64encode(b"GIF89a broken").decode(), "pos_points": [[1, 1]], "neg_points": []}, "image"),
+    ],
+)
 def test_bad_input_is_a_400_with_a_message(platform: Platform, kind: str, body: dict, message: str) -> None:
     if body.get("image") == "IMAGE":
         body = {**body, "image": _b64(jpeg("2007_000738"))}
@@ -153,6 +170,8 @@ def test_bad_input_is_a_400_with_a_message(platform: Platform, kind: str, body: 
     assert message in json.loads(resp.body)["error"]
     # the worker keeps serving: a good request right after still works
     if kind == "interactor":
-        ok = platform.call_handler(_handler(kind), _event({"image": _b64(jpeg("2007_000738")), "pos_points": [],
-                                                           "neg_points": [], "obj_bbox": [10, 10, 200, 200]}))
+        ok = platform.call_handler(
+            _handler(kind),
+            _event({"image": _b64(jpeg("2007_000738")), "pos_points": [], "neg_points": [], "obj_bbox": [10, 10, 200, 200]}),
+        )
         assert ok.status_code == 200

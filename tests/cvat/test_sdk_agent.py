@@ -27,14 +27,23 @@ IOU_FLOOR = 0.5
 
 
 def _ar(ar_id: str, frame: int, pos=(), neg=(), bbox=()) -> dict:  # type: ignore[no-untyped-def]
-    return {"ar_id": ar_id, "ar_params": {"type": "interact", "task": 7, "frame": frame, "pos_points": [list(p) for p in pos],
-                                          "neg_points": [list(p) for p in neg], "obj_bbox": [list(p) for p in bbox]}}
+    return {
+        "ar_id": ar_id,
+        "ar_params": {
+            "type": "interact",
+            "task": 7,
+            "frame": frame,
+            "pos_points": [list(p) for p in pos],
+            "neg_points": [list(p) for p in neg],
+            "obj_bbox": [list(p) for p in bbox],
+        },
+    }
 
 
 def test_create_native_then_agent_serves_box_and_clicks(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]
     data = jpeg(STEM).read_bytes()
     frames = [(f"{STEM}.jpg", data), ("broken.jpg", b"this is not an image")]
-    (_, (x0, y0, x1, y1)), = voc_boxes(STEM)
+    ((_, (x0, y0, x1, y1)),) = voc_boxes(STEM)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     with FakeCvat([FakeTask(id=7, labels=[{"id": 1, "name": "airplane"}], frames=frames)]) as fake:
         r = run_cli(fake.port, ["function", "create-native", "camcut", "--function-module", "cvat.interactor"], tmp_path)
@@ -42,8 +51,13 @@ def test_create_native_then_agent_serves_box_and_clicks(tmp_path: Path, engine) 
         fid = int(r.stdout.strip())
         fn = fake.functions[fid]
         # what the UI reads to offer the tool: an interactor, box optional, clicks optional
-        assert (fn["kind"], fn["provider"], fn["min_pos_points"], fn["min_neg_points"], fn["startswith_box_optional"]) \
-            == ("interactor", "native", 0, 0, True)
+        assert (fn["kind"], fn["provider"], fn["min_pos_points"], fn["min_neg_points"], fn["startswith_box_optional"]) == (
+            "interactor",
+            "native",
+            0,
+            0,
+            True,
+        )
         fake.ars = [
             _ar("box", 0, bbox=((x0, y0), (x1, y1))),
             _ar("outside", 0, bbox=((5000, 5000), (5100, 5100))),
@@ -52,8 +66,7 @@ def test_create_native_then_agent_serves_box_and_clicks(tmp_path: Path, engine) 
             _ar("not-an-image", 1, bbox=((0, 0), (10, 10))),
             _ar("box-again", 0, bbox=((x0, y0), (x1, y1))),
         ]
-        r = run_cli(fake.port, ["function", "run-agent", str(fid), "--function-module", "cvat.interactor", "--burst"],
-                    tmp_path)
+        r = run_cli(fake.port, ["function", "run-agent", str(fid), "--function-module", "cvat.interactor", "--burst"], tmp_path)
         assert r.returncode == 0, r.stderr
     assert sorted(fake.completed) == ["box", "box-again", "clicks"], (fake.completed.keys(), fake.failed)
     assert sorted(fake.failed) == ["not-an-image", "nothing", "outside"]
@@ -73,7 +86,6 @@ def test_create_native_then_agent_serves_box_and_clicks(tmp_path: Path, engine) 
     assert mask_iou(masks["box"], gt_union(STEM)) >= IOU_FLOOR
     assert masks["clicks"][int(cy), int(cx)] and not masks["clicks"][2, 2]
     assert np.array_equal(masks["clicks"], engine.interact([(cx, cy)], [(2, 2)], None))
-
 
 
 def test_detector_as_native_function(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-def]

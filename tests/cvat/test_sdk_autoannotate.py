@@ -21,8 +21,12 @@ from .fake_cvat import FakeCvat, FakeTask
 
 pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images (> 15 s on 2 cores)
 
-LABELS = [{"id": 11, "name": "airplane", "type": "any"}, {"id": 12, "name": "Boat", "type": "any"},
-          {"id": 13, "name": "cattle", "type": "any"}, {"id": 14, "name": "widget", "type": "any"}]
+LABELS = [
+    {"id": 11, "name": "airplane", "type": "any"},
+    {"id": 12, "name": "Boat", "type": "any"},
+    {"id": 13, "name": "cattle", "type": "any"},
+    {"id": 14, "name": "widget", "type": "any"},
+]
 IOU_FLOOR = 0.5  # probed: 0.70 / 0.71 / 0.70 for these three images (cvat.engine.Engine.detect)
 
 
@@ -32,8 +36,20 @@ def _task(frames: list[tuple[str, bytes]]) -> FakeTask:
 
 def test_auto_annotate_masks_equal_engine_and_match_voc(tmp_path: Path, voc_frames, engine) -> None:  # type: ignore[no-untyped-def]
     with FakeCvat([_task(voc_frames)]) as fake:
-        r = run_cli(fake.port, ["task", "auto-annotate", "7", "--function-module", "cvat.detector",
-                                "-p", "labels=str:airplane,Boat,cattle", "--allow-unmatched-labels"], tmp_path)
+        r = run_cli(
+            fake.port,
+            [
+                "task",
+                "auto-annotate",
+                "7",
+                "--function-module",
+                "cvat.detector",
+                "-p",
+                "labels=str:airplane,Boat,cattle",
+                "--allow-unmatched-labels",
+            ],
+            tmp_path,
+        )
         assert r.returncode == 0, r.stderr
         t = fake.tasks[7]
     assert [p["action"] for p in t.patches] == ["create"]
@@ -53,9 +69,21 @@ def test_auto_annotate_masks_equal_engine_and_match_voc(tmp_path: Path, voc_fram
 
 def test_auto_annotate_polygons_on_request(tmp_path: Path, voc_frames) -> None:  # type: ignore[no-untyped-def]
     with FakeCvat([_task(voc_frames[:1])]) as fake:
-        r = run_cli(fake.port, ["task", "auto-annotate", "7", "--function-module", "cvat.detector",
-                                "-p", "labels=str:airplane", "--allow-unmatched-labels", "--conv-mask-to-poly"],
-                    tmp_path)
+        r = run_cli(
+            fake.port,
+            [
+                "task",
+                "auto-annotate",
+                "7",
+                "--function-module",
+                "cvat.detector",
+                "-p",
+                "labels=str:airplane",
+                "--allow-unmatched-labels",
+                "--conv-mask-to-poly",
+            ],
+            tmp_path,
+        )
         assert r.returncode == 0, r.stderr
         shapes = fake.tasks[7].patches[0]["body"]["shapes"]
     assert shapes and all(s["type"] == "polygon" and len(s["points"]) >= 6 for s in shapes)
@@ -71,8 +99,11 @@ def test_auto_annotate_polygons_on_request(tmp_path: Path, voc_frames) -> None: 
 
 def test_unknown_label_is_refused_by_name(tmp_path: Path, voc_frames) -> None:  # type: ignore[no-untyped-def]
     with FakeCvat([_task(voc_frames[:1])]) as fake:
-        r = run_cli(fake.port, ["task", "auto-annotate", "7", "--function-module", "cvat.detector",
-                                "-p", "labels=str:airplane,widget"], tmp_path)
+        r = run_cli(
+            fake.port,
+            ["task", "auto-annotate", "7", "--function-module", "cvat.detector", "-p", "labels=str:airplane,widget"],
+            tmp_path,
+        )
         assert fake.tasks[7].patches == []  # nothing uploaded
     assert r.returncode != 0
     assert "widget" in r.stderr and "no camcut class" in r.stderr

@@ -28,9 +28,13 @@ pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images 
 
 IOU_FLOOR = 0.5
 # "cattle" is a tag-only label: its mask goes to the mask label "cow" (same engine class).
-LABELS = [{"id": 11, "name": "airplane", "type": "any"}, {"id": 12, "name": "Boat", "type": "any"},
-          {"id": 13, "name": "cattle", "type": "tag"}, {"id": 15, "name": "cow", "type": "mask"},
-          {"id": 14, "name": "widget", "type": "any"}]
+LABELS = [
+    {"id": 11, "name": "airplane", "type": "any"},
+    {"id": 12, "name": "Boat", "type": "any"},
+    {"id": 13, "name": "cattle", "type": "tag"},
+    {"id": 15, "name": "cow", "type": "mask"},
+    {"id": 14, "name": "widget", "type": "any"},
+]
 STEMS = list(DETECT_STEMS)
 
 
@@ -39,16 +43,28 @@ def _tag(i: int, frame: int, label_id: int) -> dict:
 
 
 def _rect(i: int, frame: int, label_id: int, box: tuple[float, ...]) -> dict:
-    return {"id": i, "frame": frame, "label_id": label_id, "type": "rectangle", "points": list(box), "occluded": False,
-            "outside": False, "z_order": 0, "rotation": 0.0, "group": 0, "source": "manual", "attributes": [],
-            "elements": []}
+    return {
+        "id": i,
+        "frame": frame,
+        "label_id": label_id,
+        "type": "rectangle",
+        "points": list(box),
+        "occluded": False,
+        "outside": False,
+        "z_order": 0,
+        "rotation": 0.0,
+        "group": 0,
+        "source": "manual",
+        "attributes": [],
+        "elements": [],
+    }
 
 
 def _task() -> FakeTask:
     frames = [(f"{s}.jpg", jpeg(s).read_bytes()) for s in STEMS] + [("broken.jpg", b"not an image at all")]
     t = FakeTask(id=7, labels=LABELS, frames=frames, job_id=70)
     t.annotations["tags"] = [_tag(1, 0, 11), _tag(2, 0, 14), _tag(3, 1, 12), _tag(4, 2, 13), _tag(5, 3, 11)]
-    (_, box), = voc_boxes(STEMS[0])
+    ((_, box),) = voc_boxes(STEMS[0])
     t.annotations["shapes"] = [_rect(6, 0, 11, box)]
     return t
 
@@ -102,7 +118,7 @@ def test_boxes_too(tmp_path: Path, engine) -> None:  # type: ignore[no-untyped-d
     stem = STEMS[0]
     im = pil_rgb(jpeg(stem).read_bytes())
     seg = engine.set_image(from_pil(im))
-    (_, box), = voc_boxes(stem)
+    ((_, box),) = voc_boxes(stem)
     own = seg.segment_box(Box(*box), "aeroplane").mask
     got = [decode_mask(s["points"], image_width=im.width, image_height=im.height) for s in frame0]
     assert any(np.array_equal(g, own) for g in got)

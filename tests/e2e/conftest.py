@@ -44,9 +44,7 @@ def label_studio():
     log_path.parent.mkdir(parents=True, exist_ok=True)
 
     try:
-        _TIMINGS["install_s"] = round(
-            ensure_installed(timeout=float(os.environ.get("CAMCUT_LS_INSTALL_TIMEOUT", 900))), 2
-        )
+        _TIMINGS["install_s"] = round(ensure_installed(timeout=float(os.environ.get("CAMCUT_LS_INSTALL_TIMEOUT", 900))), 2)
     except (LabelStudioError, OSError) as exc:
         pytest.fail(f"Label Studio {LS_VERSION} could not be installed into .venv-ls: {exc}", pytrace=False)
 

@@ -93,9 +93,7 @@ def ensure_installed(venv: Path = DEFAULT_VENV, version: str = LS_VERSION, timeo
         raise LabelStudioError(f"installing label-studio=={version} timed out after {timeout:.0f}s") from exc
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
-        raise LabelStudioError(
-            f"{INSTALL_SCRIPT} failed (exit {proc.returncode}) installing label-studio=={version}:\n{tail}"
-        )
+        raise LabelStudioError(f"{INSTALL_SCRIPT} failed (exit {proc.returncode}) installing label-studio=={version}:\n{tail}")
     if installed_version(venv) != version:
         raise LabelStudioError(f"after install, {venv} does not contain label-studio=={version}")
     return time.monotonic() - start
@@ -637,9 +635,7 @@ def voc_objects(xml_path: os.PathLike) -> dict[str, Any]:
     objs = []
     for o in root.findall("object"):
         bb = o.find("bndbox")
-        objs.append(
-            {"name": o.findtext("name"), **{k: float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")}}
-        )
+        objs.append({"name": o.findtext("name"), **{k: float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")}})
     return {"width": int(size.findtext("width")), "height": int(size.findtext("height")), "objects": objs}
 
 
@@ -699,9 +695,14 @@ DEMO_LABEL_CONFIG = """<View>
 </View>"""
 
 
-def create_voc_project(ls: LabelStudioServer, title: str, stems: list[str] | tuple[str, ...],
-                       voc: Path = VOC_ROOT, labels: tuple[str, ...] = DEMO_LABELS,
-                       label_config: str = DEMO_LABEL_CONFIG) -> tuple[dict, dict[str, int]]:
+def create_voc_project(
+    ls: LabelStudioServer,
+    title: str,
+    stems: list[str] | tuple[str, ...],
+    voc: Path = VOC_ROOT,
+    labels: tuple[str, ...] = DEMO_LABELS,
+    label_config: str = DEMO_LABEL_CONFIG,
+) -> tuple[dict, dict[str, int]]:
     """Create a project, upload the VOC images ``stems`` and import their VOC boxes as
     predictions (model_version "voc-boxes"). Returns (project, {stem: task id})."""
     proj = ls.create_project(title, label_config)
@@ -710,8 +711,15 @@ def create_voc_project(ls: LabelStudioServer, title: str, stems: list[str] | tup
     by_stem = {next(s for s in stems if tasks[tid]["data"]["image"].endswith(f"{s}.jpg")): tid for tid in task_ids}
     ls.import_predictions(
         proj["id"],
-        [{"task": by_stem[s], "result": voc_rectangles(voc / "Annotations" / f"{s}.xml", labels=labels), "score": 1.0,
-          "model_version": "voc-boxes"} for s in stems],
+        [
+            {
+                "task": by_stem[s],
+                "result": voc_rectangles(voc / "Annotations" / f"{s}.xml", labels=labels),
+                "score": 1.0,
+                "model_version": "voc-boxes",
+            }
+            for s in stems
+        ],
     )
     return proj, by_stem
 
@@ -726,8 +734,13 @@ class CamcutBackend:
         self.log_path = log_path
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))},
-            "PORT": str(self.port), "WORKERS": "1", "THREADS": "2", "LOG_LEVEL": "INFO",
-            "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, "MODEL_DIR": str(model_dir),
+            "PORT": str(self.port),
+            "WORKERS": "1",
+            "THREADS": "2",
+            "LOG_LEVEL": "INFO",
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.token,
+            "MODEL_DIR": str(model_dir),
         }
         self.proc: subprocess.Popen | None = None
         self._log: Any = None
@@ -737,9 +750,14 @@ class CamcutBackend:
         gunicorn = Path(sys.executable).parent / "gunicorn"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115  # the backend's log, closed on stop
-        self.proc = subprocess.Popen([str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
-                                     cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

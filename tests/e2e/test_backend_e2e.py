@@ -84,7 +84,13 @@ def test_retrieve_predictions_for_all_tasks(label_studio: Any, project: dict[str
         ours = [p for p in label_studio.list_predictions(tid) if str(p.get("model_version", "")).startswith("camcut-")]
         assert len(ours) == 1, f"task {tid}: {label_studio.list_predictions(tid)}"
         results = ours[0]["result"]
-        label = next(n for n in LABELS if any(r["value"]["rectanglelabels"] == [n] for r in voc_rectangles(VOC / "Annotations" / f"{stem}.xml", labels=LABELS)))
+        label = next(
+            n
+            for n in LABELS
+            if any(
+                r["value"]["rectanglelabels"] == [n] for r in voc_rectangles(VOC / "Annotations" / f"{stem}.xml", labels=LABELS)
+            )
+        )
         assert [r["value"]["brushlabels"] for r in results] == [[label]]
         with Image.open(VOC / "JPEGImages" / f"{stem}.jpg") as im:
             size = im.size

@@ -67,21 +67,43 @@ def setup(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         proj, by_stem = create_voc_project(label_studio, "camcut browser", STEMS)
         pid = proj["id"]
         label_studio.update_project(pid, show_collab_predictions=True)
-        label_studio.connect_ml_backend(pid, server.url, title="camcut", is_interactive=True, timeout=300,
-                                        use_for_predictions=False)  # as the UI does it: nothing set by hand
+        label_studio.connect_ml_backend(
+            pid, server.url, title="camcut", is_interactive=True, timeout=300, use_for_predictions=False
+        )  # as the UI does it: nothing set by hand
         label_studio.retrieve_predictions(pid)
         until("model version synced", lambda: str(label_studio.get_project(pid)["model_version"]).startswith("camcut-"))
         views = label_studio.get("/api/dm/views/", params={"project": pid})
-        data = {"title": "by score", "ordering": ["tasks:predictions_score"], "type": "list", "target": "tasks",
-                "hiddenColumns": {"explore": ["tasks:inner_id", "tasks:annotations_results", "tasks:annotations_ids",
-                                              "tasks:predictions_model_versions", "tasks:predictions_results",
-                                              "tasks:file_upload", "tasks:storage_filename", "tasks:created_at",
-                                              "tasks:updated_at", "tasks:updated_by", "tasks:avg_lead_time",
-                                              "tasks:draft_exists", "tasks:annotators", "tasks:cancelled_annotations"],
-                                  "labeling": []},
-                "filters": {"conjunction": "and", "items": []}}
-        view = label_studio.post("/api/dm/views/", json={"project": pid, "data": data}) if not views else \
-            label_studio.patch(f"/api/dm/views/{views[0]['id']}/", json={"project": pid, "data": data})
+        data = {
+            "title": "by score",
+            "ordering": ["tasks:predictions_score"],
+            "type": "list",
+            "target": "tasks",
+            "hiddenColumns": {
+                "explore": [
+                    "tasks:inner_id",
+                    "tasks:annotations_results",
+                    "tasks:annotations_ids",
+                    "tasks:predictions_model_versions",
+                    "tasks:predictions_results",
+                    "tasks:file_upload",
+                    "tasks:storage_filename",
+                    "tasks:created_at",
+                    "tasks:updated_at",
+                    "tasks:updated_by",
+                    "tasks:avg_lead_time",
+                    "tasks:draft_exists",
+                    "tasks:annotators",
+                    "tasks:cancelled_annotations",
+                ],
+                "labeling": [],
+            },
+            "filters": {"conjunction": "and", "items": []},
+        }
+        view = (
+            label_studio.post("/api/dm/views/", json={"project": pid, "data": data})
+            if not views
+            else label_studio.patch(f"/api/dm/views/{views[0]['id']}/", json={"project": pid, "data": data})
+        )
         yield {"project": pid, "tasks": by_stem, "view": view["id"]}
     finally:
         server.stop()
@@ -98,8 +120,11 @@ def scores_by_task(label_studio: Any, tasks: dict[str, int]) -> dict[int, float]
 def test_data_manager_sorted_by_score_then_worst_task(label_studio: Any, setup: dict[str, Any], driver: Any) -> None:
     login(driver, label_studio)
     driver.get(f"{label_studio.url}/projects/{setup['project']}/data?tab={setup['view']}")
-    page = until("the Data Manager lists every task", lambda: (lambda p: p if len(p["rows"]) == len(STEMS) else None)(
-        driver.execute_script(ROWS_JS)), timeout=120)
+    page = until(
+        "the Data Manager lists every task",
+        lambda: (lambda p: p if len(p["rows"]) == len(STEMS) else None)(driver.execute_script(ROWS_JS)),
+        timeout=120,
+    )
     col = next(i for i, h in enumerate(page["head"]) if "score" in h.lower())
     shown = [r["cells"][col] for r in page["rows"]]
     assert all(s and s.replace(".", "", 1).isdigit() for s in shown), (page["head"], shown)  # scores present
@@ -115,7 +140,8 @@ def test_data_manager_sorted_by_score_then_worst_task(label_studio: Any, setup: 
 
     open_task(driver, label_studio, setup["project"], worst)
     labels = driver.execute_script(
-        "return [...document.querySelectorAll('.lsf-tree__node_type_brushregion')].map(n => n.textContent.trim());")
+        "return [...document.querySelectorAll('.lsf-tree__node_type_brushregion')].map(n => n.textContent.trim());"
+    )
     [pred] = [p for p in label_studio.list_predictions(worst) if str(p["model_version"]).startswith("camcut-")]
     wanted = sorted(r["value"]["brushlabels"][0] for r in pred["result"])
     assert len(labels) == len(wanted) and all(any(w in t for w in wanted) for t in labels), (labels, wanted)

@@ -36,10 +36,18 @@ STEMS = ("2007_000063", "2007_000528", "2007_000170")  # dog, cat, two persons
 def bulk(label_studio: Any, project: int, model_dir: Path, *extra: str) -> tuple[int, str, str]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))},
-        "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token, "MODEL_DIR": str(model_dir),
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.token,
+        "MODEL_DIR": str(model_dir),
     }
-    proc = subprocess.run([sys.executable, "-m", "backend.bulk", "--project", str(project), "--workers", "2", *extra],
-                          cwd=_REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "backend.bulk", "--project", str(project), "--workers", "2", *extra],
+        cwd=_REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert label_studio.token not in proc.stdout + proc.stderr, "the API key leaked into the output"
     return proc.returncode, proc.stdout, proc.stderr
 

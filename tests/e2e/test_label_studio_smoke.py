@@ -116,9 +116,7 @@ def test_json_import_with_inline_predictions(label_studio, project):
         [
             {
                 "data": {"image": url},
-                "predictions": [
-                    {"result": voc_rectangles(_xml(stem), labels=LABELS), "score": 0.5, "model_version": "inline"}
-                ],
+                "predictions": [{"result": voc_rectangles(_xml(stem), labels=LABELS), "score": 0.5, "model_version": "inline"}],
             }
         ],
     )
@@ -167,9 +165,7 @@ def test_personal_access_token_flow(label_studio, project):
     r = requests.get(f"{label_studio.url}/api/current-user/whoami", headers=bearer, timeout=30)
     assert r.status_code == 200 and r.json()["email"] == label_studio.username
     # the refresh token itself is NOT accepted as a Bearer token
-    r = requests.get(
-        f"{label_studio.url}/api/current-user/whoami", headers={"Authorization": f"Bearer {pat}"}, timeout=30
-    )
+    r = requests.get(f"{label_studio.url}/api/current-user/whoami", headers={"Authorization": f"Bearer {pat}"}, timeout=30)
     assert r.status_code == 401
     stem, tid = next(iter(project["tasks"].items()))
     url = label_studio.get_task(tid)["data"]["image"]

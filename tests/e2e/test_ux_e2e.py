@@ -71,8 +71,9 @@ def project(label_studio: Any, backend: str) -> dict[str, Any]:
     missing = label_studio.import_tasks(proj["id"], [{"image": "/data/upload/999/no_such_image.jpg"}])
     label_studio.update_project(proj["id"], show_collab_predictions=True)
     # as the UI's Connect model does it: LS itself sets model_version to the title
-    ml = label_studio.connect_ml_backend(proj["id"], backend, title="camcut", is_interactive=True, timeout=300,
-                                         use_for_predictions=False)
+    ml = label_studio.connect_ml_backend(
+        proj["id"], backend, title="camcut", is_interactive=True, timeout=300, use_for_predictions=False
+    )
     tasks = {t["id"] for t in label_studio.list_tasks(proj["id"])}
     bad = sorted(tasks - set(by_stem.values()))
     assert len(bad) == 1, missing
@@ -112,9 +113,16 @@ def test_negative_click_alone_cuts_from_the_mask(label_studio: Any, project: dic
     ys, xs = np.nonzero(before)
     i = int(np.argmax(xs))  # the mask's right-most pixel: a spot to remove
     x, y = float(xs[i] - 3), float(ys[i])
-    click = {"id": "neg", "type": "keypointlabels", "from_name": "click", "to_name": "image", "original_width": w,
-             "original_height": h, "is_positive": False, "value": {"x": x * 100 / w, "y": y * 100 / h, "width": 0.5,
-                                                                    "keypointlabels": ["dog"]}}
+    click = {
+        "id": "neg",
+        "type": "keypointlabels",
+        "from_name": "click",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "is_positive": False,
+        "value": {"x": x * 100 / w, "y": y * 100 / h, "width": 0.5, "keypointlabels": ["dog"]},
+    }
     out = label_studio.interactive_annotating(project["ml"]["id"], dog, {"result": [click]})
     assert "data" in out, out
     [res] = out["data"]["result"]

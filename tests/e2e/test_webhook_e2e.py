@@ -92,8 +92,11 @@ def test_submitted_annotation_is_learned_through_ls_webhook_with_basic_auth(labe
     label_studio.retrieve_predictions(pid)
     [pred] = [p for p in label_studio.list_predictions(tid) if str(p.get("model_version", "")).startswith("camcut-")]
     [res] = pred["result"]
-    corrected = {**res, "origin": "prediction-changed",
-                 "value": {"format": "rle", "rle": mask_to_rle(dog_mask()), "brushlabels": res["value"]["brushlabels"]}}
+    corrected = {
+        **res,
+        "origin": "prediction-changed",
+        "value": {"format": "rle", "rle": mask_to_rle(dog_mask()), "brushlabels": res["value"]["brushlabels"]},
+    }
     ann = label_studio.create_annotation(tid, [corrected])
 
     m = wait_for(lambda m: "box:dog" in m["projects"].get(str(pid), {}).get("corrections", {}), "the annotation learned", backend)

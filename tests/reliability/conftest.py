@@ -60,7 +60,9 @@ class FaultServer:
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes = b"", ctype: str = "application/octet-stream", headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, code: int, body: bytes = b"", ctype: str = "application/octet-stream", headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -80,7 +82,7 @@ class FaultServer:
                     p = jpeg(Path(u.path).stem)
                     return self._send(200, p.read_bytes(), "image/jpeg") if p.is_file() else self._send(404, b"no")
                 if u.path.startswith("/file/"):
-                    name = u.path[len("/file/"):]
+                    name = u.path[len("/file/") :]
                     return self._send(200, fake.files[name]) if name in fake.files else self._send(404, b"no")
                 if u.path.startswith("/status/"):
                     return self._send(int(u.path.rsplit("/", 1)[1]), b'{"detail": "nope"}', "application/json")
@@ -180,11 +182,18 @@ def box_task(task_id: int, image: str, stem: str = CAT) -> dict[str, Any]:
     return {"id": task_id, "data": {"image": image}, "predictions": [{"result": [rect(label, box, w, h)]}]}
 
 
-def pct_box_task(task_id: int, image: str, label: str = "Cat", box: tuple[float, float, float, float] = (10, 10, 80, 80)) -> dict[str, Any]:
+def pct_box_task(
+    task_id: int, image: str, label: str = "Cat", box: tuple[float, float, float, float] = (10, 10, 80, 80)
+) -> dict[str, Any]:
     """A task with one percent box (image size unknown in advance)."""
     x0, y0, x1, y1 = box
-    r = {"id": "r1", "type": "rectanglelabels", "from_name": "box", "to_name": "image",
-         "value": {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "rotation": 0, "rectanglelabels": [label]}}
+    r = {
+        "id": "r1",
+        "type": "rectanglelabels",
+        "from_name": "box",
+        "to_name": "image",
+        "value": {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0, "rotation": 0, "rectanglelabels": [label]},
+    }
     return {"id": task_id, "data": {"image": image}, "predictions": [{"result": [r]}]}
 
 
@@ -205,9 +214,21 @@ class Gunicorn:
         full.update({"PORT": str(self.port), "LOG_LEVEL": "WARNING", "NO_PROXY": "*", **env})
         self.log = open(log_path, "wb")  # noqa: SIM115  # gunicorn's log, closed in kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "backend/gunicorn_conf.py", "-b", f"127.0.0.1:{self.port}",
-             "backend.wsgi:app"],
-            cwd=ROOT, env=full, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "backend/gunicorn_conf.py",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                "backend.wsgi:app",
+            ],
+            cwd=ROOT,
+            env=full,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_up(self, timeout: float = 180.0) -> None:

@@ -42,8 +42,15 @@ def auth_client(tmp_path_factory: pytest.TempPathFactory, camnet: Any, ls_server
     from backend.app import create_app
     from backend.config import Settings
 
-    s = Settings.from_env({"LABEL_STUDIO_URL": ls_server.url, "MODEL_DIR": str(tmp_path_factory.mktemp("auth")),
-                           "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": PW, "CAMCUT_WEBHOOK_SYNC": "1"})
+    s = Settings.from_env(
+        {
+            "LABEL_STUDIO_URL": ls_server.url,
+            "MODEL_DIR": str(tmp_path_factory.mktemp("auth")),
+            "BASIC_AUTH_USER": USER,
+            "BASIC_AUTH_PASS": PW,
+            "CAMCUT_WEBHOOK_SYNC": "1",
+        }
+    )
     return create_app(s, net=camnet).test_client()
 
 

@@ -50,10 +50,19 @@ def test_faulty_image_sources_fail_per_task(app_factory: Any, fault_server: Faul
 
 def test_label_studio_unreachable(app_factory: Any, fault_server: FaultServer) -> None:
     closed = free_port()  # nothing listens there
-    client = app_factory(LABEL_STUDIO_URL=f"http://127.0.0.1:{closed}", CAMCUT_DOWNLOAD_TIMEOUT="2",
-                         CAMCUT_ALLOWED_HOSTS=f"127.0.0.1:{fault_server.port}").test_client()
-    out = predict(client, [box_task(1, f"/data/upload/1/{CAT}.jpg"), box_task(2, f"{fault_server.url}/img/{CAT}.jpg"),
-                           box_task(3, f"s3://bucket/{CAT}.jpg")])
+    client = app_factory(
+        LABEL_STUDIO_URL=f"http://127.0.0.1:{closed}",
+        CAMCUT_DOWNLOAD_TIMEOUT="2",
+        CAMCUT_ALLOWED_HOSTS=f"127.0.0.1:{fault_server.port}",
+    ).test_client()
+    out = predict(
+        client,
+        [
+            box_task(1, f"/data/upload/1/{CAT}.jpg"),
+            box_task(2, f"{fault_server.url}/img/{CAT}.jpg"),
+            box_task(3, f"s3://bucket/{CAT}.jpg"),
+        ],
+    )
     assert "result" not in out[0] and "unreachable, cannot connect" in out[0]["error"] and str(closed) in out[0]["error"]
     assert out[1]["result"] and "error" not in out[1]
     assert "result" not in out[2] and "cannot connect" in out[2]["error"]  # presigning needs LS too
@@ -61,15 +70,25 @@ def test_label_studio_unreachable(app_factory: Any, fault_server: FaultServer) -
 
 def test_no_secret_in_logs_or_responses(app_factory: Any, fault_server: FaultServer, caplog: pytest.LogCaptureFixture) -> None:
     key, pw = "ls-api-key-SECRET-0123456789", "basic-pass-SECRET-987654"
-    app = app_factory(LABEL_STUDIO_URL=fault_server.url, LABEL_STUDIO_API_KEY=key, BASIC_AUTH_USER="ls", BASIC_AUTH_PASS=pw,
-                      CAMCUT_DOWNLOAD_TIMEOUT="1")
+    app = app_factory(
+        LABEL_STUDIO_URL=fault_server.url,
+        LABEL_STUDIO_API_KEY=key,
+        BASIC_AUTH_USER="ls",
+        BASIC_AUTH_PASS=pw,
+        CAMCUT_DOWNLOAD_TIMEOUT="1",
+    )
     client = app.test_client()
     caplog.set_level(logging.DEBUG)
     auth = {"Authorization": "Basic " + base64.b64encode(f"ls:{pw}".encode()).decode()}
-    tasks = [box_task(1, "/data/upload/status/401"), box_task(2, f"/data/upload/status/500?token={key}"),
-             box_task(3, f"http://elsewhere.invalid/x.jpg?token={key}"), box_task(4, "/data/upload/cut"),
-             box_task(5, f"/data/upload/redirect?to=http://10.0.0.1/x%3Ftoken%3D{key}"), {"id": 6, "data": {"image": 5}},
-             box_task(7, f"/data/upload/img/{CAT}.jpg")]
+    tasks = [
+        box_task(1, "/data/upload/status/401"),
+        box_task(2, f"/data/upload/status/500?token={key}"),
+        box_task(3, f"http://elsewhere.invalid/x.jpg?token={key}"),
+        box_task(4, "/data/upload/cut"),
+        box_task(5, f"/data/upload/redirect?to=http://10.0.0.1/x%3Ftoken%3D{key}"),
+        {"id": 6, "data": {"image": 5}},
+        box_task(7, f"/data/upload/img/{CAT}.jpg"),
+    ]
     bodies = []
     r = client.post("/predict", json={"tasks": tasks, "project": "7.1", "label_config": LABEL_CONFIG}, headers=auth)
     assert r.status_code == 200
@@ -79,10 +98,18 @@ def test_no_secret_in_logs_or_responses(app_factory: Any, fault_server: FaultSer
     # a wrong password, a webhook that fails, and the metrics
     bad = {"Authorization": "Basic " + base64.b64encode(f"ls:{pw}x".encode()).decode()}
     bodies.append(client.post("/predict", json={"tasks": []}, headers=bad).get_data(as_text=True))
-    ev = {"action": "ANNOTATION_CREATED", "project": {"id": 7, "label_config": LABEL_CONFIG},
-          "annotation": {"id": 1, "updated_at": "x", "result": [{"from_name": "mask", "type": "brushlabels", "id": "a",
-                                                              "value": {"rle": [1, 2, 3], "brushlabels": ["Cat"]}}]},
-          "task": {"id": 1, "data": {"image": f"/data/upload/status/403?token={key}"}}}
+    ev = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 7, "label_config": LABEL_CONFIG},
+        "annotation": {
+            "id": 1,
+            "updated_at": "x",
+            "result": [
+                {"from_name": "mask", "type": "brushlabels", "id": "a", "value": {"rle": [1, 2, 3], "brushlabels": ["Cat"]}}
+            ],
+        },
+        "task": {"id": 1, "data": {"image": f"/data/upload/status/403?token={key}"}},
+    }
     bodies.append(client.post("/webhook", json=ev, headers=auth).get_data(as_text=True))
     bodies.append(client.get("/metrics", headers=auth).get_data(as_text=True))
     text = caplog.text + "".join(r.getMessage() + repr(r.args) for r in caplog.records) + "".join(bodies)

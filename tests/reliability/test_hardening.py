@@ -8,9 +8,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from collections.abc import Iterator
 
 import pytest
 
@@ -46,7 +46,7 @@ class Trickle:
                     for i in range(len(data)):
                         if trickle.stop.wait(gap):  # the slowness is what is under test, not synchronisation
                             return
-                        self.wfile.write(data[i:i + 1])
+                        self.wfile.write(data[i : i + 1])
                         self.wfile.flush()
                         trickle.sent += 1
                 except OSError:  # the client cut the connection: what the fix does
@@ -74,8 +74,11 @@ def trickle() -> Iterator[Trickle]:
 @pytest.mark.parametrize("phase", ["body", "headers"])
 def test_trickling_download_ends_at_its_deadline(trickle: Trickle, phase: str) -> None:
     timeout = 1.0
-    f = ImageFetcher(Settings.from_env({"LABEL_STUDIO_URL": trickle.url, "LABEL_STUDIO_API_KEY": TOKEN,
-                                        "CAMCUT_DOWNLOAD_TIMEOUT": str(timeout)}))
+    f = ImageFetcher(
+        Settings.from_env(
+            {"LABEL_STUDIO_URL": trickle.url, "LABEL_STUDIO_API_KEY": TOKEN, "CAMCUT_DOWNLOAD_TIMEOUT": str(timeout)}
+        )
+    )
     t0 = time.monotonic()
     with pytest.raises(FetchError, match="timed out after 1 s"):
         f.fetch(f"/data/upload/1/{phase}")
@@ -88,7 +91,9 @@ def test_trickling_download_ends_at_its_deadline(trickle: Trickle, phase: str) -
 def test_trickling_download_answers_per_task_promptly(app_factory: Any, trickle: Trickle) -> None:
     client = app_factory(LABEL_STUDIO_URL=trickle.url, CAMCUT_DOWNLOAD_TIMEOUT="1").test_client()
     t0 = time.monotonic()
-    r = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": "/data/upload/1/body"}}], "label_config": LABEL_CONFIG})
+    r = client.post(
+        "/predict", json={"tasks": [{"id": 1, "data": {"image": "/data/upload/1/body"}}], "label_config": LABEL_CONFIG}
+    )
     assert r.status_code == 200 and "timed out" in r.get_json()["results"][0]["error"]
     assert time.monotonic() - t0 < 3.0
 
@@ -98,8 +103,11 @@ def test_ls_api_redirect_off_label_studio_is_not_followed(fault_server: FaultSer
     """GET /api/tasks/<id> answered by a redirect to another origin: neither followed nor keyed."""
     client = LabelStudioClient(fault_server.url, TOKEN, timeout=5)
     n = len(target_server.requests)
-    for off in (f"{target_server.url}/img/x.jpg", f"http://localhost:{fault_server.port}/img/x.jpg",
-                "http://169.254.169.254/latest/meta-data/"):
+    for off in (
+        f"{target_server.url}/img/x.jpg",
+        f"http://localhost:{fault_server.port}/img/x.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+    ):
         with pytest.raises(LabelStudioError, match="redirected off Label Studio"):
             client.get_json(f"/redirect?to={off}")
     assert len(target_server.requests) == n
@@ -126,8 +134,14 @@ def _basic(user: str, pw: str, encoding: str) -> dict[str, str]:
 
 def test_non_ascii_basic_auth_is_a_401(app_factory: Any) -> None:
     client = app_factory(BASIC_AUTH_USER="ls", BASIC_AUTH_PASS="s3cret-pass").test_client()
-    for headers in (_basic("lś", "pässwörd", "utf-8"), _basic("lé", "pässwörd", "latin-1"), _basic("ls", "s3cret-pässß", "utf-8"),
-                    {"Authorization": "Basic \u00e9\u00e9=="}, {"Authorization": "Basic !!!"}, {"Authorization": "Basic " + "A" * 10_001}):
+    for headers in (
+        _basic("lś", "pässwörd", "utf-8"),
+        _basic("lé", "pässwörd", "latin-1"),
+        _basic("ls", "s3cret-pässß", "utf-8"),
+        {"Authorization": "Basic \u00e9\u00e9=="},
+        {"Authorization": "Basic !!!"},
+        {"Authorization": "Basic " + "A" * 10_001},
+    ):
         # /webhook is not behind basic auth (Label Studio sends none on webhooks; see test_webhook.py)
         for method, path in (("post", "/predict"), ("post", "/setup"), ("get", "/metrics")):
             r = getattr(client, method)(path, json={}, headers=headers)
@@ -135,8 +149,10 @@ def test_non_ascii_basic_auth_is_a_401(app_factory: Any) -> None:
     assert client.get("/metrics", headers=_basic("ls", "s3cret-pass", "ascii")).status_code == 200
 
 
-@pytest.mark.parametrize("name, value", [("BASIC_AUTH_PASS", "pässwörd"), ("BASIC_AUTH_USER", "lś"), ("BASIC_AUTH_USER", "a:b"),
-                                         ("BASIC_AUTH_PASS", "tab\there")])
+@pytest.mark.parametrize(
+    "name, value",
+    [("BASIC_AUTH_PASS", "pässwörd"), ("BASIC_AUTH_USER", "lś"), ("BASIC_AUTH_USER", "a:b"), ("BASIC_AUTH_PASS", "tab\there")],
+)
 def test_unusable_basic_auth_refused_at_config_time(name: str, value: str) -> None:
     env = {"BASIC_AUTH_USER": "ls", "BASIC_AUTH_PASS": "pw", name: value}
     with pytest.raises(ConfigError, match=name):
@@ -148,8 +164,10 @@ def test_crlf_and_huge_urls_are_escaped_and_cut(client: Any, caplog: pytest.LogC
     forged = "http://evil.example/a.jpg\r\n2026-12-01 10:00:00,000 WARNING backend.app: FORGED admin login"
     huge = "http://evil.example/" + "A" * 2_000_000
     caplog.set_level(logging.INFO)
-    r = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": forged}}, {"id": 2, "data": {"image": huge}}],
-                                      "label_config": LABEL_CONFIG})
+    r = client.post(
+        "/predict",
+        json={"tasks": [{"id": 1, "data": {"image": forged}}, {"id": 2, "data": {"image": huge}}], "label_config": LABEL_CONFIG},
+    )
     assert r.status_code == 200
     errors = [t["error"] for t in r.get_json()["results"]]
     assert "\r" not in errors[0] and "\n" not in errors[0] and "FORGED" in errors[0]

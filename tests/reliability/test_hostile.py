@@ -22,8 +22,9 @@ def predict(client: Any, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------ SSRF
-def test_ssrf_targets_are_refused_before_connecting(app_factory: Any, fault_server: FaultServer, target_server: FaultServer,
-                                                    loopback_only: list[Any]) -> None:
+def test_ssrf_targets_are_refused_before_connecting(
+    app_factory: Any, fault_server: FaultServer, target_server: FaultServer, loopback_only: list[Any]
+) -> None:
     client = app_factory(LABEL_STUDIO_URL=fault_server.url).test_client()
     tp = target_server.port
     cases = [
@@ -51,23 +52,37 @@ def test_ssrf_targets_are_refused_before_connecting(app_factory: Any, fault_serv
         ("/data/upload/redirect?to=file:///etc/passwd", "refused URL scheme 'file'"),
     ]
     n_ls, n_target = len(fault_server.requests), len(target_server.requests)
-    out = predict(client, [pct_box_task(i, url) for i, (url, _) in enumerate(cases, 1)] + [pct_box_task(99, f"/data/upload/img/{CAT}.jpg")])
+    out = predict(
+        client, [pct_box_task(i, url) for i, (url, _) in enumerate(cases, 1)] + [pct_box_task(99, f"/data/upload/img/{CAT}.jpg")]
+    )
     for (url, expect), res in zip(cases, out, strict=False):
         assert "result" not in res and expect in res["error"], (url, res)
     assert out[-1]["result"]  # the one legitimate task of the batch
     assert len(target_server.requests) == n_target  # the SSRF target never received anything
     ls_paths = fault_server.requests[n_ls:]
     assert not any(".." in p or "%2e" in p.lower() for p in ls_paths), ls_paths  # no traversal reached LS
-    assert sorted(ls_paths) == sorted(["/data/upload/redirect?to=http://169.254.169.254/latest/meta-data/",
-                                       f"/data/upload/redirect?to=http://127.0.0.1:{tp}/img/{CAT}.jpg", "/data/upload/redirect?to=file:///etc/passwd",
-                                       f"/data/upload/img/{CAT}.jpg"])
+    assert sorted(ls_paths) == sorted(
+        [
+            "/data/upload/redirect?to=http://169.254.169.254/latest/meta-data/",
+            f"/data/upload/redirect?to=http://127.0.0.1:{tp}/img/{CAT}.jpg",
+            "/data/upload/redirect?to=file:///etc/passwd",
+            f"/data/upload/img/{CAT}.jpg",
+        ]
+    )
     assert loopback_only == []  # no resolve / connect attempt to a non-loopback address at all
 
 
-def test_wildcard_hosts_resolving_to_private_addresses(app_factory: Any, fault_server: FaultServer, loopback_only: list[Any]) -> None:
+def test_wildcard_hosts_resolving_to_private_addresses(
+    app_factory: Any, fault_server: FaultServer, loopback_only: list[Any]
+) -> None:
     app = app_factory(LABEL_STUDIO_URL=fault_server.url, CAMCUT_ALLOWED_HOSTS="*.example.com,*")
-    table = {"evil.example.com": ["127.0.0.1"], "meta.example.com": ["169.254.169.254"], "ten.example.com": ["10.0.0.1"],
-             "v6.example.com": ["::1"], "lan.example.com": ["192.168.1.1"]}
+    table = {
+        "evil.example.com": ["127.0.0.1"],
+        "meta.example.com": ["169.254.169.254"],
+        "ten.example.com": ["10.0.0.1"],
+        "v6.example.com": ["::1"],
+        "lan.example.com": ["192.168.1.1"],
+    }
     resolved: list[str] = []
 
     def resolver(host: str, port: int) -> list[str]:
@@ -76,7 +91,12 @@ def test_wildcard_hosts_resolving_to_private_addresses(app_factory: Any, fault_s
 
     app.config["CAMCUT_MODEL"].fetcher.policy.resolver = resolver
     urls = [f"http://{h}:{fault_server.port}/img/{CAT}.jpg" for h in table] + [
-        "http://169.254.169.254/latest", "http://10.0.0.1/x", "http://192.168.1.1/x", "http://[::1]/x", "http://0.0.0.0/x"]
+        "http://169.254.169.254/latest",
+        "http://10.0.0.1/x",
+        "http://192.168.1.1/x",
+        "http://[::1]/x",
+        "http://0.0.0.0/x",
+    ]
     n = len(fault_server.requests)
     out = predict(app.test_client(), [pct_box_task(i, u) for i, u in enumerate(urls, 1)])
     for u, res in zip(urls, out, strict=False):
@@ -104,7 +124,7 @@ def _jpeg_with_size(w: int, h: int) -> bytes:
     Image.new("RGB", (16, 16)).save(buf, "JPEG")
     data = bytearray(buf.getvalue())
     i = data.index(b"\xff\xc0")
-    data[i + 5:i + 9] = struct.pack(">HH", h, w)
+    data[i + 5 : i + 9] = struct.pack(">HH", h, w)
     return bytes(data)
 
 
@@ -127,7 +147,7 @@ def hostile_files() -> dict[str, tuple[bytes, str | tuple[int, int]]]:
     gif = io.BytesIO()
     frames = [base.convert("P"), base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).convert("P")]
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    arr16 = (np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    arr16 = np.asarray(base.convert("L"), dtype=np.uint16) * 257
     jpg = jpeg(CAT).read_bytes()
     return {
         "bomb.png": (_png_with_size(30000, 30000), "pixels"),
@@ -177,17 +197,23 @@ def test_hostile_image_files(app_factory: Any, fault_server: FaultServer) -> Non
     print(report)
 
 
-@pytest.mark.parametrize("name, labels, error", [
-    ("bomb.png", [], "exceeds limit"),  # refused before decoding
-    ("16bit.png", None, None),  # decoded; a guess among the project's label classes (issue 13 item 3)
-    ("exif_rotated.jpg", ["Cat"], None),  # the cat, on the image turned upright (150 x 200)
-])
-def test_hostile_images_without_prompt(app_factory: Any, fault_server: FaultServer, name: str, labels: list[str] | None,
-                                       error: str | None) -> None:
+@pytest.mark.parametrize(
+    "name, labels, error",
+    [
+        ("bomb.png", [], "exceeds limit"),  # refused before decoding
+        ("16bit.png", None, None),  # decoded; a guess among the project's label classes (issue 13 item 3)
+        ("exif_rotated.jpg", ["Cat"], None),  # the cat, on the image turned upright (150 x 200)
+    ],
+)
+def test_hostile_images_without_prompt(
+    app_factory: Any, fault_server: FaultServer, name: str, labels: list[str] | None, error: str | None
+) -> None:
     """The guess mode (no box, CNN classes) on odd files: 200 and a per-task answer."""
     data, expect = hostile_files()[name]
     fault_server.files[name] = data
-    out = predict(app_factory(LABEL_STUDIO_URL=fault_server.url).test_client(), [{"id": 1, "data": {"image": f"/data/upload/file/{name}"}}])
+    out = predict(
+        app_factory(LABEL_STUDIO_URL=fault_server.url).test_client(), [{"id": 1, "data": {"image": f"/data/upload/file/{name}"}}]
+    )
     res = out[0]
     if labels is not None:
         found = {lab for r in res.get("result", []) for lab in r["value"]["brushlabels"]}

@@ -71,8 +71,11 @@ def pct(values: list[float], q: float) -> float | None:
 
 def batch_body(i: int) -> dict[str, Any]:
     stems = [STEMS[i % 4], STEMS[(i + 1) % 4]]
-    return {"tasks": [box_task(1000 + i * 2 + k, f"/data/upload/img/{s}.jpg", s) for k, s in enumerate(stems)],
-            "project": "3.1", "label_config": LABEL_CONFIG}
+    return {
+        "tasks": [box_task(1000 + i * 2 + k, f"/data/upload/img/{s}.jpg", s) for k, s in enumerate(stems)],
+        "project": "3.1",
+        "label_config": LABEL_CONFIG,
+    }
 
 
 def interactive_body(i: int) -> dict[str, Any]:
@@ -82,13 +85,21 @@ def interactive_body(i: int) -> dict[str, Any]:
     w, h = image_size(s)
     label, box = voc_boxes(s)[0]
     r = rect({"cat": "Cat", "person": "people"}.get(label, label), box, w, h)
-    return {"tasks": [{"id": 5000 + n, "data": {"image": f"/data/upload/img/{s}.jpg"}}], "project": "3.1", "label_config": LABEL_CONFIG,
-            "params": {"context": {"result": [r]}}}
+    return {
+        "tasks": [{"id": 5000 + n, "data": {"image": f"/data/upload/img/{s}.jpg"}}],
+        "project": "3.1",
+        "label_config": LABEL_CONFIG,
+        "params": {"context": {"result": [r]}},
+    }
 
 
 def webhook_body(annotation_id: int) -> dict[str, Any]:
-    return {"action": "ANNOTATION_CREATED", "project": {"id": 3, "label_config": LABEL_CONFIG},
-            "annotation": {"id": annotation_id, "updated_at": "2025", "result": []}, "task": {"id": annotation_id, "data": {}}}
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 3, "label_config": LABEL_CONFIG},
+        "annotation": {"id": annotation_id, "updated_at": "2025", "result": []},
+        "task": {"id": annotation_id, "data": {}},
+    }
 
 
 @dataclass
@@ -116,9 +127,14 @@ class Phase:
     def summary(self) -> dict[str, Any]:
         def stats(sel: list[Rec]) -> dict[str, Any]:
             lat = [r.seconds for r in sel]
-            return {"n": len(sel), "status": dict(sorted(Counter(str(r.status) for r in sel).items())),
-                    "p50_s": pct(lat, 50), "p95_s": pct(lat, 95), "p99_s": pct(lat, 99),
-                    "max_s": round(max(lat), 4) if lat else None}
+            return {
+                "n": len(sel),
+                "status": dict(sorted(Counter(str(r.status) for r in sel).items())),
+                "p50_s": pct(lat, 50),
+                "p95_s": pct(lat, 95),
+                "p99_s": pct(lat, 99),
+                "max_s": round(max(lat), 4) if lat else None,
+            }
 
         ok_predict = [r for r in self.records if r.kind in ("batch", "interactive") and r.status == 200]
         return {
@@ -138,8 +154,12 @@ class Phase:
             "predict_503": stats([r for r in self.records if r.kind in ("batch", "interactive") and r.status == 503]),
             "by_kind": {k: stats([r for r in self.records if r.kind == k]) for k in dict.fromkeys(r.kind for r in self.records)},
             "status_5xx_not_503": dict(Counter(str(r.status) for r in self.records if r.status >= 500 and r.status != 503)),
-            "worker_rss_kb": {"start": self.rss_start_kb, "after_first_predict": self.rss_after_first_predict_kb,
-                              "end": self.rss_end_kb, "growth": self.rss_end_kb - self.rss_start_kb},
+            "worker_rss_kb": {
+                "start": self.rss_start_kb,
+                "after_first_predict": self.rss_after_first_predict_kb,
+                "end": self.rss_end_kb,
+                "growth": self.rss_end_kb - self.rss_start_kb,
+            },
         }
 
 
@@ -223,8 +243,9 @@ def load_run(tmp_path_factory: pytest.TempPathFactory, fault_server: FaultServer
             "in_capacity": run_phase(g.url, pid, "in_capacity", in_capacity, IN_CAPACITY_S, 1_000_000),
             # the same requests over the same images (new webhook ids, so each is processed again)
             "in_capacity_repeat": run_phase(g.url, pid, "in_capacity_repeat", in_capacity, IN_CAPACITY_S, 2_000_000),
-            "overload": run_phase(g.url, pid, "overload", ["batch"] * OVERLOAD_BATCH_CLIENTS + ["interactive", "health"],
-                                  OVERLOAD_S, 3_000_000),
+            "overload": run_phase(
+                g.url, pid, "overload", ["batch"] * OVERLOAD_BATCH_CLIENTS + ["interactive", "health"], OVERLOAD_S, 3_000_000
+            ),
         }
         health_after = requests.get(f"{g.url}/health", timeout=30).status_code
         metrics = requests.get(f"{g.url}/metrics", timeout=30).json()
@@ -232,9 +253,14 @@ def load_run(tmp_path_factory: pytest.TempPathFactory, fault_server: FaultServer
         g.kill()
     first, repeat = phases["in_capacity"], phases["in_capacity_repeat"]
     report = {
-        "config": {"workers": 1, "threads": 2, "max_inflight": MAX_INFLIGHT, "interactive_lane": 1,
-                   "client_timeout_s": CLIENT_TIMEOUT,
-                   "engine": metrics0.get("engine")},
+        "config": {
+            "workers": 1,
+            "threads": 2,
+            "max_inflight": MAX_INFLIGHT,
+            "interactive_lane": 1,
+            "client_timeout_s": CLIENT_TIMEOUT,
+            "engine": metrics0.get("engine"),
+        },
         "startup_s": round(startup_s, 2),
         "phases": {k: p.summary() for k, p in phases.items()},
         "worker_rss_kb": {

@@ -56,7 +56,9 @@ def test_worker_peak_rss_under_the_largest_allowed_request(tmp_path: Path) -> No
             peak = srv.memory()["VmHWM"]
     finally:
         ls.close()
-    print(f"\n{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP), {len(boxes)} boxes: "
-          f"{len(pred['result'])} masks, worker VmHWM {before:.0f} MB after start -> {peak:.0f} MB")
+    print(
+        f"\n{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP), {len(boxes)} boxes: "
+        f"{len(pred['result'])} masks, worker VmHWM {before:.0f} MB after start -> {peak:.0f} MB"
+    )
     assert len(pred["result"]) + len(pred.get("warnings") or []) >= len(boxes), pred.get("error")
     assert peak < PEAK_BOUND_MB, f"worker peak RSS {peak:.0f} MB"

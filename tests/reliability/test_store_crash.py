@@ -33,19 +33,36 @@ def dog_brush() -> dict[str, Any]:
     candidate threshold, so a burst outruns the workers, as real corrections do."""
     w, h = image_size(DOG)
     gt = next(m for c, m in instance_masks(DOG) if c == "dog")
-    return {"id": "r1", "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
-            "original_height": h, "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["dog"]}}
+    return {
+        "id": "r1",
+        "type": "brushlabels",
+        "from_name": "mask",
+        "to_name": "image",
+        "original_width": w,
+        "original_height": h,
+        "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["dog"]},
+    }
 
 
 def annotation(aid: int) -> dict[str, Any]:
-    return {"id": aid, "task": aid, "project": 4, "result": [dog_brush()], "was_cancelled": False,
-            "updated_at": "2025-01-01T00:00:00Z"}
+    return {
+        "id": aid,
+        "task": aid,
+        "project": 4,
+        "result": [dog_brush()],
+        "was_cancelled": False,
+        "updated_at": "2025-01-01T00:00:00Z",
+    }
 
 
 def event(aid: int) -> dict[str, Any]:
     """What LS posts for a submitted annotation (camcut reads the annotation back from LS)."""
-    return {"action": "ANNOTATION_CREATED", "project": PROJECT, "annotation": annotation(aid),
-            "task": {"id": aid, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}}
+    return {
+        "action": "ANNOTATION_CREATED",
+        "project": PROJECT,
+        "annotation": annotation(aid),
+        "task": {"id": aid, "data": {"image": f"/data/upload/1/{DOG}.jpg"}},
+    }
 
 
 def integrity(db: Path) -> str:
@@ -130,8 +147,9 @@ def learned(db: Path) -> dict[int, list[str]]:
 
 @pytest.mark.slow  # about 90 s each
 @pytest.mark.parametrize("sig, burst", [(signal.SIGKILL, 30), (signal.SIGTERM, 60)], ids=["SIGKILL", "SIGTERM"])
-def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annotations: FakeLabelStudio, sig: int,
-                                                       burst: int) -> None:
+def test_acknowledged_webhooks_survive_a_killed_server(
+    tmp_path: Path, ls_annotations: FakeLabelStudio, sig: int, burst: int
+) -> None:
     """Webhooks are processed in the background (the default). Before the inbox, an
     acknowledged event lived in memory: after SIGKILL 28 of 30, after SIGTERM 20 of 60
     acknowledged events were never processed. Now: killed during a burst, restarted on the
@@ -139,8 +157,14 @@ def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annota
     md = tmp_path / "md"
     # two candidate thresholds: each event still takes a CNN pass and GrabCuts (a burst outruns
     # the workers), but the restarted server catches up sooner on 2 shared cores
-    env = {"WORKERS": "2", "THREADS": "2", "MODEL_DIR": str(md), "LABEL_STUDIO_URL": ls_annotations.url,
-           "LABEL_STUDIO_API_KEY": TOKEN, "CAMCUT_ADAPT_THRESHOLDS": "0.5,0.7"}
+    env = {
+        "WORKERS": "2",
+        "THREADS": "2",
+        "MODEL_DIR": str(md),
+        "LABEL_STUDIO_URL": ls_annotations.url,
+        "LABEL_STUDIO_API_KEY": TOKEN,
+        "CAMCUT_ADAPT_THRESHOLDS": "0.5,0.7",
+    }
     g = Gunicorn(env, tmp_path / "gunicorn.log")
     try:
         g.wait_up()
@@ -166,8 +190,10 @@ def test_acknowledged_webhooks_survive_a_killed_server(tmp_path: Path, ls_annota
             time.sleep(0.2)  # poll interval of a deadline-bounded wait for the restarted workers
         after = learned(db)
         lost = sorted(acked - set(after))
-        print(f"{signal.Signals(sig).name}: delivered {len(delivered)}, acknowledged {len(acked)}, "
-              f"not yet processed at the kill {len(waiting_at_kill)}, lost after restart {len(lost)}")
+        print(
+            f"{signal.Signals(sig).name}: delivered {len(delivered)}, acknowledged {len(acked)}, "
+            f"not yet processed at the kill {len(waiting_at_kill)}, lost after restart {len(lost)}"
+        )
         assert lost == [], f"{len(lost)} of {len(acked)} acknowledged events never processed: {lost[:10]}"
         assert all(after[a] == ["processed"] for a in acked), after  # processed once: one learned version each
         assert set(after) <= delivered  # nothing invented
@@ -208,8 +234,14 @@ while n < 0 or i < n:
 
 
 def _child(code: str, *args: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=ROOT,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _writer(md: Path, base: int, n: int) -> subprocess.Popen[str]:
@@ -262,9 +294,12 @@ def test_sigkill_store_writer_mid_transaction(tmp_path: Path) -> None:
     ev = dict(rows(db, "SELECT annotation_id, status FROM events"))
     assert all(ev[a] == "processed" for a in done)
     # transactions are atomic: an annotation has all of its corrections and scores or none
-    per = rows(db, "SELECT c.annotation_id, COUNT(DISTINCT c.region_key),"
-                   " (SELECT COUNT(*) FROM scores s WHERE s.annotation_id=c.annotation_id)"
-                   " FROM corrections c GROUP BY c.annotation_id")
+    per = rows(
+        db,
+        "SELECT c.annotation_id, COUNT(DISTINCT c.region_key),"
+        " (SELECT COUNT(*) FROM scores s WHERE s.annotation_id=c.annotation_id)"
+        " FROM corrections c GROUP BY c.annotation_id",
+    )
     assert all(k == 2 and s == 6 for _, k, s in per), per[:5]
     assert {a for a, _, _ in per} >= set(done)
     waiting = rows(db, "SELECT annotation_id, state FROM inbox WHERE state != 'done'")

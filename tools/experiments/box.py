@@ -24,15 +24,29 @@ from model.engine import EngineConfig, Segmenter
 from model.techniques import Technique as T
 
 VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"
-BASE = EngineConfig(name="exp", cnn_max_side=320, cam_norm="box", crop_margin=0.05, grabcut_max_side=200,
-                    class_grabcut_max_side=300, class_exclusive=True, box_technique=T("fpf", 0.7),
-                    class_technique=T("pfpb", 0.3))
+BASE = EngineConfig(
+    name="exp",
+    cnn_max_side=320,
+    cam_norm="box",
+    crop_margin=0.05,
+    grabcut_max_side=200,
+    class_grabcut_max_side=300,
+    class_exclusive=True,
+    box_technique=T("fpf", 0.7),
+    class_technique=T("pfpb", 0.3),
+)
 SIDES = {"gc200": 200, "gc160": 160, "gc128": 128, "gc100": 100}
 CANDIDATES = {
-    "fpf7@200": ("gc200", T("fpf", 0.7)), "fpf7@160": ("gc160", T("fpf", 0.7)),
-    "fpf7@128": ("gc128", T("fpf", 0.7)), "fpf7@100": ("gc100", T("fpf", 0.7)),
-    "gc@128": ("gc128", T("grabcut")), "fpf5@128": ("gc128", T("fpf", 0.5)), "fpf85@128": ("gc128", T("fpf", 0.85)),
-    "cam1": ("gc128", T("cam", 0.1)), "cam3": ("gc128", T("cam", 0.3)), "fpb2@128": ("gc128", T("fpb", 0.2)),
+    "fpf7@200": ("gc200", T("fpf", 0.7)),
+    "fpf7@160": ("gc160", T("fpf", 0.7)),
+    "fpf7@128": ("gc128", T("fpf", 0.7)),
+    "fpf7@100": ("gc100", T("fpf", 0.7)),
+    "gc@128": ("gc128", T("grabcut")),
+    "fpf5@128": ("gc128", T("fpf", 0.5)),
+    "fpf85@128": ("gc128", T("fpf", 0.85)),
+    "cam1": ("gc128", T("cam", 0.1)),
+    "cam3": ("gc128", T("cam", 0.3)),
+    "fpb2@128": ("gc128", T("fpb", 0.2)),
 }
 VOTES = {  # a pixel is foreground where more than half of the members say so
     "vote(fpf7,gc,cam1)@128": ["fpf7@128", "gc@128", "cam1"],
@@ -50,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ds = VocDataset(args.voc)
     first = Segmenter(dataclasses.replace(BASE, grabcut_max_side=200))
-    segs = {k: first if side == 200 else Segmenter(dataclasses.replace(BASE, grabcut_max_side=side), net=first.net)
-            for k, side in SIDES.items()}
+    segs = {
+        k: first if side == 200 else Segmenter(dataclasses.replace(BASE, grabcut_max_side=side), net=first.net)
+        for k, side in SIDES.items()
+    }
     counts = {k: BinaryCounts.zeros() for k in [*CANDIDATES, *VOTES]}
-    ids = ds.ids("train")[:args.limit:args.step]
+    ids = ds.ids("train")[: args.limit : args.step]
     t0, nobj = time.time(), 0
     for iid in ids:
         s = ds.load(iid)

@@ -41,8 +41,8 @@ for side in (int(x) for x in args.sides.split(",")):
     im = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
     h, w = im.shape[:2]
     wide = np.full((h, w), cv2.GC_BGD, np.uint8)
-    wide[h // 8:-h // 8, w // 8:-w // 8] = cv2.GC_PR_FGD
-    wide[h // 3:-h // 3, w // 3:-w // 3] = cv2.GC_FGD
+    wide[h // 8 : -h // 8, w // 8 : -w // 8] = cv2.GC_PR_FGD
+    wide[h // 3 : -h // 3, w // 3 : -w // 3] = cv2.GC_FGD
     inner = np.zeros((h, w), np.uint8)
     cv2.ellipse(inner, (w // 2, h // 2), (w // 3, h // 3), 0, 0, 360, 1, -1)
     k = np.ones((9, 9), np.uint8)
@@ -50,5 +50,7 @@ for side in (int(x) for x in args.sides.split(",")):
     band = np.where(inner > 0, cv2.GC_FGD, cv2.GC_BGD).astype(np.uint8)
     band[band_px > 0] = cv2.GC_PR_FGD
     a, b = cost(im, wide), cost(im, band)
-    print(f"{side:3d} px ({h * w} px): mostly uncertain {a:6.1f} ms ({1e3 * a / (h * w):.2f} us/px), "
-          f"band {b:6.1f} ms ({1e3 * b / (h * w):.2f} us/px)")
+    print(
+        f"{side:3d} px ({h * w} px): mostly uncertain {a:6.1f} ms ({1e3 * a / (h * w):.2f} us/px), "
+        f"band {b:6.1f} ms ({1e3 * b / (h * w):.2f} us/px)"
+    )

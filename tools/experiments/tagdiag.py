@@ -22,8 +22,18 @@ from model.engine import EngineConfig, Segmenter, mask_iou
 from model.techniques import Technique as T
 
 VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"
-CONFIG = dataclasses.replace(EngineConfig(name="exp", cnn_max_side=320, cam_norm="box", crop_margin=0.05, grabcut_max_side=200,
-                                          box_technique=T("fpf", 0.7), class_technique=T("pfpb", 0.3)), class_grabcut_max_side=300)
+CONFIG = dataclasses.replace(
+    EngineConfig(
+        name="exp",
+        cnn_max_side=320,
+        cam_norm="box",
+        crop_margin=0.05,
+        grabcut_max_side=200,
+        box_technique=T("fpf", 0.7),
+        class_technique=T("pfpb", 0.3),
+    ),
+    class_grabcut_max_side=300,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     seg = Segmenter(CONFIG)
     tp = fp = fn = 0
     rows = []
-    for iid in ds.ids("train")[:args.limit:args.step]:
+    for iid in ds.ids("train")[: args.limit : args.step]:
         s = ds.load(iid)
         seg.set_image(s.image)
         v = s.valid
@@ -53,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     print("mean IoU gc %.3f cam %.3f; gt frac %.2f pred frac %.2f" % tuple(a[:, :4].mean(0)))
     print("IoU hist", np.histogram(a[:, 0], bins=[0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.01])[0])
     print("single-class images IoU %.3f, multi %.3f" % (a[a[:, 4] == 1, 0].mean(), a[a[:, 4] > 1, 0].mean()))
-    print("empty preds", (a[:, 3] == 0).sum(), "pred > 2x gt", (a[:, 3] > 2 * a[:, 2]).sum(), "pred < 0.5 gt", (a[:, 3] < 0.5 * a[:, 2]).sum())
+    print(
+        "empty preds",
+        (a[:, 3] == 0).sum(),
+        "pred > 2x gt",
+        (a[:, 3] > 2 * a[:, 2]).sum(),
+        "pred < 0.5 gt",
+        (a[:, 3] < 0.5 * a[:, 2]).sum(),
+    )
     return 0
 
 

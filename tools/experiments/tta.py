@@ -23,9 +23,19 @@ from model.engine import CnnOutput, EngineConfig, Segmenter
 from model.techniques import Technique
 
 # `default` at 98886e8, the commit whose figures the README quotes.
-CONFIG = EngineConfig(name="default", cnn_max_side=320, cam_norm="box", crop_margin=0.05, grabcut_max_side=144,
-                      class_grabcut_max_side=256, score_max_side=64, class_exclusive=True, class_window_margin=0.25,
-                      box_technique=Technique("fpf", 0.7), class_technique=Technique("pfpb", 0.3))
+CONFIG = EngineConfig(
+    name="default",
+    cnn_max_side=320,
+    cam_norm="box",
+    crop_margin=0.05,
+    grabcut_max_side=144,
+    class_grabcut_max_side=256,
+    score_max_side=64,
+    class_exclusive=True,
+    class_window_margin=0.25,
+    box_technique=Technique("fpf", 0.7),
+    class_technique=Technique("pfpb", 0.3),
+)
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("limit", type=int, nargs="?", default=205, help="first LIMIT train images (default 205)")
 ap.add_argument("--voc", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012")
@@ -58,10 +68,14 @@ for iid in ds.ids("train")[:limit]:
         cams = np.mean([o.voc_cams for o in outs[v]], axis=0).astype(np.float32)
         seg.set_image(s.image, CnnOutput(base.logits, cams))
         for o in s.objects:
-            counts[(v, "box")].add(voc.voc_index(o.name) - 1, seg.segment_box(o.box, o.name).mask, s.object_mask == o.instance, s.valid)
+            counts[(v, "box")].add(
+                voc.voc_index(o.name) - 1, seg.segment_box(o.box, o.name).mask, s.object_mask == o.instance, s.valid
+            )
         tags = s.classes_present()
         for c in tags:
-            counts[(v, "tag")].add(voc.voc_index(c) - 1, seg.segment_class(c, others=tags).mask, s.class_mask == voc.voc_index(c), s.valid)
+            counts[(v, "tag")].add(
+                voc.voc_index(c) - 1, seg.segment_class(c, others=tags).mask, s.class_mask == voc.voc_index(c), s.valid
+            )
 print(f"{limit} images, {time.time() - t0:.0f} s")
 for (v, t), c in counts.items():
     print(f"{v:9s} {t}: mIoU {100 * np.nanmean(c.iou()[c.seen]):.1f}")
