@@ -29,11 +29,12 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from model import CamNet
 
 from .config import ConfigError, Settings
-from .fetch import RedactingFilter, redact
+from .redaction import RedactingFilter, install_filter, redact
 from .model import TRAIN_EVENTS, CamCutModel, SchemaError, TaskError, is_interactive_context
 
 log = logging.getLogger("backend.app")
 OPEN_PATHS = ("/", "/health")
+REDACTED_LOGGERS = ("backend", "backend.app", "backend.model", "backend.fetch", "werkzeug", "gunicorn.error", "gunicorn.access", "urllib3")
 
 
 def configure_logging(settings: Settings) -> None:
@@ -41,13 +42,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    secrets = tuple(s for s in (settings.label_studio_api_key, settings.basic_auth_pass) if s)
-    flt = RedactingFilter(secrets)
-    for name in ("backend", "backend.app", "backend.model", "backend.fetch", "werkzeug", "gunicorn.error", "gunicorn.access", "urllib3"):
-        lg = logging.getLogger(name)
-        lg.filters = [f for f in lg.filters if not isinstance(f, RedactingFilter)] + [flt]
-    for h in root.handlers:
-        h.filters = [f for f in h.filters if not isinstance(f, RedactingFilter)] + [flt]
+    install_filter(RedactingFilter(lambda: settings.secrets), REDACTED_LOGGERS, root.handlers)
     logging.getLogger("backend").setLevel(settings.log_level)
 
 
@@ -201,10 +196,11 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
 
 def main() -> None:  # pragma: no cover - development server
     try:
-        app = create_app()
+        settings = Settings.from_env()
+        app = create_app(settings)
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
-    app.run(host="0.0.0.0", port=int(os.environ.get("PORT", "9090")))
+    app.run(host=settings.bind_host, port=settings.port)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,9 @@
 
 Running it
 ----------
-``make run`` (or ``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app``) serves the
-Label Studio ML backend protocol on ``0.0.0.0:$PORT`` (default 9090). In Label Studio open
+``make run`` = ``camcut serve`` (= ``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app``)
+serves the Label Studio ML backend protocol on ``$CAMCUT_BIND:$PORT`` (default 0.0.0.0:9090).
+In Label Studio open
 *Project settings -> Model -> Connect model* and enter the backend URL (tick *Interactive
 preannotations* for the interactive mode). The project's labelling config must have a
 ``<BrushLabels>`` tag on an ``<Image>``; ``<RectangleLabels>`` and ``<Choices>`` tags on the
@@ -55,160 +56,270 @@ bounded. Authorization headers and ``token=`` URL parameters are redacted from l
 Residual risk: a wildcard-matched host's DNS answer may change between the check and the
 connection (DNS rebinding); list exact hosts when that matters.
 
-Environment variables
----------------------
-See ``ENV_DOCS`` below (name -> (default, meaning)); ``python -m backend.config`` prints them.
+Settings
+--------
+Every setting is one row of ``SETTINGS`` below (environment variable, type, default, help):
+that table builds :class:`Settings`, ``python -m backend.config``'s listing and, through
+``python -m backend.config --markdown``, the README's configuration table (a test keeps the
+two equal).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
-ENV_DOCS: dict[str, tuple[str, str]] = {
-    "PORT": ("9090", "port gunicorn binds on 0.0.0.0"),
-    "WORKERS": ("1", "gunicorn worker processes (each loads the CNN once, ~5 MB weights)"),
-    "THREADS": ("4", "threads per worker (one Segmenter per request; the CNN is shared and locked)"),
-    "TIMEOUT": ("300", "gunicorn worker timeout in seconds (a batch /predict can be long on CPU)"),
-    "LOG_LEVEL": ("INFO", "DEBUG | INFO | WARNING | ERROR"),
-    "LABEL_STUDIO_URL": ("", "base URL of Label Studio, e.g. http://label-studio:8080; its host is trusted for images"),
-    "LABEL_STUDIO_API_KEY": ("", "legacy API token or personal access token (JWT refresh token); sent only to LABEL_STUDIO_URL"),
-    "BASIC_AUTH_USER": ("", "if set (with BASIC_AUTH_PASS), every endpoint but / and /health needs HTTP basic auth"),
-    "BASIC_AUTH_PASS": ("", "basic auth password"),
-    "MODEL_DIR": ("./model_dir", "writable directory for the SQLite statistics and per-task prediction records"),
-    "CAMCUT_CONFIG": ("default", "engine configuration: default (fast, see README Results), quality (slower, better boxes) or reference (the report's pipeline)"),
-    "CAMCUT_BOX_TECHNIQUE": ("", "technique for boxes, e.g. 'fpf 0.6', 'grabcut'; empty: the engine config's"),
-    "CAMCUT_CLASS_TECHNIQUE": ("", "technique for tags / guessed classes, e.g. 'pfpb 0.3'; empty: the engine config's"),
-    "CAMCUT_WEIGHTS": ("", "SqueezeNet weights path; empty: the packaged weights"),
-    "CAMCUT_LABEL_MAP": ("", "JSON file {label: voc_class or null} overriding the built-in synonyms"),
-    "CAMCUT_TAG_FIELDS": ("tags,classes", "task data fields read as image-level classes (list or comma string)"),
-    "CAMCUT_ALLOWED_HOSTS": ("", "comma list of extra image hosts: 'host', 'host:port', '*.domain' or '*' (any public host)"),
-    "CAMCUT_MAX_DOWNLOAD_BYTES": ("52428800", "largest image download in bytes (50 MiB)"),
-    "CAMCUT_MAX_PIXELS": ("40000000", "largest decoded image in pixels"),
-    "CAMCUT_DOWNLOAD_TIMEOUT": ("30", "seconds for one whole image download, redirects included"),
-    "CAMCUT_MAX_REDIRECTS": ("5", "redirect hops followed (each re-checked)"),
-    "CAMCUT_MIN_CLASS_PROBABILITY": ("0.2", "with no prompt, classes the CNN gives at least this probability get a mask"),
-    "CAMCUT_MAX_CLASSES": ("3", "with no prompt, at most this many classes"),
-    "CAMCUT_MIN_CORRECTIONS": ("3", "corrections of a class needed before its threshold is re-chosen"),
-    "CAMCUT_ADAPT_THRESHOLDS": ("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "candidate t values scored against corrections"),
-    "CAMCUT_MAX_INFLIGHT": ("0", "most batch /predict requests one worker runs at once, plus one slot kept for interactive calls; more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
-    "CAMCUT_CUT_THREADS": ("0", "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available"),
-    "CAMCUT_WEBHOOK_SYNC": ("0", "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
-}
+from .redaction import runtime_secrets
 
 
 class ConfigError(ValueError):
     """An environment variable has an unusable value."""
 
 
-def _get(env: Mapping[str, str], name: str) -> str:
-    return env.get(name, ENV_DOCS[name][0]).strip()
+# ------------------------------------------------------------------------------------ value types
+# A parser turns the (stripped) text of one variable into its value, or raises ConfigError.
+Parser = Callable[[str, str], Any]
 
 
-def _int(env: Mapping[str, str], name: str, minimum: int = 0) -> int:
-    raw = _get(env, name)
+def text(name: str, raw: str) -> str:
+    return raw
+
+
+def url(name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def integer(minimum: int = 0) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if v < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {v}")
+        return v
+
+    return parse
+
+
+def number(lo: float = 0.0, hi: float = float("inf")) -> Parser:
+    def parse(name: str, raw: str) -> float:
+        try:
+            v = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not lo <= v <= hi:
+            raise ConfigError(f"{name} must be in [{lo}, {hi}], got {v}")
+        return v
+
+    return parse
+
+
+def names(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def thresholds(name: str, raw: str) -> tuple[float, ...]:
+    parts = names(name, raw)
     try:
-        v = int(raw)
+        ts = tuple(sorted({float(t) for t in parts}))
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if v < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {v}")
-    return v
+        raise ConfigError(f"{name} must be numbers, got {parts}") from None
+    if not ts or not all(0.0 < t < 1.0 for t in ts):
+        raise ConfigError(f"{name} must be numbers strictly between 0 and 1")
+    return ts
 
 
-def _float(env: Mapping[str, str], name: str, lo: float = 0.0, hi: float = float("inf")) -> float:
-    raw = _get(env, name)
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not lo <= v <= hi:
-        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {v}")
-    return v
+def log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return level
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in _get(env, name).split(",") if p.strip())
+def flag(name: str, raw: str) -> bool:
+    return raw.lower() in ("1", "true", "yes", "on")
+
+
+def directory(name: str, raw: str) -> Path:
+    return Path(raw).expanduser() if raw else Path()  # empty: resolved by Settings.from_env (needs the environment)
+
+
+def default_model_dir(env: Mapping[str, str]) -> Path:
+    """Out of the work tree: ``$XDG_STATE_HOME/camcut``, else ``~/.local/state/camcut``."""
+    state = env.get("XDG_STATE_HOME", "").strip()
+    return (Path(state) if state else Path(env.get("HOME") or Path.home()) / ".local" / "state") / "camcut"
+
+
+# ------------------------------------------------------------------------------------ the table
+@dataclass(frozen=True)
+class Setting:
+    """One row of the configuration: where it lives (``name`` of the Settings attribute, ``env``
+    variable), its default as the text one would write in the environment, how it is read, what
+    it means."""
+
+    name: str
+    env: str
+    default: str
+    parse: Parser
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("bind_host", "CAMCUT_BIND", "0.0.0.0", text, "address gunicorn binds on (camcut serve / make run); 127.0.0.1: this host only"),
+    Setting("port", "PORT", "9090", integer(1), "port gunicorn binds on"),
+    Setting("workers", "WORKERS", "1", integer(1), "gunicorn worker processes (each loads the CNN once, ~5 MB weights)"),
+    Setting("threads", "THREADS", "4", integer(1), "threads per worker (one Segmenter per request; the CNN is shared and locked)"),
+    Setting("timeout", "TIMEOUT", "300", integer(0), "gunicorn worker timeout in seconds (a batch /predict can be long on CPU)"),
+    Setting("log_level", "LOG_LEVEL", "INFO", log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Setting("label_studio_url", "LABEL_STUDIO_URL", "", url,
+            "base URL of Label Studio, e.g. http://label-studio:8080; its host is trusted for images"),
+    Setting("label_studio_api_key", "LABEL_STUDIO_API_KEY", "", text,
+            "legacy API token or personal access token (JWT refresh token); sent only to LABEL_STUDIO_URL"),
+    Setting("basic_auth_user", "BASIC_AUTH_USER", "", text,
+            "if set (with BASIC_AUTH_PASS), every endpoint but / and /health needs HTTP basic auth"),
+    Setting("basic_auth_pass", "BASIC_AUTH_PASS", "", text, "basic auth password"),
+    Setting("model_dir", "MODEL_DIR", "", directory,
+            "writable directory for the SQLite statistics, per-task prediction records and bulk state files; "
+            "empty: $XDG_STATE_HOME/camcut, else ~/.local/state/camcut"),
+    Setting("engine_config", "CAMCUT_CONFIG", "default", text,
+            "engine configuration: default (fast, see README Results), quality (slower, better boxes) or reference (the report's pipeline)"),
+    Setting("box_technique", "CAMCUT_BOX_TECHNIQUE", "", text,
+            "technique for boxes, e.g. 'fpf 0.6', 'grabcut'; empty: the engine config's"),
+    Setting("class_technique", "CAMCUT_CLASS_TECHNIQUE", "", text,
+            "technique for tags / guessed classes, e.g. 'pfpb 0.3'; empty: the engine config's"),
+    Setting("weights", "CAMCUT_WEIGHTS", "", text, "SqueezeNet weights path; empty: the packaged weights"),
+    Setting("label_map", "CAMCUT_LABEL_MAP", "", text, "JSON file {label: voc_class or null} overriding the built-in synonyms"),
+    Setting("tag_fields", "CAMCUT_TAG_FIELDS", "tags,classes", names,
+            "task data fields read as image-level classes (list or comma string)"),
+    Setting("allowed_hosts", "CAMCUT_ALLOWED_HOSTS", "", names,
+            "comma list of extra image hosts: 'host', 'host:port', '*.domain' or '*' (any public host)"),
+    Setting("max_download_bytes", "CAMCUT_MAX_DOWNLOAD_BYTES", "52428800", integer(1), "largest image download in bytes (50 MiB)"),
+    Setting("max_pixels", "CAMCUT_MAX_PIXELS", "40000000", integer(1), "largest decoded image in pixels"),
+    Setting("download_timeout", "CAMCUT_DOWNLOAD_TIMEOUT", "30", number(0.1),
+            "seconds for one whole image download, redirects included (also the timeout of one Label Studio API call)"),
+    Setting("max_redirects", "CAMCUT_MAX_REDIRECTS", "5", integer(0), "redirect hops followed (each re-checked)"),
+    Setting("min_class_probability", "CAMCUT_MIN_CLASS_PROBABILITY", "0.2", number(0.0, 1.0),
+            "with no prompt, classes the CNN gives at least this probability get a mask"),
+    Setting("max_classes", "CAMCUT_MAX_CLASSES", "3", integer(1), "with no prompt, at most this many classes"),
+    Setting("min_corrections", "CAMCUT_MIN_CORRECTIONS", "3", integer(1),
+            "corrections of a class needed before its threshold is re-chosen"),
+    Setting("adapt_thresholds", "CAMCUT_ADAPT_THRESHOLDS", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", thresholds,
+            "candidate t values scored against corrections"),
+    Setting("max_inflight", "CAMCUT_MAX_INFLIGHT", "0", integer(0),
+            "most batch /predict requests one worker runs at once, plus one slot kept for interactive calls; "
+            "more get 503 + Retry-After at once (0: THREADS-1, at least 1)"),
+    Setting("cut_threads", "CAMCUT_CUT_THREADS", "0", integer(0),
+            "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available"),
+    Setting("webhook_sync", "CAMCUT_WEBHOOK_SYNC", "0", flag,
+            "1: score corrections inside the /webhook request (tests); 0: in a background thread"),
+)
 
 
 @dataclass(frozen=True)
 class Settings:
-    label_studio_url: str = ""
-    label_studio_api_key: str = field(default="", repr=False)
-    basic_auth_user: str = ""
-    basic_auth_pass: str = field(default="", repr=False)
-    model_dir: Path = Path("./model_dir")
-    engine_config: str = "default"
-    box_technique: str = ""
-    class_technique: str = ""
-    weights: str = ""
-    label_map: str = ""
-    tag_fields: tuple[str, ...] = ("tags", "classes")
-    allowed_hosts: tuple[str, ...] = ()
-    max_download_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    download_timeout: float = 30.0
-    max_redirects: int = 5
-    min_class_probability: float = 0.2
-    max_classes: int = 3
-    min_corrections: int = 3
-    adapt_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-    webhook_sync: bool = False
-    max_inflight: int = 1
-    cut_threads: int = 1
-    log_level: str = "INFO"
+    """The parsed configuration. Fields and their order follow SETTINGS (checked at import);
+    the defaults live only in the table: build it with :meth:`from_env` (``{}`` for defaults)."""
+
+    bind_host: str
+    port: int
+    workers: int
+    threads: int
+    timeout: int
+    log_level: str
+    label_studio_url: str
+    label_studio_api_key: str = field(repr=False)
+    basic_auth_user: str
+    basic_auth_pass: str = field(repr=False)
+    model_dir: Path
+    engine_config: str
+    box_technique: str
+    class_technique: str
+    weights: str
+    label_map: str
+    tag_fields: tuple[str, ...]
+    allowed_hosts: tuple[str, ...]
+    max_download_bytes: int
+    max_pixels: int
+    download_timeout: float
+    max_redirects: int
+    min_class_probability: float
+    max_classes: int
+    min_corrections: int
+    adapt_thresholds: tuple[float, ...]
+    max_inflight: int
+    cut_threads: int
+    webhook_sync: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
-        ts_raw = _list(env, "CAMCUT_ADAPT_THRESHOLDS")
-        try:
-            ts = tuple(sorted({float(t) for t in ts_raw}))
-        except ValueError:
-            raise ConfigError(f"CAMCUT_ADAPT_THRESHOLDS must be numbers, got {ts_raw}") from None
-        if not ts or not all(0.0 < t < 1.0 for t in ts):
-            raise ConfigError("CAMCUT_ADAPT_THRESHOLDS must be numbers strictly between 0 and 1")
-        level = _get(env, "LOG_LEVEL").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
-        return cls(
-            label_studio_url=_get(env, "LABEL_STUDIO_URL").rstrip("/"),
-            label_studio_api_key=_get(env, "LABEL_STUDIO_API_KEY"),
-            basic_auth_user=_get(env, "BASIC_AUTH_USER"),
-            basic_auth_pass=_get(env, "BASIC_AUTH_PASS"),
-            model_dir=Path(_get(env, "MODEL_DIR")),
-            engine_config=_get(env, "CAMCUT_CONFIG"),
-            box_technique=_get(env, "CAMCUT_BOX_TECHNIQUE"),
-            class_technique=_get(env, "CAMCUT_CLASS_TECHNIQUE"),
-            weights=_get(env, "CAMCUT_WEIGHTS"),
-            label_map=_get(env, "CAMCUT_LABEL_MAP"),
-            tag_fields=_list(env, "CAMCUT_TAG_FIELDS"),
-            allowed_hosts=_list(env, "CAMCUT_ALLOWED_HOSTS"),
-            max_download_bytes=_int(env, "CAMCUT_MAX_DOWNLOAD_BYTES", 1),
-            max_pixels=_int(env, "CAMCUT_MAX_PIXELS", 1),
-            download_timeout=_float(env, "CAMCUT_DOWNLOAD_TIMEOUT", 0.1),
-            max_redirects=_int(env, "CAMCUT_MAX_REDIRECTS", 0),
-            min_class_probability=_float(env, "CAMCUT_MIN_CLASS_PROBABILITY", 0.0, 1.0),
-            max_classes=_int(env, "CAMCUT_MAX_CLASSES", 1),
-            min_corrections=_int(env, "CAMCUT_MIN_CORRECTIONS", 1),
-            adapt_thresholds=ts,
-            webhook_sync=_get(env, "CAMCUT_WEBHOOK_SYNC").lower() in ("1", "true", "yes", "on"),
-            max_inflight=_int(env, "CAMCUT_MAX_INFLIGHT", 0) or max(1, _int(env, "THREADS", 1) - 1),
-            cut_threads=_int(env, "CAMCUT_CUT_THREADS", 0) or len(os.sched_getaffinity(0)),
-            log_level=level,
-        )
+        values = {s.name: s.parse(s.env, env.get(s.env, s.default).strip()) for s in SETTINGS}
+        # the settings whose "0" / empty default depends on another setting or on the machine
+        if not env.get("MODEL_DIR", "").strip():
+            values["model_dir"] = default_model_dir(env)
+        values["max_inflight"] = values["max_inflight"] or max(1, values["threads"] - 1)
+        values["cut_threads"] = values["cut_threads"] or len(os.sched_getaffinity(0))
+        return cls(**values)
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
         return (self.basic_auth_user, self.basic_auth_pass) if self.basic_auth_user else None
 
+    @property
+    def bind(self) -> str:
+        """gunicorn's ``bind``: ``host:port``."""
+        return bind_address(self.bind_host, self.port)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential that must never reach a log line, an error or a response: the API key,
+        the basic-auth password and the access tokens obtained from a personal access token so far.
+        Every redacting logger and error path reads this one list (it grows as tokens refresh)."""
+        return tuple(s for s in (self.label_studio_api_key, self.basic_auth_pass, *runtime_secrets()) if s)
+
+
+if [f.name for f in fields(Settings)] != [s.name for s in SETTINGS]:  # pragma: no cover - a programming error
+    raise AssertionError("backend.config: Settings fields and SETTINGS rows differ")
+
+
+def read_setting(env_name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting alone (gunicorn_conf reads the bind address without the backend's other settings)."""
+    env = os.environ if env is None else env
+    row = next(s for s in SETTINGS if s.env == env_name)
+    return row.parse(row.env, env.get(row.env, row.default).strip())
+
+
+def bind_address(host: str, port: int) -> str:
+    """``host:port`` as gunicorn takes it, an IPv6 address in brackets."""
+    return f"[{host.strip('[]')}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# ------------------------------------------------------------------------------------ listings
 def describe() -> str:
-    width = max(map(len, ENV_DOCS))
-    return "\n".join(f"{k:<{width}}  default {v[0]!r:<14} {v[1]}" for k, v in ENV_DOCS.items())
+    """The plain-text listing of ``python -m backend.config``."""
+    width = max(len(s.env) for s in SETTINGS)
+    return "\n".join(f"{s.env:<{width}}  default {s.default!r:<14} {s.help}" for s in SETTINGS)
+
+
+def markdown_table() -> str:
+    """The README's configuration table (between its ``<!-- settings -->`` markers)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        rows.append(f"| `{s.env}` | {default} | {s.help.replace('|', '/')} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m backend.config", description="List every setting of the camcut backend.")
+    p.add_argument("--markdown", action="store_true", help="print the README's configuration table instead")
+    args = p.parse_args(argv)
+    print(markdown_table() if args.markdown else describe())
 
 
 if __name__ == "__main__":
-    print(describe())
+    main()

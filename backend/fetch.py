@@ -10,28 +10,33 @@ Every hop (redirects included, followed by hand) is checked: scheme http/https, 
 no ``..`` path segment, host allowed; hosts allowed only through a wildcard must resolve to
 global addresses. The API key goes only to LS's own host. Downloads are streamed with a byte
 cap and a wall-clock deadline.
+
+Talking to LS's API is :mod:`backend.labelstudio`; redaction is :mod:`backend.redaction` (both
+re-exported here for the callers that imported them from this module).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
-import json
 import logging
 import re
 import socket
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import requests
 
 from .config import Settings
+from .labelstudio import LabelStudioClient, looks_like_jwt
+from .redaction import RedactingFilter, redact
 
 log = logging.getLogger("backend.fetch")
+
+__all__ = ["CLOUD_SCHEMES", "FetchError", "Fetched", "ImageFetcher", "LabelStudioClient", "RedactingFilter", "UnsafeUrlError",
+           "UrlPolicy", "looks_like_jwt", "redact", "system_resolver"]
 
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob", "azure")
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -43,43 +48,6 @@ class FetchError(ValueError):
 
 class UnsafeUrlError(FetchError):
     """The URL is refused by the safety policy (scheme, host, address, traversal)."""
-
-
-# ------------------------------------------------------------------------------------ redaction
-_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(token|bearer|basic)?\s*[^\s'\",}]+"), r"\1\2 ***"),
-    (re.compile(r"(?i)\b(token|bearer)\s+[A-Za-z0-9._\-+/=]{8,}"), r"\1 ***"),
-    (re.compile(r"(?i)([?&](?:access_)?token=|[?&]refresh=|[?&]sig=|[?&]signature=|[?&]x-amz-signature=)[^&\s'\"]+"), r"\1***"),
-    (re.compile(r"(?i)(['\"](?:access_token|refresh|access|api_key|token)['\"]\s*:\s*['\"])[^'\"]+"), r"\1***"),
-)
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove credentials from a log line: Authorization values, tokens, token= parameters."""
-    out = str(text)
-    for s in secrets:
-        if s and len(s) >= 6:
-            out = out.replace(s, "***")
-    for pat, repl in _REDACTIONS:
-        out = pat.sub(repl, out)
-    return out
-
-
-class RedactingFilter(logging.Filter):
-    """Logging filter that redacts every record (message and arguments) before it is emitted."""
-
-    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # malformed %-args: leave the record alone
-            return True
-        record.msg = redact(msg, self.secrets)
-        record.args = None
-        return True
 
 
 # ------------------------------------------------------------------------------------ policy
@@ -161,86 +129,6 @@ class UrlPolicy:
         bad = [str(a) for a in addrs if not _is_public(a)]
         if bad:
             raise UnsafeUrlError(f"refused host {host!r}: resolves to non-public address(es) {', '.join(bad)}")
-
-
-# ------------------------------------------------------------------------------------ LS client
-def looks_like_jwt(token: str) -> bool:
-    """A personal access token is a JWT (header.payload.signature, JSON header with 'alg')."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(re.fullmatch(r"[A-Za-z0-9_\-]+", p) for p in parts):
-        return False
-    header = _b64json(parts[0])
-    return isinstance(header, dict) and "alg" in header
-
-
-def _b64json(seg: str) -> Any:
-    try:
-        return json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        return None
-
-
-class LabelStudioClient:
-    """Authenticated access to LS: legacy ``Token`` keys or PAT (JWT refresh -> ``Bearer``)."""
-
-    def __init__(self, url: str, api_key: str, timeout: float = 30.0, session: requests.Session | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.api_key = api_key
-        self.timeout = timeout
-        self.session = session or requests.Session()
-        self.session.trust_env = False  # no proxies from the environment for LS calls
-        self._access: str | None = None
-        self._access_exp = 0.0
-        self._lock = threading.Lock()
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.url)
-
-    @property
-    def is_pat(self) -> bool:
-        return looks_like_jwt(self.api_key)
-
-    def auth_headers(self, force_refresh: bool = False) -> dict[str, str]:
-        if not self.api_key:
-            return {}
-        if not self.is_pat:
-            return {"Authorization": f"Token {self.api_key}"}
-        with self._lock:
-            if force_refresh or self._access is None or time.time() > self._access_exp - 30:
-                self._refresh()
-            return {"Authorization": f"Bearer {self._access}"}
-
-    def _refresh(self) -> None:
-        try:
-            r = self.session.post(f"{self.url}/api/token/refresh/", json={"refresh": self.api_key}, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise FetchError(f"cannot refresh the personal access token at {self.url}: {type(exc).__name__}") from None
-        if r.status_code != 200:
-            raise FetchError(f"personal access token refresh failed: HTTP {r.status_code} from {self.url}/api/token/refresh/")
-        access = (r.json() or {}).get("access")
-        if not isinstance(access, str) or not access:
-            raise FetchError("personal access token refresh returned no access token")
-        payload = _b64json(access.split(".")[1]) if access.count(".") == 2 else None
-        exp = payload.get("exp") if isinstance(payload, dict) else None
-        self._access = access
-        self._access_exp = float(exp) if isinstance(exp, (int, float)) else time.time() + 240
-
-    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        if not self.configured:
-            raise FetchError("LABEL_STUDIO_URL is not set: cannot read from Label Studio's API")
-        url = f"{self.url}{path}"
-        for attempt in (0, 1):
-            try:
-                r = self.session.get(url, params=params, headers=self.auth_headers(force_refresh=attempt == 1), timeout=self.timeout)
-            except requests.RequestException as exc:
-                raise FetchError(f"GET {path} on Label Studio failed: {type(exc).__name__}") from None
-            if r.status_code == 401 and self.is_pat and attempt == 0:
-                continue
-            if r.status_code != 200:
-                raise FetchError(f"GET {path} on Label Studio: HTTP {r.status_code}")
-            return r.json()
-        raise FetchError(f"GET {path} on Label Studio: unauthorized")
 
 
 # ------------------------------------------------------------------------------------ fetcher

@@ -1,13 +1,15 @@
 """gunicorn settings for the camcut backend (all from the environment, see backend/config.py).
 
-``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app``: binds 0.0.0.0:$PORT (9090),
+``gunicorn --config backend/gunicorn_conf.py backend.wsgi:app``: binds $CAMCUT_BIND:$PORT (0.0.0.0:9090),
 $WORKERS processes (1) x $THREADS threads (4). The app is not preloaded: each worker imports
 ``backend.wsgi`` and loads the CNN once (torch and fork do not mix well).
 """
 
 import os
 
-bind = f"0.0.0.0:{int(os.environ.get('PORT', '9090'))}"
+from backend.config import bind_address, read_setting
+
+bind = bind_address(read_setting("CAMCUT_BIND"), read_setting("PORT"))
 workers = int(os.environ.get("WORKERS", "1"))
 threads = int(os.environ.get("THREADS", "4"))
 worker_class = "gthread"

@@ -38,7 +38,7 @@ def _log(msg: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"), help="VOC2012 folder")
-    ap.add_argument("--configs", default="reference,default,quality", help="comma list of engine configurations (model.engine.CONFIGS)")
+    ap.add_argument("--configs", default="reference,default,quality", help="comma list of engine configurations (model.config.CONFIGS)")
     ap.add_argument("--images", type=int, default=None, help="first N images of the train split (default: all)")
     ap.add_argument("--repeat", type=int, default=3, help="timed rounds over the images (medians are reported)")
     ap.add_argument("--warmup", type=int, default=2, help="images run untimed per mode before timing")
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    from model.engine import get_config
+    from model.config import get_config
 
     from .report import build_rows, flatten, markdown
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = "reference" if "reference" in configs else configs[0]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     t_start = time.perf_counter()
     images = load_images(a.voc, a.images)
     if not images:
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     _log("[1/5] in-process latency")
-    for c, modes in run_inprocess(configs, images, a.repeat, a.warmup, _log).items():
+    for c, modes in run_inprocess(list(details.values()), images, a.repeat, a.warmup, _log).items():
         res[c].update(modes)
     doc["sections_seconds"]["inprocess"] = time.perf_counter() - t0
     save(True)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         _log("[2/5] throughput")
         for c in configs:
-            res[c]["throughput"] = run_throughput(c, images, a.repeat, a.processes, _log)
+            res[c]["throughput"] = run_throughput(details[c], images, a.repeat, a.processes, _log)
         doc["sections_seconds"]["throughput"] = time.perf_counter() - t0
         save(True)
 
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         _log("[4/5] quality")
         for c in configs:
-            res[c]["quality"] = run_quality(a.voc, c, len(images), cache=a.cnn_cache)
+            res[c]["quality"] = run_quality(a.voc, details[c], len(images), cache=a.cnn_cache)
             _log(f"  {c}: object mIoU {res[c]['quality']['object']['mIoU']:.2f}, class mIoU {res[c]['quality']['class']['mIoU']:.2f}")
         doc["sections_seconds"]["quality"] = time.perf_counter() - t0
 

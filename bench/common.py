@@ -16,7 +16,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from evaluator.dataset import VocDataset  # noqa: E402
-from model.engine import Box, available_cores  # noqa: E402
+from model.pool import available_cores  # noqa: E402
+from model.prompts import Box  # noqa: E402
 
 
 @dataclass(frozen=True)

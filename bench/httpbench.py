@@ -35,9 +35,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
@@ -69,7 +70,7 @@ class StaticImages:
             def log_message(self, *a: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 srv.hits += 1
                 stem = Path(self.path.split("?", 1)[0]).stem
                 body = files.get(stem) if self.path.startswith("/data/upload/") else None
@@ -109,7 +110,7 @@ class Server:
         env.update(PORT=str(self.port), WORKERS="1", CAMCUT_CONFIG=config, LABEL_STUDIO_URL=ls_url,
                    MODEL_DIR=str(Path(self.tmp.name) / "model_dir"), LOG_LEVEL="WARNING")
         gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.log_file = open(log_path, "ab")
+        self.log_file = open(log_path, "ab")  # noqa: SIM115  # the server's log, closed on stop
         self.proc = subprocess.Popen(
             [str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
             cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
@@ -154,7 +155,7 @@ class Server:
         self.log_file.close()
         self.tmp.cleanup()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -2,7 +2,7 @@
 
 Every timed call starts from the JPEG bytes where the mode implies a new image and ends with
 the brush RLE of every mask (``backend.model.mask_to_rle``, the SDK's encoder), i.e. what the
-backend does per task minus download, JSON and HTTP. Masks are made with ``quality=True``
+backend does per task minus download, JSON and HTTP. Masks are made with ``agreement=True``
 (the second-opinion score the backend sends), as the backend makes them:
 
 * ``box``: decode + set_image + segment_box(box, its class) for every VOC box + RLE of every
@@ -22,14 +22,16 @@ untimed, before round 1.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import torch
 
 from backend.model import mask_to_rle
-from model.engine import CamNet, Segmenter, get_config
+from model.cnn import CamNet
+from model.config import EngineConfig
 from model.image import decode_image
+from model.segmenter import Segmenter
 
 from .common import BenchImage, cores, summarize
 
@@ -40,14 +42,14 @@ def _box(seg: Segmenter, im: BenchImage) -> list[float]:
     t0 = time.perf_counter()
     seg.set_image(decode_image(im.jpeg))
     for name, box in im.objects:
-        mask_to_rle(seg.segment_box(box, name, quality=True).mask)
+        mask_to_rle(seg.segment_box(box, name, agreement=True).mask)
     return [time.perf_counter() - t0]
 
 
 def _tag(seg: Segmenter, im: BenchImage) -> list[float]:
     t0 = time.perf_counter()
     seg.set_image(decode_image(im.jpeg))
-    for res in seg.segment_classes([(name, None) for name in im.classes], quality=True):
+    for res in seg.segment_classes([(name, None) for name in im.classes], agreement=True):
         mask_to_rle(res.mask)  # type: ignore[union-attr]
     return [time.perf_counter() - t0]
 
@@ -57,7 +59,7 @@ def _interactive(seg: Segmenter, im: BenchImage) -> list[float]:
     out = []
     for name, box in im.objects:
         t0 = time.perf_counter()
-        mask_to_rle(seg.segment_box(box, name, quality=True).mask)
+        mask_to_rle(seg.segment_box(box, name, agreement=True).mask)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -66,7 +68,7 @@ def _cold(seg: Segmenter, im: BenchImage) -> list[float]:
     name, box = im.objects[0]
     t0 = time.perf_counter()
     seg.set_image(decode_image(im.jpeg))
-    mask_to_rle(seg.segment_box(box, name, quality=True).mask)
+    mask_to_rle(seg.segment_box(box, name, agreement=True).mask)
     return [time.perf_counter() - t0]
 
 
@@ -75,22 +77,23 @@ RUNNERS: dict[str, Callable[[Segmenter, BenchImage], list[float]]] = {
 }
 
 
-def run_inprocess(configs: list[str], images: list[BenchImage], repeat: int, warmup: int = 2,
+def run_inprocess(configs: list[EngineConfig], images: list[BenchImage], repeat: int, warmup: int = 2,
                   log: Callable[[str], None] = print) -> dict[str, dict[str, dict]]:
     """{config: {mode: summary}}; summaries are medians over ``repeat`` rounds (bench.common.summarize)."""
     n = cores()
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
     net = CamNet()
-    segs = {c: Segmenter(get_config(c), net=net, threads=n) for c in configs}
+    segs = {c.name: Segmenter(c, net=net, threads=n) for c in configs}
+    names = list(segs)
     usable = {m: [im for im in images if (im.classes if m == "tag" else im.objects)] for m in MODES}
-    for c in configs:
+    for c in names:
         for m in MODES:
             for im in usable[m][:warmup]:
                 RUNNERS[m](segs[c], im)
-    rounds: dict[str, dict[str, list[list[float]]]] = {c: {m: [] for m in MODES} for c in configs}
+    rounds: dict[str, dict[str, list[list[float]]]] = {c: {m: [] for m in MODES} for c in names}
     for r in range(repeat):
-        for c in configs:
+        for c in names:
             t0 = time.perf_counter()
             for m in MODES:
                 samples: list[float] = []
@@ -98,4 +101,4 @@ def run_inprocess(configs: list[str], images: list[BenchImage], repeat: int, war
                     samples.extend(RUNNERS[m](segs[c], im))
                 rounds[c][m].append(samples)
             log(f"  in-process round {r + 1}/{repeat} {c}: {time.perf_counter() - t0:.1f} s")
-    return {c: {m: summarize(rounds[c][m]) for m in MODES} for c in configs}
+    return {c: {m: summarize(rounds[c][m]) for m in MODES} for c in names}

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.sweep import run_sweep
-from model.engine import get_config
+from model.config import EngineConfig
 from model.techniques import Technique
 
 from .common import cores
 
 
-def _one(voc: str | Path, config: str, task: str, tech: Technique, limit: int, workers: int, cache: str | None) -> dict[str, Any]:
+def _one(voc: str | Path, config: EngineConfig, task: str, tech: Technique, limit: int, workers: int, cache: str | None) -> dict[str, Any]:
     res = run_sweep(voc, "train", config, tasks=(task,), thresholds=(tech.t,) if tech.t is not None else (0.5,),
                     variants=(tech.variant,), workers=workers, cache_dir=cache, limit=limit, progress=False)
     counts = res[task].binary[tech.label]
@@ -26,8 +26,7 @@ def _one(voc: str | Path, config: str, task: str, tech: Technique, limit: int, w
             "fallbacks": res[task].fallbacks}
 
 
-def run_quality(voc: str | Path, config: str, limit: int, workers: int | None = None, cache: str | None = None) -> dict[str, Any]:
-    cfg = get_config(config)
+def run_quality(voc: str | Path, config: EngineConfig, limit: int, workers: int | None = None, cache: str | None = None) -> dict[str, Any]:
     w = workers or cores()
-    return {"object": _one(voc, config, "object", cfg.box_technique, limit, w, cache),
-            "class": _one(voc, config, "class", cfg.class_technique, limit, w, cache)}
+    return {"object": _one(voc, config, "object", config.box_technique, limit, w, cache),
+            "class": _one(voc, config, "class", config.class_technique, limit, w, cache)}

@@ -84,7 +84,7 @@ def flatten(section_results: dict[str, dict[str, Any]], baseline: str) -> dict[s
             v["quality.class_miou"] = q["class"]["mIoU"]
         out[cfg] = v
     base = out.get(baseline, {})
-    for cfg, v in out.items():
+    for v in out.values():
         if len(out) > 1 and "box.p50" in v and base.get("box.p50"):
             v["speedup.box"] = base["box.p50"] / v["box.p50"]
     return out

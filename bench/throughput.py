@@ -12,28 +12,32 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from multiprocessing import get_context
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .common import BenchImage, cores
 
+if TYPE_CHECKING:
+    from model.config import EngineConfig
 
-def _worker(config: str, shard: list[BenchImage], repeat: int, barrier: Any, results: Any) -> None:
+
+def _worker(config: EngineConfig, shard: list[BenchImage], repeat: int, barrier: Any, results: Any) -> None:
     import cv2
     import torch
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     from backend.model import mask_to_rle
-    from model.engine import Segmenter, get_config
     from model.image import decode_image
+    from model.segmenter import Segmenter
 
-    seg = Segmenter(get_config(config))
+    seg = Segmenter(config)
 
     def one(im: BenchImage) -> None:
         seg.set_image(decode_image(im.jpeg))
         for name, box in im.objects:
-            mask_to_rle(seg.segment_box(box, name, quality=True).mask)
+            mask_to_rle(seg.segment_box(box, name, agreement=True).mask)
 
     if shard:
         one(shard[0])  # warm-up
@@ -45,7 +49,7 @@ def _worker(config: str, shard: list[BenchImage], repeat: int, barrier: Any, res
         results.put((r, len(shard), time.perf_counter() - t0))
 
 
-def run_throughput(config: str, images: list[BenchImage], repeat: int, processes: int | None = None,
+def run_throughput(config: EngineConfig, images: list[BenchImage], repeat: int, processes: int | None = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     n = processes or cores()
     imgs = [im for im in images if im.objects]
@@ -66,7 +70,7 @@ def run_throughput(config: str, images: list[BenchImage], repeat: int, processes
             count = sum(d[1] for d in done)
             rounds.append({"images": count, "wall_s": wall, "images_per_s": count / wall,
                            "busy_s": [d[2] for d in done]})
-            log(f"  throughput round {r + 1}/{repeat} {config}: {count} images in {wall:.1f} s = {count / wall:.2f} img/s")
+            log(f"  throughput round {r + 1}/{repeat} {config.name}: {count} images in {wall:.1f} s = {count / wall:.2f} img/s")
     finally:
         for p in procs:
             p.join(timeout=60)

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from model.config import get_config
+
 from .dataset import DatasetError
 from .report import write_report
 from .sweep import DEFAULT_THRESHOLDS, OBJECT_VARIANTS, TASKS, run_sweep
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = parse_thresholds(a.thresholds) if a.thresholds else DEFAULT_THRESHOLDS
         t0 = time.perf_counter()
         results = run_sweep(
-            a.voc, a.split, a.config, a.tasks.split(","), thresholds,
+            a.voc, a.split, get_config(a.config), a.tasks.split(","), thresholds,
             a.variants.split(",") if a.variants else None, a.workers, a.cache or None, a.limit, not a.no_progress,
         )
         elapsed = time.perf_counter() - t0

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 from model import voc
-from model.engine import Box
 from model.image import ImageError, decode_image
+from model.prompts import Box
 
 VOID = 255
 REQUIRED_DIRS = ("JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations", "ImageSets/Segmentation")

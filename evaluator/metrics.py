@@ -29,7 +29,7 @@ class BinaryCounts:
     tn: np.ndarray
 
     @classmethod
-    def zeros(cls, n: int = N_CLASSES) -> "BinaryCounts":
+    def zeros(cls, n: int = N_CLASSES) -> BinaryCounts:
         return cls(*(np.zeros(n, np.int64) for _ in range(4)))
 
     def add(self, class_index: int, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> None:
@@ -44,7 +44,7 @@ class BinaryCounts:
         self.fn[class_index] += fn
         self.tn[class_index] += p.size - tp - fp - fn
 
-    def __iadd__(self, other: "BinaryCounts") -> "BinaryCounts":
+    def __iadd__(self, other: BinaryCounts) -> BinaryCounts:
         self.tp += other.tp
         self.fp += other.fp
         self.fn += other.fn
@@ -82,7 +82,7 @@ class Confusion:
     m: np.ndarray
 
     @classmethod
-    def zeros(cls, n: int = N_CLASSES + 1) -> "Confusion":
+    def zeros(cls, n: int = N_CLASSES + 1) -> Confusion:
         return cls(np.zeros((n, n), np.int64))
 
     def add(self, pred_labels: np.ndarray, gt_labels: np.ndarray, valid: np.ndarray) -> None:
@@ -90,7 +90,7 @@ class Confusion:
         idx = gt_labels[valid].astype(np.int64) * n + pred_labels[valid].astype(np.int64)
         self.m += np.bincount(idx, minlength=n * n).reshape(n, n)
 
-    def __iadd__(self, other: "Confusion") -> "Confusion":
+    def __iadd__(self, other: Confusion) -> Confusion:
         self.m += other.m
         return self
 

@@ -4,7 +4,7 @@
 
 For every object (box task) and every class present (tag task) it computes the mask with the
 configuration's technique, its IoU with the ground truth (void ignored), the score the backend
-sends to Label Studio (``quality=True``: agreement with a second technique) and the cheap score
+sends to Label Studio (``agreement=True``: agreement with a second technique) and the cheap score
 (mean CAM in the mask), and prints Spearman's rho of each score with the IoU. Annotators sort
 by score to fix the worst masks first, so a higher rho means less time hunting for them.
 """
@@ -22,7 +22,8 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from model import voc
-from model.engine import Segmenter, get_config, mask_iou
+from model.config import DEFAULT, EngineConfig, get_config
+from model.segmenter import Segmenter, mask_iou
 
 from .dataset import DatasetError, VocDataset
 
@@ -41,22 +42,22 @@ class Ranking:
         return out
 
 
-def rank_scores(voc_root: str, config_name: str = "default", split: str = "train", limit: int | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
+def rank_scores(voc_root: str, config: EngineConfig = DEFAULT, split: str = "train", limit: int | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
     ds = VocDataset(voc_root)
-    seg = Segmenter(get_config(config_name))
+    seg = Segmenter(config)
     boxes, tags = Ranking(), Ranking()
     for image_id in tqdm(ds.ids(split)[:limit], desc="ranking", unit="img", disable=not progress):
         s = ds.load(image_id)
         seg.set_image(s.image)
         v = s.valid
         for obj in s.objects:
-            q = seg.segment_box(obj.box, obj.name, quality=True)
+            q = seg.segment_box(obj.box, obj.name, agreement=True)
             cheap = seg.segment_box(obj.box, obj.name)
             boxes.iou.append(mask_iou(q.mask & v, (s.object_mask == obj.instance) & v))
             boxes.quality.append(q.score)
             boxes.cam.append(cheap.score)
         for name in s.classes_present():
-            q = seg.segment_class(name, quality=True, others=s.classes_present())
+            q = seg.segment_class(name, agreement=True, others=s.classes_present())
             cheap = seg.segment_class(name, others=s.classes_present())
             tags.iou.append(mask_iou(q.mask & v, (s.class_mask == voc.voc_index(name)) & v))
             tags.quality.append(q.score)
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     a = ap.parse_args(argv)
     try:
-        res = rank_scores(a.voc, a.config, a.split, a.limit)
+        res = rank_scores(a.voc, get_config(a.config), a.split, a.limit)
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

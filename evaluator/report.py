@@ -9,12 +9,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from model import voc  # noqa: E402
-from model.techniques import VARIANT_LABELS, Technique  # noqa: E402
+from model import voc
+from model.techniques import VARIANT_LABELS, Technique
 
-from .sweep import Scores  # noqa: E402
+from .sweep import Scores
 
 TASK_TITLES = {"object": "Object segmentation (from boxes)", "class": "Class segmentation (from tags)"}
 
@@ -32,7 +32,7 @@ def sweep_rows(scores: Scores) -> list[dict]:
                 "fwIoU": 100 * s["fwIoU"],
                 "mAcc": 100 * s["mAcc"],
                 "mIoU21": 100 * scores.confusion[label].miou(),
-                **{f"IoU_{c}": 100 * v for c, v in zip(voc.VOC_CLASSES, counts.iou())},
+                **{f"IoU_{c}": 100 * v for c, v in zip(voc.VOC_CLASSES, counts.iou(), strict=False)},
             }
         )
     return rows

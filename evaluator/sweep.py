@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -15,7 +15,9 @@ import torch
 from tqdm import tqdm
 
 from model import voc
-from model.engine import CnnOutput, EngineConfig, Segmenter, get_config
+from model.cnn import CnnOutput
+from model.config import REFERENCE, EngineConfig
+from model.segmenter import Segmenter
 from model.techniques import Technique
 
 from .dataset import VocDataset, VocSample
@@ -47,7 +49,7 @@ class Scores:
     confusion: dict[str, Confusion] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)
 
-    def merge(self, other: "Scores") -> None:
+    def merge(self, other: Scores) -> None:
         for k, v in other.binary.items():
             if k in self.binary:
                 self.binary[k] += v
@@ -143,12 +145,12 @@ _W: dict = {}
 
 
 def _init_worker(
-    voc_root: str, config_name: str, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]], pool: bool = True
+    voc_root: str, config: EngineConfig, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]], pool: bool = True
 ) -> None:
     if pool:  # one thread per worker process: the pool itself fills the cores
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
-    seg = Segmenter(get_config(config_name))
+    seg = Segmenter(config)
     _W.update(
         ds=VocDataset(voc_root),
         seg=seg,
@@ -172,7 +174,7 @@ def _work(image_id: str) -> tuple[str, dict[str, Scores]]:
 def run_sweep(
     voc_root: str | Path,
     split: str = "train",
-    config_name: str = "reference",
+    config: EngineConfig = REFERENCE,
     tasks: Iterable[str] = TASKS,
     thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
     variants: Iterable[str] | None = None,
@@ -192,8 +194,8 @@ def run_sweep(
     thresholds = tuple(thresholds)
     techs = {t: techniques_for(t, thresholds, variants) for t in tasks}
     totals = {t: Scores() for t in tasks}
-    args = (str(ds.root), config_name, str(cache_dir) if cache_dir else None, tasks, techs)
-    bar = tqdm(total=len(ids), desc=f"sweep {config_name}", unit="img", disable=not progress)
+    args = (str(ds.root), config, str(cache_dir) if cache_dir else None, tasks, techs)
+    bar = tqdm(total=len(ids), desc=f"sweep {config.name}", unit="img", disable=not progress)
     if workers <= 1:
         _init_worker(*args, pool=False)
         results = map(_work, ids)

@@ -3,8 +3,11 @@
 The evaluator (``evaluator``) and the Label Studio backend (``backend``) both call this API.
 """
 
-from .engine import REFERENCE, Box, BoxError, BoxPrompt, CamNet, ClassScore, CnnOutput, EngineConfig, MaskResult, Seeds, Segmenter
+from .cnn import CamNet, ClassScore, CnnOutput
+from .config import REFERENCE, EngineConfig
 from .image import ImageError, decode_image, to_rgb_uint8
+from .prompts import Box, BoxError, BoxPrompt, Seeds
+from .segmenter import MaskResult, Segmenter
 from .squeezenet import WeightsError
 from .techniques import Technique, ThresholdError, Thresholds, digitize
 from .voc import VOC_CLASSES, UnknownClassError

@@ -1,7 +1,7 @@
 """Learning thresholds from annotators' corrections (no web code here).
 
 An annotator's corrected mask is ground truth for the prompt that produced the prediction
-(a box + class, or a class alone). :func:`score_candidates` re-runs the prompt with every
+(a box + class, or a tag alone). :func:`score_candidates` re-runs the prompt with every
 candidate technique (e.g. the configured variant at t = 0.1 .. 0.9) and returns each
 candidate's IoU with the correction; a caller accumulates these per class and
 :func:`choose_technique` picks the best average once enough corrections are in.
@@ -14,7 +14,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .engine import Box, Segmenter, mask_iou
+from .prompts import Box
+from .segmenter import Segmenter, mask_iou
 from .techniques import Technique
 
 DEFAULT_TS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -22,7 +23,7 @@ DEFAULT_TS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 @dataclass(frozen=True)
 class Prompt:
-    """What a prediction was made from: a box (object task) or only a class (class task)."""
+    """What a prediction was made from: a box (box task) or only a class (tag task)."""
 
     voc_class: str
     box: Box | None = None
@@ -30,7 +31,7 @@ class Prompt:
 
     @property
     def kind(self) -> str:
-        return "box" if self.box is not None else "class"
+        return "box" if self.box is not None else "tag"
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,13 +1,14 @@
 """Try the engine on any image: a box or a class tag in, the mask and an overlay PNG out.
 
-    camcut IMAGE --box X0 Y0 X1 Y1 [--class dog]   # object task (pixel box, x1/y1 exclusive)
-    camcut IMAGE --tag dog                         # class task
-    camcut IMAGE                                   # class task for the CNN's predicted classes
+    camcut IMAGE --box X0 Y0 X1 Y1 [--class dog]   # box task (pixel box, x1/y1 exclusive)
+    camcut IMAGE --tag dog                         # tag task
+    camcut IMAGE                                   # tag task for the CNN's predicted classes
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import numpy as np
 from PIL import Image
 
 from . import voc
-from .engine import Box, BoxError, MaskResult, Segmenter, get_config
-from .image import ImageError, decode_image
+from .config import get_config
+from .image import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, ImageError, decode_image
+from .prompts import Box, BoxError
+from .segmenter import MaskResult, Segmenter
 from .squeezenet import WeightsError
 from .techniques import Technique, ThresholdError
 
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         seg = Segmenter(get_config(a.config), weights=a.weights)
-        seg.set_image(decode_image(a.image))
+        seg.set_image(decode_image(a.image, max_pixels=int(os.environ.get(MAX_PIXELS_ENV) or DEFAULT_MAX_PIXELS)))
         tech = Technique.parse(a.technique) if a.technique else None
         results: list[tuple[str, MaskResult]] = []
         if a.box:

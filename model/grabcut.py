@@ -31,7 +31,7 @@ def has_both_sides(mask: np.ndarray) -> bool:
 def add_border_background(mask: np.ndarray, frac: float = 0.02) -> np.ndarray:
     """Mark a thin ring along the image border as probable background (in place).
 
-    Used when a box spans the whole image: the report's object task assumes the outside of the
+    Used when a box spans the whole image: the report's box task assumes the outside of the
     box is background, and with no outside the image border is the best available sample.
     """
     h, w = mask.shape

@@ -10,8 +10,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Refuse images whose *declared* size exceeds this many pixels before decoding them
-# (decompression bombs). 40 MP covers a 50-megapixel-class camera after EXIF rotation.
-DEFAULT_MAX_PIXELS = int(os.environ.get("CAMCUT_MAX_PIXELS", 40_000_000))
+# (decompression bombs). 40 MP covers a 50-megapixel-class camera after EXIF rotation. Entry
+# points pass ``CAMCUT_MAX_PIXELS`` down as ``max_pixels``; this module never reads the environment.
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "CAMCUT_MAX_PIXELS"
 
 
 class ImageError(ValueError):

@@ -30,8 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
-
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -41,8 +40,8 @@ from tests.e2e.label_studio import (  # noqa: E402
     DEMO_LABEL_CONFIG,
     DEMO_LABELS,
     VOC_ROOT,
-    LabelStudioError,
     CamcutBackend,
+    LabelStudioError,
     LabelStudioServer,
     create_voc_project,
     ensure_installed,
@@ -64,7 +63,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- project
 
 
-def setup_project(ls: LabelStudioServer, backend_url: str, stems: List[str]) -> Dict[str, Any]:
+def setup_project(ls: LabelStudioServer, backend_url: str, stems: list[str]) -> dict[str, Any]:
     """Project + images + VOC box predictions + camcut predictions. Returns ids and the
     camcut prediction of the first stem's task."""
     proj, by_stem = create_voc_project(ls, "camcut demo", stems)
@@ -156,7 +155,7 @@ def open_task(driver, ls: LabelStudioServer, project_id: int, task_id: int, time
     )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "img" / "label_studio_mask.png")
     ap.add_argument("--stems", nargs="+", default=list(DEFAULT_STEMS), help="VOC image ids; the first is shown")
@@ -180,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     ensure_installed()
     ls = LabelStudioServer(log_path=args.log_dir / "label-studio.log")
-    backend: Optional[CamcutBackend] = None
+    backend: CamcutBackend | None = None
     model_dir = Path(tempfile.mkdtemp(prefix="camcut-screenshot-model-"))
     driver = None
     profile = Path(tempfile.mkdtemp(prefix="camcut-chromium-"))
@@ -221,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if driver is not None:
             try:
                 driver.quit()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log(f"driver.quit failed: {exc}")
         shutil.rmtree(profile, ignore_errors=True)
         if backend is not None:

@@ -100,6 +100,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, str]
     return doc, (out / "bench.md").read_text(), p.stdout
 
 
+@pytest.mark.slow  # the whole benchmark (bench_run fixture): 126 s
 def test_bench_json_has_the_run_description(bench_run: tuple[dict, str, str]) -> None:
     doc, _, _ = bench_run
     assert doc["command"].startswith("python -m bench") and doc["date"]
@@ -113,6 +114,7 @@ def test_bench_json_has_the_run_description(bench_run: tuple[dict, str, str]) ->
         assert mem["worker_pid"] > 0 and mem["rss_peak"] >= mem["rss_end"] > 0
 
 
+@pytest.mark.slow  # the whole benchmark (bench_run fixture): 126 s
 def test_bench_every_config_has_every_metric_positive_and_finite(bench_run: tuple[dict, str, str]) -> None:
     doc, _, _ = bench_run
     expected = {f"{m}.{s}" for m in LATENCY_MODES for s in ("p50", "p95", "max")}
@@ -134,6 +136,7 @@ def test_bench_every_config_has_every_metric_positive_and_finite(bench_run: tupl
             assert 0 < rows[key]["values"][c] <= 100
 
 
+@pytest.mark.slow  # the whole benchmark (bench_run fixture): 126 s
 def test_bench_ratios_are_the_division_of_the_reported_values(bench_run: tuple[dict, str, str]) -> None:
     doc, md, stdout = bench_run
     timing_keys = [m.key for m in METRICS if m.unit == "ms"]
@@ -148,7 +151,7 @@ def test_bench_ratios_are_the_division_of_the_reported_values(bench_run: tuple[d
     head, table = _md_rows(md)
     i_ref, i_def, i_ratio = head.index("reference"), head.index("default"), head.index("default/reference")
     assert len(table) == len(doc["rows"])
-    for r, cells in zip(doc["rows"], table):
+    for r, cells in zip(doc["rows"], table, strict=False):
         assert cells[0] == r["metric"]
         if not r["ratios"]:
             continue

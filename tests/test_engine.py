@@ -1,4 +1,4 @@
-"""The Segmenter (model/engine.py) on real VOC images: quality floors, determinism, edge cases."""
+"""The Segmenter (model/segmenter.py) on real VOC images: quality floors, determinism, edge cases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from evaluator.dataset import VocDataset
 from model import Box, BoxError, CnnOutput, Seeds, Segmenter, Technique, UnknownClassError, voc
-from model.engine import MIN_BOX_SIDE
+from model.segmenter import MIN_BOX_SIDE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VOC_ROOT = SHARED / "voc2012" / "VOC2012"
@@ -102,8 +102,10 @@ def test_class_probabilities_and_prediction(seg, samples, cnns):
         probs = seg.class_probabilities()
         assert [p.voc_class for p in probs][0] == expected
         assert len(probs) == 20 and sorted(p.voc_class for p in probs) == sorted(voc.VOC_CLASSES)
-        assert all(a.probability >= b.probability for a, b in zip(probs, probs[1:]))
-        assert 0 < sum(p.probability for p in probs) <= 1 + 1e-9
+        assert all(a.probability >= b.probability for a, b in zip(probs, probs[1:], strict=False))
+        # much of ImageNet's probability falls on the VOC classes' members (measured with this
+        # full-size CNN: 0.33 monitor, 0.77 cat; 0.54 / 0.86 at 320 px)
+        assert 0.25 < sum(p.probability for p in probs) <= 1 + 1e-9
         assert expected in [c.voc_class for c in seg.predict_classes()]
 
 

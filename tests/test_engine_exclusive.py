@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from evaluator.dataset import VocDataset
-from model.engine import CamNet, Segmenter, get_config
+from model.cnn import CamNet
+from model.config import get_config
+from model.segmenter import Segmenter
 from model.techniques import Technique
 
 VOC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "voc2012" / "VOC2012"
@@ -17,7 +19,7 @@ DOG = "2007_000063"  # dog + chair
 
 
 @pytest.fixture(scope="module")
-def segs():  # type: ignore[no-untyped-def]
+def segs():
     net = CamNet()
     on = Segmenter(dataclasses.replace(get_config("default"), class_exclusive=True), net=net)
     off = Segmenter(dataclasses.replace(get_config("default"), class_exclusive=False), net=net)
@@ -26,7 +28,7 @@ def segs():  # type: ignore[no-untyped-def]
     return on, off
 
 
-def test_cam_mask_loses_the_pixels_another_tag_wins(segs) -> None:  # type: ignore[no-untyped-def]
+def test_cam_mask_loses_the_pixels_another_tag_wins(segs) -> None:
     on, off = segs
     t = Technique("cam", 0.3)
     alone = off.segment_class("chair", t, others=["dog"]).mask  # exclusivity off: others ignored
@@ -37,7 +39,7 @@ def test_cam_mask_loses_the_pixels_another_tag_wins(segs) -> None:  # type: igno
     assert np.array_equal(on.segment_class("chair", t).mask, alone)  # no other tag: nothing changes
 
 
-def test_batch_of_tags_competes_like_explicit_others(segs) -> None:  # type: ignore[no-untyped-def]
+def test_batch_of_tags_competes_like_explicit_others(segs) -> None:
     on, _ = segs
     dog, chair = on.segment_classes([("dog", None), ("chair", None)])
     assert not isinstance(dog, Exception) and not isinstance(chair, Exception)
@@ -45,7 +47,7 @@ def test_batch_of_tags_competes_like_explicit_others(segs) -> None:  # type: ign
     assert np.array_equal(chair.mask, on.segment_class("chair", others=["dog", "unicorn"]).mask)  # unknown rivals are ignored
 
 
-def test_tag_window_keeps_the_mask_near_the_cam(segs) -> None:  # type: ignore[no-untyped-def]
+def test_tag_window_keeps_the_mask_near_the_cam(segs) -> None:
     """class_window_margin: nothing outside the CAM foreground's box grown by the margin."""
     on, _ = segs
     t = Technique("pfpb", 0.3)
@@ -62,7 +64,7 @@ def test_tag_window_keeps_the_mask_near_the_cam(segs) -> None:  # type: ignore[n
     assert (whole.segment_class("dog", t).mask & outside).any()  # without the window GrabCut does reach out there
 
 
-def test_correction_scoring_uses_the_other_tags(segs) -> None:  # type: ignore[no-untyped-def]
+def test_correction_scoring_uses_the_other_tags(segs) -> None:
     """The correction loop re-runs a tag prompt as it was served: with the image's other tags."""
     from model import adapt
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from evaluator.dataset import VocDataset
-from model.engine import Box, BoxError, BoxPrompt, CamNet, Segmenter, get_config
+from model.cnn import CamNet
+from model.config import get_config
+from model.prompts import Box, BoxError, BoxPrompt
+from model.segmenter import Segmenter
 
 VOC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "voc2012" / "VOC2012"
 DOG = "2007_000063"  # dog + chair, 500 x 375
@@ -28,14 +31,14 @@ def pair():  # type: ignore[no-untyped-def]
 def test_threaded_boxes_equal_serial_ones(pair) -> None:  # type: ignore[no-untyped-def]
     serial, threaded, s = pair
     prompts = [BoxPrompt(o.box, o.name) for o in s.objects]
-    a = serial.segment_boxes(prompts, quality=True)
-    b = threaded.segment_boxes(prompts, quality=True)
+    a = serial.segment_boxes(prompts, agreement=True)
+    b = threaded.segment_boxes(prompts, agreement=True)
     assert len(a) == len(b) == len(s.objects) >= 2
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         assert not isinstance(x, Exception) and not isinstance(y, Exception)
         assert np.array_equal(x.mask, y.mask) and x.score == y.score and 0 < x.score <= 1
     # segment_box is the one-prompt case of the same path
-    one = threaded.segment_box(s.objects[0].box, s.objects[0].name, quality=True)
+    one = threaded.segment_box(s.objects[0].box, s.objects[0].name, agreement=True)
     assert np.array_equal(one.mask, a[0].mask) and one.score == a[0].score
 
 
@@ -44,7 +47,7 @@ def test_one_bad_box_does_not_sink_the_others(pair) -> None:  # type: ignore[no-
     h, w = s.image.shape[:2]
     good = BoxPrompt(s.objects[0].box, s.objects[0].name)
     out = threaded.segment_boxes([BoxPrompt(Box(w + 10, 0, w + 50, 40), "dog"), good,
-                                  BoxPrompt(good.box, "unicorn")], quality=True)
+                                  BoxPrompt(good.box, "unicorn")], agreement=True)
     assert isinstance(out[0], BoxError)
     assert not isinstance(out[1], Exception) and out[1].mask.any()
     assert isinstance(out[2], ValueError) and "unicorn" in str(out[2])
@@ -54,14 +57,14 @@ def test_one_bad_box_does_not_sink_the_others(pair) -> None:  # type: ignore[no-
 
 def test_threaded_class_mask_equals_serial(pair) -> None:  # type: ignore[no-untyped-def]
     serial, threaded, _ = pair
-    a, b = serial.segment_class("dog", quality=True), threaded.segment_class("dog", quality=True)
+    a, b = serial.segment_class("dog", agreement=True), threaded.segment_class("dog", agreement=True)
     assert np.array_equal(a.mask, b.mask) and a.score == b.score and a.mask.any()
 
 
 def test_threaded_classes_equal_serial_and_fail_alone(pair) -> None:  # type: ignore[no-untyped-def]
     serial, threaded, _ = pair
     prompts = [("dog", None), ("unicorn", None), ("chair", None)]
-    a, b = serial.segment_classes(prompts, quality=True), threaded.segment_classes(prompts, quality=True)
+    a, b = serial.segment_classes(prompts, agreement=True), threaded.segment_classes(prompts, agreement=True)
     assert isinstance(a[1], ValueError) and isinstance(b[1], ValueError)
     for x, y in ((a[0], b[0]), (a[2], b[2])):
         assert not isinstance(x, Exception) and not isinstance(y, Exception)

@@ -150,7 +150,7 @@ def test_wrong_folder(tmp_path):
 
 
 def test_missing_split(fake_voc):
-    with pytest.raises(DatasetError, match="no split list .*val.txt; available: train"):
+    with pytest.raises(DatasetError, match=r"no split list .*val\.txt; available: train"):
         VocDataset(fake_voc).ids("val")
 
 
@@ -179,7 +179,7 @@ def test_truncated_jpeg(fake_voc):
 def test_malformed_xml(fake_voc):
     p = fake_voc / "Annotations" / "2007_000039.xml"
     p.write_text(p.read_text()[:-40])
-    with pytest.raises(DatasetError, match="malformed XML .*2007_000039.xml"):
+    with pytest.raises(DatasetError, match=r"malformed XML .*2007_000039\.xml"):
         VocDataset(fake_voc).load("2007_000039")
 
 
@@ -245,6 +245,7 @@ def sweep(tmp_path_factory, restore_threads):
     return res, cache
 
 
+@pytest.mark.slow  # the sweep fixture on 3 VOC images: 80 s
 def test_sweep_numbers_are_sane(sweep):
     res, cache = sweep
     assert set(res) == {"object", "class"}
@@ -261,15 +262,17 @@ def test_sweep_numbers_are_sane(sweep):
     # every object technique counts the same valid pixels per class
     totals = {k: (c.tp + c.fp + c.fn + c.tn).tolist() for k, c in obj.binary.items()}
     assert len({tuple(v) for v in totals.values()}) == 1
-    for label, counts in cls.binary.items():
+    for label, counts in cls.binary.items():  # measured mIoU 0.13 (cam 0.6) to 0.46 (PF PB 0.3)
         s = counts.summary()
-        assert 0 <= s["mIoU"] <= 1 and 0 <= s["mAcc"] <= 1, label
+        assert 0.05 < s["mIoU"] < 0.8 and 0.1 < s["mAcc"] < 0.95, (label, s)
+    assert cls.binary["PF PB 0.3"].summary()["mIoU"] > 0.35  # the served tag technique; measured 0.46
     assert len(list(Path(cache).glob("*.npz"))) == 3
 
 
+@pytest.mark.slow  # uses the sweep fixture (80 s)
 def test_sweep_rerun_from_cache_gives_identical_counts(sweep, monkeypatch):
     res, cache = sweep
-    from model.engine import CamNet
+    from model.cnn import CamNet
 
     def no_cnn(*a, **k):
         raise AssertionError("the CNN ran although its output is cached")
@@ -324,6 +327,7 @@ def _is_png(p: Path) -> bool:
         "0.3,0.6",  # includes the chosen t of both tasks
     ],
 )
+@pytest.mark.slow  # 54 s and 18 s, and the sweep fixture
 def test_cli_writes_tables_csvs_and_figures(tmp_path, sweep, thresholds):
     _, cache = sweep
     out = tmp_path / "run"
@@ -345,11 +349,11 @@ def test_cli_writes_tables_csvs_and_figures(tmp_path, sweep, thresholds):
     assert "Object segmentation" in md and "Class segmentation" in md and "| grabcut |" in md
     import csv
 
-    rows = list(csv.DictReader(open(out / "sweep_object.csv")))
+    rows = list(csv.DictReader((out / "sweep_object.csv").read_text().splitlines()))
     assert {r["technique"] for r in rows} == {"grabcut", "cam", "PF PB", "F PF", "F PB"}
     g = next(r for r in rows if r["technique"] == "grabcut")
     assert 0 < float(g["mIoU"]) < 100
-    table = list(csv.DictReader(open(out / "table_class.csv")))
+    table = list(csv.DictReader((out / "table_class.csv").read_text().splitlines()))
     assert {r["technique"] for r in table} == {"cam", "PF PB", "F PF", "F PB"} and all(r["t"] in thresholds.split(",") for r in table)
 
 

@@ -180,7 +180,7 @@ def test_zero_byte_file_and_missing_file(tmp_path):
 
 @pytest.mark.parametrize("frac", [0.5, 0.1])
 def test_truncated_jpeg(jpeg_bytes, frac):
-    with pytest.raises(ImageError, match="corrupt or truncated|not a readable") as ei:
+    with pytest.raises(ImageError, match=r"corrupt or truncated|not a readable") as ei:
         decode_image(jpeg_bytes[: int(len(jpeg_bytes) * frac)])
     assert "bytes>" in str(ei.value)
 

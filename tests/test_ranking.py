@@ -11,7 +11,8 @@ import pytest
 from evaluator.dataset import VocDataset
 from evaluator.ranking import main as ranking_main
 from evaluator.ranking import rank_scores
-from model.engine import Segmenter, get_config, mask_iou
+from model.config import get_config
+from model.segmenter import Segmenter, mask_iou
 from model.techniques import Technique
 
 VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"
@@ -36,7 +37,7 @@ def test_box_quality_is_agreement_with_naked_grabcut(seg):
     s = VocDataset(VOC).load("2007_000063")
     seg.set_image(s.image)
     obj = s.objects[0]
-    res = seg.segment_box(obj.box, obj.name, quality=True)
+    res = seg.segment_box(obj.box, obj.name, agreement=True)
     plain = seg.segment_box(obj.box, obj.name)
     # the second opinion runs at the config's score resolution
     low = Segmenter(dataclasses.replace(seg.config, grabcut_max_side=seg.config.score_max_side), net=seg.net)
@@ -51,7 +52,7 @@ def test_box_quality_is_agreement_with_naked_grabcut(seg):
 def test_class_quality_is_agreement_with_fpb(seg):
     s = VocDataset(VOC).load("2007_000063")
     seg.set_image(s.image)
-    res = seg.segment_class("dog", quality=True)
+    res = seg.segment_class("dog", agreement=True)
     low = Segmenter(dataclasses.replace(seg.config, class_grabcut_max_side=seg.config.score_max_side), net=seg.net)
     low.set_image(s.image, seg.cnn)
     other = low.segment_class("dog", Technique("fpb", 0.5))
@@ -61,18 +62,20 @@ def test_class_quality_is_agreement_with_fpb(seg):
 def test_box_without_class_keeps_cam_score(seg):
     s = VocDataset(VOC).load("2007_000063")
     seg.set_image(s.image)
-    res = seg.segment_box(s.objects[0].box, None, Technique("grabcut"), quality=True)
+    res = seg.segment_box(s.objects[0].box, None, Technique("grabcut"), agreement=True)
     assert res.score == 0.0  # no second opinion exists for a class-less box
 
 
+@pytest.mark.slow  # 16 s
 def test_ranking_on_a_real_slice():
-    res = rank_scores(str(VOC), "default", limit=3, progress=False)
+    res = rank_scores(str(VOC), get_config("default"), limit=3, progress=False)
     for key in ("box", "tag"):
         r = res[key]
         assert r["n"] >= 3
-        assert 0.0 < r["mean_iou"] <= 1.0
-        assert -1.0 <= r["rho_quality"] <= 1.0
-        assert -1.0 <= r["rho_cam"] <= 1.0
+        assert 0.3 < r["mean_iou"] < 0.9  # measured 0.72 (box), 0.45 (tag)
+        # the backend's score ranks masks the right way round (measured 0.39 box, 0.40 tag; README: 0.42 on 205 images)
+        assert r["rho_quality"] > 0.0
+    assert res["tag"]["rho_cam"] > 0.0  # measured 0.6; the box one is 0.0 on these 7 masks
 
 
 def test_ranking_cli_rejects_a_wrong_folder(tmp_path, capsys):

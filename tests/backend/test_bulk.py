@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -66,7 +67,7 @@ class FakeLS:
                 fake.auth_headers.add(a)
                 return a == f"Token {TOKEN}"
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 u = urlsplit(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
                 if not self._authed():
@@ -92,7 +93,7 @@ class FakeLS:
                     return self._send(200, {"total": len(ids), "total_annotations": 0, "total_predictions": 0, "tasks": chunk})
                 self._send(404, {"detail": "Not found."})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 n = int(self.headers.get("Content-Length", 0))
                 data = json.loads(self.rfile.read(n) or b"{}")
                 if not self._authed():
@@ -112,7 +113,7 @@ class FakeLS:
                     return self._send(201, pred)
                 self._send(404)
 
-            def do_DELETE(self) -> None:  # noqa: N802
+            def do_DELETE(self) -> None:
                 if not self._authed():
                     return self._send(401, {"detail": "no"})
                 pid = int(self.path.rstrip("/").rsplit("/", 1)[1])
@@ -176,7 +177,7 @@ def test_all_tasks_paginated_predicted_and_a_bad_task_does_not_stop_the_run(
     assert code == bulk.EXIT_FAILED, out + err
     # 5 tasks at 2 per page: pages 1, 2, 3 (the last one short)
     assert [p for p, _ in fake_ls.pages] == [1, 2, 3]
-    for tid, stem in zip(GOOD, STEMS):
+    for tid, stem in zip(GOOD, STEMS, strict=False):
         [pred] = fake_ls.ours(tid)
         assert fake_ls.posts[tid] == 1
         assert pred["result"] and pred["result"][0]["type"] == "brushlabels"
@@ -206,8 +207,8 @@ def test_resume_after_interruption_predicts_each_task_once(fake_ls: FakeLS, env:
     del fake_ls.tasks[99]
     seen: list[int] = []
 
-    def interrupt_after_two(o: dict[str, Any]) -> None:
-        seen.append(o["task"])
+    def interrupt_after_two(o: bulk.Outcome) -> None:
+        seen.append(o.task)
         if len(seen) == 2:
             raise KeyboardInterrupt
 
@@ -256,13 +257,14 @@ def state_lines_tolerant(p: Path) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow  # 16 s
 def test_worker_processes_interrupted_then_resumed(fake_ls: FakeLS, env: dict[str, str], model: CamCutModel,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """2 spawned workers; Ctrl-C after the first result: the tasks in flight are finished and
     recorded, the rest is left; the second run does only the rest."""
     del fake_ls.tasks[99]
 
-    def interrupt(o: dict[str, Any]) -> None:
+    def interrupt(o: bulk.Outcome) -> None:
         raise KeyboardInterrupt
 
     assert run(env, "--workers", "2", "--batch", "1", model=model, on_outcome=interrupt) == bulk.EXIT_INTERRUPTED

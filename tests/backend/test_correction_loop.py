@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backend.model import mask_to_rle, rle_to_mask
+from backend.results import mask_to_rle, rle_to_mask
 from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, mask_iou, rect
 from model import adapt
 from model.engine import get_config
@@ -53,7 +53,7 @@ def predict(client: Any, stem: str, tid: int) -> list[dict[str, Any]]:
 def held_out_iou(client: Any, stems: list[str]) -> tuple[float, set[str]]:
     ious, techs = [], set()
     for k, stem in enumerate(stems):
-        for res, (gt, _) in zip(predict(client, stem, 1000 + k), cat_instances(stem)):
+        for res, (gt, _) in zip(predict(client, stem, 1000 + k), cat_instances(stem), strict=False):
             ious.append(mask_iou(rle_to_mask(res["value"]["rle"], res["original_height"], res["original_width"]), gt))
             techs.add(res["meta"]["technique"])
     return float(np.mean(ious)), techs
@@ -76,7 +76,7 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
         w, h = image_size(stem)
         brush = [{"id": res["id"], "type": "brushlabels", "from_name": "mask", "to_name": "image", "original_width": w,
                   "original_height": h, "image_rotation": 0, "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": ["Cat"]}}
-                 for res, (gt, _) in zip(results, cat_instances(stem))]
+                 for res, (gt, _) in zip(results, cat_instances(stem), strict=False)]
         ev = {"action": "ANNOTATION_CREATED", "project": {"id": 42, "label_config": LABEL_CONFIG},
               "task": {"id": 2000 + k, "data": {"image": f"/data/upload/1/{stem}.jpg"}},
               "annotation": {"id": 3000 + k, "result": brush, "updated_at": "2025-02-01T00:00:00Z"}}
@@ -105,7 +105,6 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
 def test_adapt_scores_and_choice(camnet: Any) -> None:
     """model/adapt.py alone: IoU per candidate and the best-average choice."""
     from model import Box, Segmenter, decode_image
-
     from tests.backend.conftest import jpeg
 
     stem = "2007_000528"

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from backend.config import Settings
-from backend.fetch import FetchError, ImageFetcher, UnsafeUrlError, UrlPolicy, looks_like_jwt, redact
+from backend.fetch import FetchError, ImageFetcher, UnsafeUrlError, UrlPolicy
+from backend.labelstudio import looks_like_jwt
+from backend.redaction import redact
 from tests.backend.conftest import ACCESS, LABEL_CONFIG, PAT, TOKEN, jpeg
 
 CAT = "2007_000528"

@@ -124,7 +124,6 @@ def test_tags_from_data_field(client: Any, field: str, value: Any) -> None:
 def test_nothing_given_uses_predicted_classes(client: Any, camnet: Any) -> None:
     from model import Segmenter, decode_image
     from model.engine import get_config
-
     from tests.backend.conftest import jpeg
 
     config = LABEL_CONFIG.replace('<Label value="widget"/></BrushLabels>', '<Label value="widget"/><Label value="bird"/></BrushLabels>')
@@ -176,7 +175,7 @@ def test_interactive_keypoints_positive_and_negative(client: Any) -> None:
 
 
 def test_interactive_brush_strokes(client: Any) -> None:
-    from backend.model import mask_to_rle
+    from backend.results import mask_to_rle
 
     w, h = image_size(DOG)
     gt = next(g for c, g in instance_masks(DOG) if c == "dog")

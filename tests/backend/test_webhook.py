@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.model import mask_to_rle
+from backend.results import mask_to_rle
 from tests.backend.conftest import LABEL_CONFIG, image_size, instance_masks, rect, voc_boxes
 
 DOG = "2007_000063"

@@ -41,8 +41,9 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any
 
 import requests
 
@@ -64,7 +65,7 @@ class LabelStudioError(RuntimeError):
 # --------------------------------------------------------------------------- install
 
 
-def installed_version(venv: Path = DEFAULT_VENV) -> Optional[str]:
+def installed_version(venv: Path = DEFAULT_VENV) -> str | None:
     """Version of ``label-studio`` installed in ``venv``, or None."""
     python = Path(venv) / "bin" / "python"
     if not python.exists():
@@ -116,18 +117,18 @@ class LabelStudioServer:
         self,
         venv: Path = DEFAULT_VENV,
         *,
-        port: Optional[int] = None,
+        port: int | None = None,
         host: str = "127.0.0.1",
-        workdir: Optional[Path] = None,
-        document_root: Optional[Path] = None,
+        workdir: Path | None = None,
+        document_root: Path | None = None,
         username: str = "admin@camcut.test",
-        password: Optional[str] = None,
-        token: Optional[str] = None,
-        log_path: Optional[Path] = None,
+        password: str | None = None,
+        token: str | None = None,
+        log_path: Path | None = None,
         startup_timeout: float = 240.0,
         keep_workdir: bool = False,
-        extra_env: Optional[Mapping[str, str]] = None,
-        db_template: Optional[Path] = DEFAULT_DB_TEMPLATE,
+        extra_env: Mapping[str, str] | None = None,
+        db_template: Path | None = DEFAULT_DB_TEMPLATE,
     ) -> None:
         self.venv = Path(venv)
         self.host = host
@@ -148,15 +149,15 @@ class LabelStudioServer:
         self.db_path = self.data_dir / "label_studio.sqlite3"
         self.template_seconds = 0.0
         self.url = f"http://{host}:{self.port}"
-        self.startup_seconds: Optional[float] = None
-        self._proc: Optional[subprocess.Popen] = None
+        self.startup_seconds: float | None = None
+        self._proc: subprocess.Popen | None = None
         self._log_file = None
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {self.token}"
 
     # ----------------------------------------------------------------- lifecycle
 
-    def env(self) -> Dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -191,7 +192,7 @@ class LabelStudioServer:
         env.update(self.extra_env)
         return env
 
-    def command(self) -> List[str]:
+    def command(self) -> list[str]:
         return [
             str(self.venv / "bin" / "label-studio"),
             "start",
@@ -213,7 +214,7 @@ class LabelStudioServer:
             "--enable-legacy-api-token",
         ]
 
-    def start(self) -> "LabelStudioServer":
+    def start(self) -> LabelStudioServer:
         """Start and wait until ``/health`` is UP and the token works (raises LabelStudioError).
 
         On failure the process group is killed and the temp work dir removed; the error
@@ -230,7 +231,7 @@ class LabelStudioServer:
                 self.template_seconds = self._ensure_db_template()
                 shutil.copyfile(self.db_template, self.db_path)
             t0 = time.monotonic()
-            self._log_file = open(self.log_path, "wb", buffering=0)
+            self._log_file = open(self.log_path, "wb", buffering=0)  # noqa: SIM115  # the server's log, closed on stop
             self._proc = subprocess.Popen(
                 self.command(),
                 cwd=str(self.workdir),
@@ -310,7 +311,7 @@ class LabelStudioServer:
                 last_err = f"HTTP {r.status_code}: {r.text[:200]}"
             except (requests.RequestException, ValueError) as exc:
                 last_err = exc
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of the deadline-bounded readiness check
         else:
             raise LabelStudioError(
                 f"label-studio not ready at {self.url} after {self.startup_timeout:.0f}s ({last_err}); "
@@ -379,7 +380,7 @@ class LabelStudioServer:
             # keep the log if it was placed outside the work dir
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "LabelStudioServer":
+    def __enter__(self) -> LabelStudioServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -415,7 +416,7 @@ class LabelStudioServer:
 
     # ----------------------------------------------------------------- auth
 
-    def whoami(self) -> Dict[str, Any]:
+    def whoami(self) -> dict[str, Any]:
         return self.get("/api/current-user/whoami")
 
     def create_personal_access_token(self) -> str:
@@ -434,16 +435,16 @@ class LabelStudioServer:
 
     # ----------------------------------------------------------------- projects & tasks
 
-    def create_project(self, title: str, label_config: str, **fields: Any) -> Dict[str, Any]:
+    def create_project(self, title: str, label_config: str, **fields: Any) -> dict[str, Any]:
         return self.post("/api/projects/", json={"title": title, "label_config": label_config, **fields})
 
-    def get_project(self, project_id: int) -> Dict[str, Any]:
+    def get_project(self, project_id: int) -> dict[str, Any]:
         return self.get(f"/api/projects/{project_id}/")
 
-    def update_project(self, project_id: int, **fields: Any) -> Dict[str, Any]:
+    def update_project(self, project_id: int, **fields: Any) -> dict[str, Any]:
         return self.patch(f"/api/projects/{project_id}/", json=fields)
 
-    def upload_files(self, project_id: int, paths: Sequence[os.PathLike]) -> List[int]:
+    def upload_files(self, project_id: int, paths: Sequence[os.PathLike]) -> list[int]:
         """Multipart import: one task per image, ``data.image = /data/upload/<project>/<uuid>-<name>``.
 
         Returns the created task ids (in upload order).
@@ -452,7 +453,7 @@ class LabelStudioServer:
         handles = []
         try:
             for i, p in enumerate(paths):
-                fh = open(p, "rb")
+                fh = open(p, "rb")  # noqa: SIM115  # handed to the upload, closed after it
                 handles.append(fh)
                 # LS iterates request.FILES.items(): one file per *distinct* form field name
                 files.append((f"file{i}", (Path(p).name, fh, _mime(p))))
@@ -462,28 +463,28 @@ class LabelStudioServer:
                 fh.close()
         return list(res.get("task_ids") or [])
 
-    def import_tasks(self, project_id: int, tasks: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def import_tasks(self, project_id: int, tasks: list[dict[str, Any]]) -> dict[str, Any]:
         """JSON import; tasks may carry ``predictions`` / ``annotations``. Response has ``task_ids``."""
         return self.post(f"/api/projects/{project_id}/import", params={"return_task_ids": "true"}, json=tasks)
 
-    def import_predictions(self, project_id: int, predictions: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def import_predictions(self, project_id: int, predictions: list[dict[str, Any]]) -> dict[str, Any]:
         """Bulk-add predictions ``[{task, result, score?, model_version?}]`` to existing tasks."""
         return self.post(f"/api/projects/{project_id}/import/predictions", json=predictions)
 
     def create_prediction(
-        self, task_id: int, result: List[Dict[str, Any]], score: Optional[float] = None, model_version: str = ""
-    ) -> Dict[str, Any]:
-        body: Dict[str, Any] = {"task": task_id, "result": result, "model_version": model_version}
+        self, task_id: int, result: list[dict[str, Any]], score: float | None = None, model_version: str = ""
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"task": task_id, "result": result, "model_version": model_version}
         if score is not None:
             body["score"] = score
         return self.post("/api/predictions/", json=body)
 
-    def list_tasks(self, project_id: int, page_size: int = 100, resolve_uri: bool = False) -> List[Dict[str, Any]]:
+    def list_tasks(self, project_id: int, page_size: int = 100, resolve_uri: bool = False) -> list[dict[str, Any]]:
         """All tasks of a project with their predictions/annotations (``fields=all``).
 
         ``resolve_uri=False`` returns ``data`` as stored (what /predict receives); the
         Data Manager default (True) rewrites e.g. local-files URLs to absolute ones."""
-        out: List[Dict[str, Any]] = []
+        out: list[dict[str, Any]] = []
         page = 1
         while True:
             res = self.get(
@@ -505,21 +506,21 @@ class LabelStudioServer:
             page += 1
         return out
 
-    def get_task(self, task_id: int) -> Dict[str, Any]:
+    def get_task(self, task_id: int) -> dict[str, Any]:
         """NB: GET /api/tasks/<id>/ itself triggers ML prediction if the task has none and
         the project has an ML backend (``show_collab_predictions`` defaults to True)."""
         return self.get(f"/api/tasks/{task_id}/")
 
-    def list_predictions(self, task_id: int) -> List[Dict[str, Any]]:
+    def list_predictions(self, task_id: int) -> list[dict[str, Any]]:
         return self.get("/api/predictions/", params={"task": task_id})
 
-    def list_annotations(self, task_id: int) -> List[Dict[str, Any]]:
+    def list_annotations(self, task_id: int) -> list[dict[str, Any]]:
         return self.get(f"/api/tasks/{task_id}/annotations/")
 
-    def create_annotation(self, task_id: int, result: List[Dict[str, Any]], **fields: Any) -> Dict[str, Any]:
+    def create_annotation(self, task_id: int, result: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
         return self.post(f"/api/tasks/{task_id}/annotations/", json={"result": result, **fields})
 
-    def fetch_data(self, url_or_path: str, headers: Optional[Mapping[str, str]] = None) -> bytes:
+    def fetch_data(self, url_or_path: str, headers: Mapping[str, str] | None = None) -> bytes:
         """Download task media (``/data/upload/...``, ``/data/local-files/?d=...``) as a backend would."""
         url = url_or_path if url_or_path.startswith("http") else f"{self.url}{url_or_path}"
         h = dict(self.session.headers) if headers is None else dict(headers)
@@ -532,7 +533,7 @@ class LabelStudioServer:
 
     def add_local_storage(
         self, project_id: int, path: os.PathLike, *, regex_filter: str = r".*\.(jpe?g|png)$", sync: bool = True
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Local Files import storage for ``path`` (must be inside ``document_root``).
 
         /data/local-files/?d=<path relative to document_root> is only served for files under a
@@ -566,16 +567,16 @@ class LabelStudioServer:
         *,
         title: str = "camcut",
         is_interactive: bool = True,
-        extra_params: Optional[Dict[str, Any]] = None,
-        basic_auth: Optional[tuple] = None,
-        timeout: Optional[float] = None,
+        extra_params: dict[str, Any] | None = None,
+        basic_auth: tuple | None = None,
+        timeout: float | None = None,
         use_for_predictions: bool = True,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """POST /api/ml. LS calls the backend's /health then /setup synchronously (the
         request fails with 400 if either fails). ``is_interactive`` enables
         /api/ml/<id>/interactive-annotating. With ``use_for_predictions`` the project's
         ``model_version`` is pointed at this backend's title so its predictions are shown."""
-        body: Dict[str, Any] = {"url": url, "project": project_id, "title": title, "is_interactive": is_interactive}
+        body: dict[str, Any] = {"url": url, "project": project_id, "title": title, "is_interactive": is_interactive}
         if extra_params is not None:
             body["extra_params"] = extra_params
         if timeout is not None:
@@ -587,14 +588,14 @@ class LabelStudioServer:
             self.update_project(project_id, model_version=title, show_collab_predictions=True)
         return ml
 
-    def list_ml_backends(self, project_id: int) -> List[Dict[str, Any]]:
+    def list_ml_backends(self, project_id: int) -> list[dict[str, Any]]:
         """NB: listing re-runs /health + /setup on every backend (state refresh)."""
         return self.get("/api/ml/", params={"project": project_id})
 
-    def get_ml_backend(self, ml_id: int) -> Dict[str, Any]:
+    def get_ml_backend(self, ml_id: int) -> dict[str, Any]:
         return self.get(f"/api/ml/{ml_id}")
 
-    def retrieve_predictions(self, project_id: int, task_ids: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    def retrieve_predictions(self, project_id: int, task_ids: Sequence[int] | None = None) -> dict[str, Any]:
         """Data Manager action ``retrieve_tasks_predictions``: LS calls /setup then one batched
         /predict with the selected tasks (those without a prediction of the current model
         version), and stores the results as predictions. Synchronous."""
@@ -605,11 +606,11 @@ class LabelStudioServer:
             json={"selectedItems": selected},
         )
 
-    def predict_test(self, ml_id: int) -> Dict[str, Any]:
+    def predict_test(self, ml_id: int) -> dict[str, Any]:
         """POST /api/ml/<id>/predict/test?random=true: /predict on one random task, not stored."""
         return self.post(f"/api/ml/{ml_id}/predict/test", params={"random": "true"}, expect=(200, 500))
 
-    def interactive_annotating(self, ml_id: int, task_id: int, context: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    def interactive_annotating(self, ml_id: int, task_id: int, context: dict[str, Any] | None) -> dict[str, Any]:
         """Returns ``{"data": <results[0] of the backend>}`` or ``{"errors": [...]}`` (both HTTP 200)."""
         return self.post(f"/api/ml/{ml_id}/interactive-annotating", json={"task": task_id, "context": context})
 
@@ -617,7 +618,7 @@ class LabelStudioServer:
         """POST /api/ml/<id>/train: LS posts ``{"action": "START_TRAINING", "project": {...}}`` to /webhook."""
         return self.post(f"/api/ml/{ml_id}/train", json={})
 
-    def list_webhooks(self, project_id: int) -> List[Dict[str, Any]]:
+    def list_webhooks(self, project_id: int) -> list[dict[str, Any]]:
         return self.get("/api/webhooks/", params={"project": project_id})
 
 
@@ -629,7 +630,7 @@ def _mime(path: os.PathLike) -> str:
     return {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}.get(ext, "application/octet-stream")
 
 
-def voc_objects(xml_path: os.PathLike) -> Dict[str, Any]:
+def voc_objects(xml_path: os.PathLike) -> dict[str, Any]:
     """Parse a VOC annotation: ``{"width", "height", "objects": [{"name", "xmin", ...}]}`` (pixels)."""
     root = ET.parse(xml_path).getroot()
     size = root.find("size")
@@ -645,10 +646,10 @@ def voc_objects(xml_path: os.PathLike) -> Dict[str, Any]:
 def voc_rectangles(
     xml_path: os.PathLike,
     *,
-    labels: Optional[Iterable[str]] = None,
+    labels: Iterable[str] | None = None,
     from_name: str = "box",
     to_name: str = "image",
-) -> List[Dict[str, Any]]:
+) -> list[dict[str, Any]]:
     """VOC boxes -> Label Studio ``rectanglelabels`` results (percent coordinates).
 
     VOC pixel coords are 1-based inclusive; LS x/y/width/height are % of the original size.
@@ -698,9 +699,9 @@ DEMO_LABEL_CONFIG = """<View>
 </View>"""
 
 
-def create_voc_project(ls: "LabelStudioServer", title: str, stems: "list[str] | tuple[str, ...]",
-                       voc: Path = VOC_ROOT, labels: "tuple[str, ...]" = DEMO_LABELS,
-                       label_config: str = DEMO_LABEL_CONFIG) -> "tuple[dict, dict[str, int]]":
+def create_voc_project(ls: LabelStudioServer, title: str, stems: list[str] | tuple[str, ...],
+                       voc: Path = VOC_ROOT, labels: tuple[str, ...] = DEMO_LABELS,
+                       label_config: str = DEMO_LABEL_CONFIG) -> tuple[dict, dict[str, int]]:
     """Create a project, upload the VOC images ``stems`` and import their VOC boxes as
     predictions (model_version "voc-boxes"). Returns (project, {stem: task id})."""
     proj = ls.create_project(title, label_config)
@@ -719,7 +720,7 @@ class CamcutBackend:
     """camcut's backend under gunicorn (the ``make run`` command) on a free loopback port,
     pointed at Label Studio ``ls``; used by the e2e tests and the screenshot script."""
 
-    def __init__(self, ls: "LabelStudioServer", log_path: Path, model_dir: Path) -> None:
+    def __init__(self, ls: LabelStudioServer, log_path: Path, model_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -728,14 +729,14 @@ class CamcutBackend:
             "PORT": str(self.port), "WORKERS": "1", "THREADS": "2", "LOG_LEVEL": "INFO",
             "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, "MODEL_DIR": str(model_dir),
         }
-        self.proc: "Optional[subprocess.Popen]" = None
+        self.proc: subprocess.Popen | None = None
         self._log: Any = None
 
-    def start(self, timeout: float = 180.0) -> "CamcutBackend":
+    def start(self, timeout: float = 180.0) -> CamcutBackend:
         """Start gunicorn and wait for /health; RuntimeError (with the log tail) otherwise."""
         gunicorn = Path(sys.executable).parent / "gunicorn"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115  # the backend's log, closed on stop
         self.proc = subprocess.Popen([str(gunicorn), "--config", "backend/gunicorn_conf.py", "backend.wsgi:app"],
                                      cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -750,7 +751,7 @@ class CamcutBackend:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"backend not healthy after {timeout:.0f}s; log {self.log_path}:\n{self.tail()}")
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of the deadline-bounded readiness check
 
     def tail(self, n: int = 3000) -> str:
         try:

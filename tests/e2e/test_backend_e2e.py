@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,14 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
-from tests.e2e.label_studio import DEMO_LABEL_CONFIG, DEMO_LABELS, VOC_ROOT, CamcutBackend, create_voc_project, voc_rectangles  # noqa: E402
+from tests.e2e.label_studio import (  # noqa: E402
+    DEMO_LABEL_CONFIG,
+    DEMO_LABELS,
+    VOC_ROOT,
+    CamcutBackend,
+    create_voc_project,
+    voc_rectangles,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -67,7 +67,7 @@ def test_bulk_predicts_every_task_once(label_studio: Any, tmp_path: Path) -> Non
         assert len(pred["result"]) == len(boxes)
         with Image.open(VOC / "JPEGImages" / f"{stem}.jpg") as im:
             w, h = im.size
-        for res, box in zip(pred["result"], boxes):
+        for res, box in zip(pred["result"], boxes, strict=False):
             assert (res["type"], res["from_name"], res["to_name"]) == ("brushlabels", "mask", "image")
             assert res["value"]["brushlabels"] == box["value"]["rectanglelabels"]
             assert (res["original_width"], res["original_height"]) == (w, h)

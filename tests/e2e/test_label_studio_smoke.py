@@ -96,7 +96,7 @@ def test_predictions_round_trip(label_studio, project):
         assert pred["score"] == pytest.approx(1.0)
         expected = IMAGES[stem]
         assert len(pred["result"]) == len(expected)
-        for r, (label, x, y, w, h) in zip(pred["result"], expected):
+        for r, (label, x, y, w, h) in zip(pred["result"], expected, strict=False):
             assert r["type"] == "rectanglelabels"
             assert r["from_name"] == "box" and r["to_name"] == "image"
             assert r["original_width"] == 500 and r["original_height"] == 375

@@ -20,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -69,7 +70,7 @@ class FaultServer:
                 self.wfile.write(body)
                 self.close_connection = True
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake.requests.append(self.path)
                 u = urlsplit(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
@@ -82,7 +83,7 @@ class FaultServer:
                 if u.path.startswith("/status/"):
                     return self._send(int(u.path.rsplit("/", 1)[1]), b'{"detail": "nope"}', "application/json")
                 if u.path == "/slow":
-                    time.sleep(float(q.get("s", "3")))
+                    time.sleep(float(q.get("s", "3")))  # the behaviour under test: a server slower than the timeout
                     try:
                         return self._send(200, jpeg(CAT).read_bytes(), "image/jpeg")
                     except OSError:
@@ -200,7 +201,7 @@ class Gunicorn:
         self.url = f"http://127.0.0.1:{self.port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith(("CAMCUT_", "LABEL_STUDIO_", "BASIC_AUTH_"))}
         full.update({"PORT": str(self.port), "LOG_LEVEL": "WARNING", "NO_PROXY": "*", **env})
-        self.log = open(log_path, "wb")
+        self.log = open(log_path, "wb")  # noqa: SIM115  # gunicorn's log, closed in kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "backend/gunicorn_conf.py", "-b", f"127.0.0.1:{self.port}",
              "backend.wsgi:app"],
@@ -217,7 +218,7 @@ class Gunicorn:
                     return
             except requests.RequestException:
                 pass
-            time.sleep(0.3)
+            time.sleep(0.3)  # poll interval of the deadline-bounded readiness check above
         raise RuntimeError("gunicorn did not come up")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

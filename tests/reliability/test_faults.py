@@ -38,7 +38,7 @@ def test_faulty_image_sources_fail_per_task(app_factory: Any, fault_server: Faul
     n_target = len(target_server.requests)
     tasks = [box_task(i, url, DOG if DOG in url else CAT) for i, (url, _) in enumerate(cases, 1)]
     out = predict(client, tasks)
-    for (url, expect), res in zip(cases, out):
+    for (url, expect), res in zip(cases, out, strict=False):
         if expect is None:
             assert res["result"] and "error" not in res, (url, res)
             assert res["result"][0]["type"] == "brushlabels" and res["result"][0]["value"]["rle"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.conftest import CAT, LABEL_CONFIG, FaultServer
+from tests.reliability.conftest import CAT, LABEL_CONFIG, FaultServer, image_size
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 SLOW = settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -39,6 +39,25 @@ def check(r: Any) -> Any:
     assert r.status_code < 500, r.get_data(as_text=True)
     assert r.is_json, r.get_data(as_text=True)[:200]
     return r.get_json()
+
+
+# Unexpected exceptions this fuzzer finds in backend/model.py today, tolerated until that module's
+# split fixes them (then delete the entry): a non-string result "type" (`.lower()` in
+# _task_boxes) and a list where _interactive expects a number (`&`).
+KNOWN_INTERNAL_ERRORS = ("has no attribute 'lower'", "unsupported operand type(s) for &")
+
+
+def check_cat_answer(res: dict[str, Any]) -> None:
+    """The answer for a task on the (readable) cat photo: brush masks of its size, or a task error
+    the backend expected (bad prompt, bad context), never an unexpected exception."""
+    if res["result"]:
+        w, h = image_size(CAT)
+        assert {(r["type"], r["original_width"], r["original_height"]) for r in res["result"]} == {("brushlabels", w, h)}, res
+        assert "error" not in res, res
+    else:
+        err = res["error"]
+        assert isinstance(err, str), res
+        assert not err.startswith("internal error") or any(k in err for k in KNOWN_INTERNAL_ERRORS), res
 
 
 @FUZZ
@@ -86,6 +105,7 @@ rects = st.fixed_dictionaries({
 @given(results=st.lists(rects, max_size=3), context=st.one_of(st.none(), st.lists(rects, min_size=1, max_size=2), json_values),
        task_id=st.one_of(st.integers(min_value=-(2**70), max_value=2**70), json_values),
        tags=json_values)
+@pytest.mark.slow  # 20 s
 def test_weird_but_structured_tasks(fuzz_client: Any, results: list[Any], context: Any, task_id: Any, tags: Any) -> None:
     task = {"id": task_id, "data": {"image": f"/img/{CAT}.jpg", "tags": tags}, "predictions": [{"result": results}]}
     ctx = {"result": context} if isinstance(context, list) else context
@@ -95,9 +115,8 @@ def test_weird_but_structured_tasks(fuzz_client: Any, results: list[Any], contex
     out = check(r)
     if r.status_code == 200:
         assert len(out["results"]) == 2
-        for res in out["results"]:
-            assert res["result"] or res["error"], res
-        assert "HTTP 404" in out["results"][1]["error"]
+        check_cat_answer(out["results"][0])
+        assert out["results"][1]["result"] == [] and "HTTP 404" in out["results"][1]["error"]
     else:
         assert r.status_code == 400 and out["error"]
 
@@ -137,6 +156,8 @@ def test_garbage_ids_and_contexts_are_per_task(fuzz_client: Any, task_id: Any, c
     r = fuzz_client.post("/predict", data=json.dumps(body), content_type="application/json")
     out = check(r)
     assert r.status_code == 200, out
-    assert all(res["result"] or res["error"] for res in out["results"])
+    assert len(out["results"]) == 2
+    for res in out["results"]:
+        check_cat_answer(res)
     if context is None:
         assert out["results"][1]["result"]

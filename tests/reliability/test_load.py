@@ -18,16 +18,20 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from backend.config import Settings
 from tests.reliability.conftest import CAT, DOG, LABEL_CONFIG, ROOT, FaultServer, Gunicorn, box_task, image_size, rect, voc_boxes
+
+# Every test here shares the module's load run (three phases, 28 s of load, 40 s in all).
+pytestmark = pytest.mark.slow
 
 SERVER_ENV = {"WORKERS": "1", "THREADS": "2", "CAMCUT_WEBHOOK_SYNC": "1", "TIMEOUT": "120"}
 # Batch /predict requests one worker runs at once (CAMCUT_MAX_INFLIGHT unset: THREADS - 1 = 1);
@@ -178,14 +182,14 @@ def run_phase(url: str, pid: int, name: str, clients: list[str], duration: float
                 r = call(s, kind, "POST", "/predict", interactive_body(i))
             elif kind == "webhook":
                 r = call(s, kind, "POST", "/webhook", webhook_body(webhook_base + n * 10_000 + i))
-                time.sleep(0.05)
+                time.sleep(0.05)  # pacing of the load generator (about 20 webhooks/s), not synchronisation
             else:
                 r = call(s, kind, "GET", "/health")
-                time.sleep(0.1)
+                time.sleep(0.1)  # pacing: a monitoring probe, about 10/s
             if n == 0 and i == 1:
                 ph.rss_after_first_predict_kb = rss_kb(pid)
             if r is not None and r.status_code == 503:
-                time.sleep(0.1)  # sooner than Retry-After (1 s): keep the pressure on
+                time.sleep(0.1)  # pacing, sooner than Retry-After (1 s): keep the pressure on
 
     ph.rss_start_kb = rss_kb(pid)
     t0 = time.monotonic()

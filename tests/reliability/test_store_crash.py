@@ -7,11 +7,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.reliability.conftest import LABEL_CONFIG, ROOT, FaultServer, Gunicorn
@@ -39,6 +39,7 @@ def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
         c.close()
 
 
+@pytest.mark.slow  # 26 s
 def test_sigkill_gunicorn_while_recording_webhooks(tmp_path: Path, fault_server: FaultServer, camnet: Any) -> None:
     md = tmp_path / "md"
     g = Gunicorn({"WORKERS": "2", "THREADS": "2", "MODEL_DIR": str(md), "CAMCUT_WEBHOOK_SYNC": "1",
@@ -47,6 +48,7 @@ def test_sigkill_gunicorn_while_recording_webhooks(tmp_path: Path, fault_server:
     acked: set[int] = set()
     lock = threading.Lock()
     stop = threading.Event()
+    enough = threading.Event()  # set by the sender whose acknowledgement is the 150th
     counter = iter(range(1, 10**6))
     try:
         g.wait_up()
@@ -64,12 +66,12 @@ def test_sigkill_gunicorn_while_recording_webhooks(tmp_path: Path, fault_server:
                 if r.status_code == 201 and r.json().get("status") == "ignored":
                     with lock:
                         acked.add(aid)
+                        if len(acked) >= 150:
+                            enough.set()
 
         with ThreadPoolExecutor(4) as pool:
             futs = [pool.submit(sender) for _ in range(4)]
-            end = time.monotonic() + 60
-            while len(acked) < 150 and time.monotonic() < end:
-                time.sleep(0.05)
+            enough.wait(timeout=60)  # at most 60 s; the assertion below says if too few were acknowledged
             g.kill()  # SIGKILL master and both workers while the senders are still posting
             stop.set()
             for f in futs:
@@ -104,15 +106,16 @@ def test_sigkill_gunicorn_while_recording_webhooks(tmp_path: Path, fault_server:
     assert c.get("/metrics").get_json()["projects"]["4"]["events"] == {"ignored": len(delivered)}
 
 
+# The child processes start together: each prints "ready" once it is set up, then blocks on
+# its stdin until the test, having read every "ready", writes a line to all of them (go()).
 WRITER = r"""
-import sys, time
+import sys
 from pathlib import Path
 from backend.store import Correction, Store
 md, base, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 st = Store(md)
-go = md / "go"
-while not go.exists():
-    time.sleep(0.01)
+print("ready", flush=True)
+sys.stdin.readline()
 i = 0
 while n < 0 or i < n:
     aid = base + i
@@ -126,9 +129,23 @@ while n < 0 or i < n:
 """
 
 
+def _child(code: str, *args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def _writer(md: Path, base: int, n: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WRITER, str(md), str(base), str(n)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return _child(WRITER, md, base, n)
+
+
+def go(procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until every child has printed "ready", then release them all at once."""
+    for p in procs:
+        line = p.stdout.readline()  # stdout=PIPE
+        assert line == "ready\n", (line, p.wait(timeout=60), p.stderr.read()[-2000:] if p.stderr else "")
+    for p in procs:
+        p.stdin.write("go\n")  # stdin=PIPE
+        p.stdin.flush()
 
 
 def test_two_processes_write_at_once(tmp_path: Path) -> None:
@@ -136,10 +153,9 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     md.mkdir()
     n = 150
     procs = [_writer(md, 0, n), _writer(md, 100_000, n)]
-    time.sleep(0.5)
-    (md / "go").touch()
+    go(procs)
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=False):
         assert p.returncode == 0, err[-2000:]
     db = md / "camcut.sqlite3"
     assert integrity(db) == "ok"
@@ -154,10 +170,9 @@ def test_sigkill_store_writer_mid_transaction(tmp_path: Path) -> None:
     md = tmp_path / "md"
     md.mkdir()
     p = _writer(md, 0, -1)  # writes until killed
-    (md / "go").touch()
+    go([p])
     done = []
-    assert p.stdout is not None
-    for line in p.stdout:
+    for line in p.stdout:  # stdout=PIPE
         done.append(int(line))
         if len(done) >= 200:
             break
@@ -182,12 +197,11 @@ def test_sigkill_store_writer_mid_transaction(tmp_path: Path) -> None:
 
 
 OPENER = """
-import sys, time
+import sys
 from pathlib import Path
 from backend.store import Store
-go = Path(sys.argv[1]) / "go"
-while not go.exists():
-    time.sleep(0.001)
+print("ready", flush=True)
+sys.stdin.readline()
 Store(Path(sys.argv[1]))
 """
 
@@ -198,10 +212,8 @@ def test_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
     for round_ in range(12):
         md = tmp_path / f"md{round_}"
         md.mkdir()
-        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(md)], cwd=ROOT, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
-        time.sleep(0.3)
-        (md / "go").touch()
+        procs = [_child(OPENER, md) for _ in range(4)]
+        go(procs)
         for p in procs:
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err[-2000:]

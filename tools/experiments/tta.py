@@ -1,11 +1,13 @@
 """Test-time augmentation of the CAM: a horizontally flipped pass and a second scale, averaged.
 
-    .venv/bin/python tools/experiments/tta.py [LIMIT]
+    .venv/bin/python tools/experiments/tta.py [LIMIT]     # README ablation, step 16 (LIMIT 205)
 
-Scores boxes (F PF 0.7) and tags (PF PB 0.3) of the `default` configuration as it is in this
-commit, with the CNN output replaced by the average of: the plain pass; + its flipped pass;
-+ a pass at 448 px resized to the 320 px map.
+Scores boxes (F PF 0.7) and tags (PF PB 0.3) of the `default` configuration as it was when this
+ran (98886e8; pinned below), with the CNN output replaced by the average of: the plain pass;
++ its flipped pass; + a pass at 448 px resized to the 320 px map.
 """
+
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -14,14 +16,23 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from evaluator.dataset import VocDataset  # noqa: E402
-from evaluator.metrics import BinaryCounts  # noqa: E402
-from model import voc  # noqa: E402
-from model.engine import CnnOutput, Segmenter, get_config  # noqa: E402
+from evaluator.dataset import VocDataset
+from evaluator.metrics import BinaryCounts
+from model import voc
+from model.engine import CnnOutput, EngineConfig, Segmenter
+from model.techniques import Technique
 
-ds = VocDataset(Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012")
-limit = int(sys.argv[1]) if len(sys.argv) > 1 else 205
-seg = Segmenter(get_config("default"))
+# `default` at 98886e8, the commit whose figures the README quotes.
+CONFIG = EngineConfig(name="default", cnn_max_side=320, cam_norm="box", crop_margin=0.05, grabcut_max_side=144,
+                      class_grabcut_max_side=256, score_max_side=64, class_exclusive=True, class_window_margin=0.25,
+                      box_technique=Technique("fpf", 0.7), class_technique=Technique("pfpb", 0.3))
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("limit", type=int, nargs="?", default=205, help="first LIMIT train images (default 205)")
+ap.add_argument("--voc", type=Path, default=Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012")
+args = ap.parse_args()
+ds = VocDataset(args.voc)
+limit = args.limit
+seg = Segmenter(CONFIG)
 
 
 def flipped(img: np.ndarray) -> CnnOutput:

@@ -1,0 +1,395 @@
+"""The Segmenter: set an image once (one CNN pass), then cheap calls per box or tag.
+
+A box's or tag's CAM is digitized into a 4-valued initial mask (model/techniques.py), which
+the configured cut (model/cut.py) turns into the mask; model/config.py says how each step
+runs. A result's score is the mean normalised CAM inside the mask, or with ``agreement=True``
+its IoU with a second opinion (the same prompt cut with another technique).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from . import voc
+from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise
+from .config import REFERENCE, EngineConfig
+from .cut import Cut, Window, grown_window, make_cut, windowed_cut
+from .grabcut import foreground, has_both_sides
+from .image import to_rgb_uint8
+from .pool import run_jobs
+from .prompts import Box, BoxPrompt, Seeds
+from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, Thresholds, digitize
+
+# Boxes thinner than this (in pixels) are returned filled: GrabCut cannot model an object a
+# pixel or two wide, and the annotator drew exactly that region.
+MIN_BOX_SIDE = 4
+
+Task = Literal["box", "tag"]
+
+
+@dataclass
+class MaskResult:
+    """A binary mask and how it was obtained.
+
+    ``fallback`` names a defined edge case that replaced the requested technique:
+    "box_too_small" (box returned filled), "no_cam" (class has no ImageNet counterpart or an
+    all-zero CAM; a box fell back to naked GrabCut, a tag's mask is empty),
+    "cam_no_foreground" (digitized CAM had no foreground in the box: naked GrabCut instead),
+    "no_background" (nothing to model the background: the initial mask is returned),
+    "no_positive_seed" (segment_seeds without a positive click or stroke: empty mask).
+    """
+
+    mask: np.ndarray  # (H, W) bool
+    technique: Technique
+    score: float
+    fallback: str | None = None
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks (1.0 when both are empty)."""
+    union = int(np.count_nonzero(a | b))
+    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
+
+
+def _known(voc_class: str) -> bool:
+    try:
+        voc.voc_index(voc_class)
+    except voc.UnknownClassError:
+        return False
+    return True
+
+
+def _thresholds(tech: Technique) -> Thresholds:
+    """The thresholds of a CAM technique (callers have ruled out naked GrabCut, which has none)."""
+    th = tech.thresholds
+    if th is None:  # pragma: no cover - guarded by tech.kind checks at every call site
+        raise ValueError(f"technique {tech.label!r} has no thresholds")
+    return th
+
+
+class Segmenter:
+    """Set an image once, then segment boxes and tags cheaply (SamPredictor-style).
+
+    >>> seg = Segmenter()
+    >>> seg.set_image(rgb)
+    >>> seg.segment_box(Box(10, 20, 200, 180), "dog").mask
+    """
+
+    def __init__(self, config: EngineConfig = REFERENCE, net: CamNet | None = None, weights: str | None = None,
+                 threads: int = 1) -> None:
+        """``threads`` > 1 runs the cuts of one call (several boxes, a mask and its second
+        opinion) concurrently: OpenCV releases the GIL inside cv2.grabCut. Masks do not depend on
+        it (each GrabCut seeds its own thread's RNG). Leave it at 1 where processes already
+        share the cores (the evaluator's workers)."""
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.config = config
+        self.threads = threads
+        self.net = net or CamNet(weights)
+        self.cutter: Cut = make_cut(config)
+        self._image: np.ndarray | None = None
+        self._cnn: CnnOutput | None = None
+        self._upsampled: dict[int, np.ndarray] = {}
+
+    # -- image -------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, cnn: CnnOutput | None = None) -> CnnOutput:
+        """Take an image (any of grey/RGB/RGBA, uint8/uint16/float) and run the CNN once.
+
+        ``cnn`` may carry a cached CNN output for this very image (the evaluator's cache).
+        """
+        self._image = to_rgb_uint8(image)
+        self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side)
+        self._upsampled = {}
+        return self._cnn
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("call set_image() first")
+        return self._image
+
+    @property
+    def cnn(self) -> CnnOutput:
+        if self._cnn is None:
+            raise RuntimeError("call set_image() first")
+        return self._cnn
+
+    def class_probabilities(self) -> list[ClassScore]:
+        """VOC classes ranked by the softmax mass of their ImageNet members."""
+        return class_probabilities(self.cnn.logits)
+
+    def predict_classes(self, min_probability: float = 0.2, top_k: int = 3) -> list[ClassScore]:
+        """The CNN's own guess of the VOC classes present (the report's "prediction")."""
+        return [s for s in self.class_probabilities()[:top_k] if s.probability >= min_probability]
+
+    def raw_class_cam(self, voc_class: str) -> np.ndarray:
+        """The VOC class's CAM upsampled to the image size, not normalised (>= 0)."""
+        i = voc.voc_index(voc_class) - 1
+        if i not in self._upsampled:
+            h, w = self.image.shape[:2]
+            self._upsampled[i] = cv2.resize(self.cnn.voc_cams[i], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
+        return self._upsampled[i]
+
+    def class_cam(self, voc_class: str, region: Window | None = None) -> tuple[np.ndarray, bool]:
+        return normalise(self.raw_class_cam(voc_class), region)
+
+    # -- box task ----------------------------------------------------------------------------
+    def segment_box(
+        self,
+        box: Box,
+        voc_class: str | None = None,
+        technique: Technique | None = None,
+        seeds: Seeds | None = None,
+        agreement: bool = False,
+    ) -> MaskResult:
+        """Binary mask of the object in ``box``; ``voc_class`` is needed by the CAM techniques.
+
+        ``seeds`` (clicks, brush strokes) are hard constraints inside the box. With
+        ``agreement=True`` the result's score is the second-opinion agreement (see
+        :meth:`_second_opinion`), which costs one more cut.
+        """
+        res = self.segment_boxes([BoxPrompt(box, voc_class, technique, seeds)], agreement)[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def segment_boxes(self, prompts: Sequence[BoxPrompt], agreement: bool = False) -> list[MaskResult | Exception]:
+        """Masks of several boxes of the image, run concurrently with ``threads`` > 1.
+
+        One entry per prompt, in order: its MaskResult, or the exception it raised (a BoxError
+        for a box outside the image, a ValueError for an unknown class), so one bad box never
+        sinks the others.
+        """
+        jobs: list[Callable[[], MaskResult]] = []
+        seconds: list[Callable[[], MaskResult] | None] = []
+        for p in prompts:
+            jobs.append(lambda p=p: self._segment_box(p.box, p.voc_class, p.technique, p.seeds))
+            alt = self._second_opinion(p.technique or self.config.box_technique, p.voc_class is not None, task="box")
+            seconds.append(None if not agreement or alt is None else
+                           lambda p=p, alt=alt: self._segment_box(p.box, p.voc_class, alt, p.seeds, score=True))
+        return self._run_scored(jobs, seconds, unscored="box_too_small")
+
+    def _run_scored(self, jobs: Sequence[Callable[[], MaskResult]], seconds: Sequence[Callable[[], MaskResult] | None],
+                    unscored: str) -> list[MaskResult | Exception]:
+        """Run every prompt's mask job and its second opinion (None: none) at once; a mask's
+        score becomes its IoU with the second opinion, except after fallback ``unscored``."""
+        extra = [j for j in seconds if j is not None]
+        done = run_jobs(list(jobs) + extra, self.threads)
+        out: list[MaskResult | Exception] = []
+        k = len(jobs)
+        for res, second in zip(done[: len(jobs)], seconds, strict=True):
+            if second is None:
+                out.append(res)
+                continue
+            alt_res, k = done[k], k + 1
+            if isinstance(res, MaskResult) and res.fallback != unscored:
+                if isinstance(alt_res, Exception):
+                    raise alt_res  # the same prompt succeeded with the main technique: a bug, not bad input
+                res.score = mask_iou(res.mask, alt_res.mask)
+            out.append(res)
+        return out
+
+    def _side(self, task: Task, score: bool) -> int | None:
+        """Cut resolution for a box or a whole-image (tag, clicks) cut, or for its score."""
+        if score and self.config.score_max_side is not None:
+            return self.config.score_max_side
+        return self.config.grabcut_max_side if task == "box" else self.config.class_grabcut_max_side
+
+    def _cut(self, init: np.ndarray, window: Window | None, max_side: int | None) -> tuple[np.ndarray, str | None]:
+        return windowed_cut(self.cutter, self.image, init, window, max_side)
+
+    def _segment_box(self, box: Box, voc_class: str | None, technique: Technique | None, seeds: Seeds | None,
+                     score: bool = False) -> MaskResult:
+        tech = technique or self.config.box_technique
+        img = self.image
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = box.clip(w, h)
+        if tech.kind != "grabcut" and voc_class is None:
+            raise ValueError(f"technique {tech.label!r} needs a class for the box")
+        if voc_class is not None:
+            voc.voc_index(voc_class)  # unknown names fail here, before any work
+
+        if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+            m = np.zeros((h, w), bool)
+            m[y0:y1, x0:x1] = True
+            return MaskResult(m, tech, score=0.0, fallback="box_too_small")
+
+        init = np.full((h, w), GC_BGD, np.uint8)
+        fallback: str | None = None
+        cam = None
+        evidence = False
+        if tech.kind == "grabcut" or voc_class is None:  # a CAM technique without a class was refused above
+            init[y0:y1, x0:x1] = GC_PR_FGD
+        else:
+            region = None if self.config.cam_norm == "image" else (x0, y0, x1, y1)
+            cam, evidence = self.class_cam(voc_class, region)
+            inside = digitize(cam[y0:y1, x0:x1], _thresholds(tech))
+            if not evidence:
+                fallback = "no_cam"
+                inside[:] = GC_PR_FGD
+            elif tech.kind == "gccam" and not np.any(foreground(inside)):
+                fallback = "cam_no_foreground"
+                inside[:] = GC_PR_FGD
+            init[y0:y1, x0:x1] = inside
+            if tech.kind == "cam" and not evidence:  # CAM alone cannot say anything but the box
+                init[y0:y1, x0:x1] = GC_PR_FGD
+
+        if seeds is not None and not seeds.is_empty():
+            pos, neg = seeds.rasterize(h, w)
+            in_box = np.zeros((h, w), bool)
+            in_box[y0:y1, x0:x1] = True
+            init[pos & in_box] = GC_FGD
+            init[neg & in_box] = GC_BGD
+        if tech.kind == "cam" and evidence:
+            m = foreground(init)
+            return MaskResult(m, tech, self._score(m, cam), fallback)
+        m, cut_fallback = self._cut(init, self._window(x0, y0, x1, y1), self._side("box", score))
+        m[:y0] = False
+        m[y1:] = False
+        m[:, :x0] = False
+        m[:, x1:] = False
+        return MaskResult(m, tech, self._score(m, cam), fallback or cut_fallback)
+
+    # -- tag task ----------------------------------------------------------------------------
+    def segment_class(self, voc_class: str, technique: Technique | None = None, agreement: bool = False,
+                      others: Sequence[str] = ()) -> MaskResult:
+        """Binary mask of every region of ``voc_class`` (a tag) in the image, from the CAM alone.
+
+        ``agreement=True``: the score is the second-opinion agreement (one more cut).
+        ``others``: the image's other tags; they compete for pixels when config.class_exclusive.
+        """
+        res = self.segment_classes([(voc_class, technique)], agreement, others)[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def segment_classes(self, prompts: Sequence[tuple[str, Technique | None]], agreement: bool = False,
+                        others: Sequence[str] = ()) -> list[MaskResult | Exception]:
+        """Masks of several (tag, technique) pairs, run concurrently with ``threads`` > 1; one
+        entry per prompt, its MaskResult or the exception it raised (see segment_boxes).
+
+        The image's tags are the prompts' classes plus ``others``; each tag competes with the
+        rest of them when config.class_exclusive.
+        """
+        tags = tuple(dict.fromkeys(c for c in [c for c, _ in prompts] + list(others) if _known(c)))
+        rivals = {c: tuple(o for o in tags if o != c) for c in tags}
+        jobs: list[Callable[[], MaskResult]] = []
+        seconds: list[Callable[[], MaskResult] | None] = []
+        for cls, tech in prompts:
+            jobs.append(lambda cls=cls, tech=tech: self._segment_class(cls, tech, rivals=rivals.get(cls, ())))
+            alt = self._second_opinion(tech or self.config.class_technique, True, task="tag") if agreement else None
+            seconds.append(None if alt is None else
+                           lambda cls=cls, alt=alt: self._segment_class(cls, alt, score=True, rivals=rivals.get(cls, ())))
+        return self._run_scored(jobs, seconds, unscored="no_cam")
+
+    def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False,
+                       rivals: Sequence[str] = ()) -> MaskResult:
+        tech = technique or self.config.class_technique
+        if tech.kind == "grabcut":
+            raise ValueError("naked GrabCut needs a box; a tag uses 'cam' or a GrabCut-CAM variant")
+        voc.voc_index(voc_class)
+        h, w = self.image.shape[:2]
+        cam, evidence = self.class_cam(voc_class)
+        if not evidence:
+            return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
+        init = digitize(cam, _thresholds(tech))
+        if self.config.class_exclusive and rivals:
+            raw = self.raw_class_cam(voc_class)
+            lost = np.zeros(raw.shape, bool)
+            for other in rivals:  # never voc_class itself (segment_classes leaves it out)
+                if voc.imagenet_members(other):
+                    lost |= self.raw_class_cam(other) > raw
+            init[lost & foreground(init)] = GC_PR_BGD
+        if tech.kind == "cam":
+            m = foreground(init)
+            return MaskResult(m, tech, self._score(m, cam))
+        if not has_both_sides(init):
+            m = foreground(init)
+            return MaskResult(m, tech, self._score(m, cam), "no_background")
+        m, fallback = self._cut(init, self._tag_window(init), self._side("tag", score))
+        return MaskResult(m, tech, self._score(m, cam), fallback)
+
+    # -- interactive clicks / strokes without a box ----------------------------------------------
+    def segment_seeds(self, seeds: Seeds, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
+        """Mask from clicks / strokes alone (no box).
+
+        The initial mask is the tag task's digitized CAM when a class is given (else all
+        probable background), with positive seeds as definite foreground and negative seeds as
+        definite background; the cut decides the rest. The result keeps only the connected
+        regions that touch a positive seed, since a click names one object.
+        """
+        tech = technique or self.config.class_technique
+        h, w = self.image.shape[:2]
+        if seeds.is_empty():
+            raise ValueError("no clicks or strokes given")
+        pos, neg = seeds.rasterize(h, w)
+        if not pos.any():
+            return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_positive_seed")
+        cam = None
+        init = np.full((h, w), GC_PR_BGD, np.uint8)
+        if voc_class is not None and tech.kind != "grabcut":
+            cam, evidence = self.class_cam(voc_class)
+            if evidence:
+                init = digitize(cam, _thresholds(tech))
+                init[init == GC_BGD] = GC_PR_BGD  # clicks, not the CAM, decide what is certain
+                init[init == GC_FGD] = GC_PR_FGD
+        init[pos] = GC_FGD
+        init[neg] = GC_BGD
+        m, fallback = self._cut(init, None, self._side("tag", False))
+        if fallback:
+            return MaskResult(m, tech, self._score(m, cam), fallback)
+        n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
+        keep = np.unique(comp[pos & m])
+        m = np.isin(comp, keep[keep > 0])
+        return MaskResult(m, tech, self._score(m, cam))
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _second_opinion(tech: Technique, has_class: bool, task: Task) -> Technique | None:
+        """The technique whose mask a result is compared with to estimate its quality.
+
+        A mask that a different technique reproduces is more often right: on VOC the IoU
+        between the two ranks masks by their true IoU better than the CAM's strength does
+        (Spearman's rho in README "Mask scores"). Boxes: naked GrabCut vs the CAM technique;
+        tags: F PB 0.5 vs the configured technique. None: no second opinion exists (naked
+        GrabCut of a box without a class), the score stays the CAM's (0).
+        """
+        if task == "box":
+            if tech.kind != "grabcut":
+                return Technique("grabcut")
+            return Technique("fpf", 0.6) if has_class else None
+        return Technique("fpb", 0.5) if tech.variant != "fpb" else Technique("pfpb", 0.3)
+
+    def _window(self, x0: int, y0: int, x1: int, y1: int) -> Window | None:
+        """Cut window around a box (None = whole image), per ``config.crop_margin``."""
+        if self.config.crop_margin is None:
+            return None
+        h, w = self.image.shape[:2]
+        return grown_window(x0, y0, x1, y1, self.config.crop_margin, w, h)
+
+    def _tag_window(self, init: np.ndarray) -> Window | None:
+        """Cut window of a tag (None = whole image), per ``config.class_window_margin``."""
+        m = self.config.class_window_margin
+        if m is None:
+            return None
+        ys, xs = np.nonzero(foreground(init))
+        if not len(ys):
+            return None
+        h, w = init.shape
+        return grown_window(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, m, w, h)
+
+    @staticmethod
+    def _score(mask: np.ndarray, cam: np.ndarray | None) -> float:
+        """Mean normalised CAM inside the mask (0 with no CAM or an empty mask)."""
+        if cam is None or not mask.any():
+            return 0.0
+        return float(cam[mask].mean())

@@ -1,0 +1,49 @@
+"""The experiment scripts the README quotes still start and run against the engine (one image each)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VOC = ROOT.parent / "shared" / "voc2012" / "VOC2012"
+
+RUNS = {  # script -> (arguments for one image, a line its output must contain)
+    "box.py": (["1", "1"], "images 1 objects"),
+    "diag.py": (["--limit", "1", "--step", "1"], "mean obj IoU fpf7"),
+    "tagdiag.py": (["--limit", "1", "--step", "1"], "FP share"),
+    "tta.py": (["1"], "1 images,"),
+    "grabcut_cost.py": (["--sides", "100", "--runs", "1"], "100 px ("),
+}
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "experiments" / script), *args, "--voc", str(VOC)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_every_kept_script_is_tested() -> None:
+    assert sorted(p.name for p in (ROOT / "tools" / "experiments").glob("*.py")) == sorted(RUNS)
+
+
+@pytest.mark.parametrize("script", sorted(RUNS))
+def test_experiment_runs_on_one_image(script: str) -> None:
+    args, expected = RUNS[script]
+    help_ = run(script, "--help")
+    assert help_.returncode == 0 and "usage:" in help_.stdout, help_.stderr[-2000:]
+    p = run(script, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert expected in p.stdout, p.stdout[-2000:]
+
+
+def test_try_configs_scores_an_unregistered_configuration(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, str(ROOT / "tools" / "try_configs.py"), "{'c320': dict(cnn_max_side=320)}", "1", "grabcut", "0.5"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "c320         object grabcut" in p.stdout and "mIoU" in p.stdout, p.stdout
+    from model.engine import CONFIGS
+
+    assert "c320" not in CONFIGS
