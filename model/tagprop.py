@@ -27,12 +27,19 @@ everywhere, so its mask stays today's (empty, fallback "no_cam").
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+
+from . import voc
+from .features import forward_features
+from .squeezenet import SqueezeNet11
 
 
 @dataclass(frozen=True)
@@ -145,4 +152,63 @@ def propagated_shares(cnn_shape: tuple[int, int], cams: np.ndarray, layers: list
     return shares(tag_scores(cnn_shape, cams, layers, params), image_shape)
 
 
-__all__ = ["TagParams", "gate", "initial_scores", "propagate", "propagated_shares", "shares", "tag_scores", "transition"]
+def _canonical(name: str) -> str:
+    return voc.VOC_CLASSES[voc.voc_index(name) - 1]
+
+
+class _SegmenterLike(Protocol):
+    """What TagShares reads from the Segmenter (model/segmenter.py)."""
+
+    @property
+    def image(self) -> np.ndarray: ...
+
+    @property
+    def cnn(self) -> object: ...  # CnnOutput: .voc_cams (20, h16, w16)
+
+
+class TagShares:
+    """The Segmenter's tag path: shares per image and tag set, computed once, thread-safe.
+
+    The shares depend on every tag of the image (they compete for pixels), so they are keyed by
+    the tag set in VOC order: each prompt of one request (and its second opinion) gates with the
+    same shares whichever asks first. fire3 / fire5 come from one more pass of the network at
+    the CAM's input size (the CNN output may come from the evaluator's cache, which holds only
+    logits and CAMs); its CAM equals CamNet's at the same size (model/features.py).
+    """
+
+    def __init__(self, net: SqueezeNet11, cnn_max_side: int | None, params: TagParams = TagParams()) -> None:
+        self.net = net
+        self.cnn_max_side = cnn_max_side
+        self.params = params
+        self._lock = threading.Lock()
+        self._fire: tuple[tuple[int, int], list[np.ndarray]] | None = None
+        self._shares: dict[tuple[str, ...], np.ndarray] = {}
+
+    def reset(self) -> None:
+        """A new image: forget its fire maps and shares."""
+        with self._lock:
+            self._fire = None
+            self._shares = {}
+
+    def shares(self, seg: _SegmenterLike, tags: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+        """(tags in VOC order, their (K + 1, H, W) shares, background first)."""
+        key = tuple(sorted({_canonical(c) for c in tags}, key=voc.voc_index))
+        with self._lock:
+            if key not in self._shares:
+                if self._fire is None:
+                    p = forward_features(self.net, seg.image, self.cnn_max_side, ("fire3", "fire5"))
+                    self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
+                cnn_shape, layers = self._fire
+                cams = np.asarray(seg.cnn.voc_cams)[[voc.voc_index(c) - 1 for c in key]]  # type: ignore[attr-defined]
+                self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params)
+            return key, self._shares[key]
+
+    def gate(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> np.ndarray:
+        """``mask`` of ``voc_class`` (today's cut) gated by the shares of the image's tags."""
+        key, share = self.shares(seg, (voc_class, *rivals))
+        k = key.index(_canonical(voc_class))
+        return gate(mask[None], share[[0, k + 1]], self.params)[0]
+
+
+__all__ = ["TagParams", "TagShares", "gate", "initial_scores", "propagate", "propagated_shares", "shares", "tag_scores",
+           "transition"]
