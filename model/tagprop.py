@@ -78,22 +78,30 @@ def affinity_features(layers: list[np.ndarray], size: tuple[int, int]) -> np.nda
 
 
 def transition(feat: np.ndarray, radius: int, beta: float) -> sp.csr_matrix:
-    """Row-stochastic random-walk matrix over the grid cells of ``feat`` (d, h, w)."""
+    """Row-stochastic random-walk matrix over the grid cells of ``feat`` (d, h, w).
+
+    The affinity is symmetric, so each pair of offsets (+o, -o) costs one product."""
     _, h, w = feat.shape
     n = h * w
     idx = np.arange(n).reshape(h, w)
     rows, cols, vals = [], [], []
-    for dy in range(-radius, radius + 1):
+    for dy in range(0, radius + 1):
         for dx in range(-radius, radius + 1):
-            if dy * dy + dx * dx > radius * radius:
+            if dy * dy + dx * dx > radius * radius or (dy == 0 and dx < 0):
                 continue
-            y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+            y0, y1, x0, x1 = 0, h - dy, max(0, -dx), min(w, w - dx)
             if y1 <= y0 or x1 <= x0:
                 continue
             s = np.einsum("chw,chw->hw", feat[:, y0:y1, x0:x1], feat[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx])
-            rows.append(idx[y0:y1, x0:x1].ravel())
-            cols.append(idx[y0 + dy : y1 + dy, x0 + dx : x1 + dx].ravel())
-            vals.append(s.ravel().clip(min=0) ** beta)
+            a, b = idx[y0:y1, x0:x1].ravel(), idx[y0 + dy : y1 + dy, x0 + dx : x1 + dx].ravel()
+            v = s.ravel().clip(min=0) ** beta
+            rows.append(a)
+            cols.append(b)
+            vals.append(v)
+            if dy or dx:  # the mirrored offset: the same pairs the other way round
+                rows.append(b)
+                cols.append(a)
+                vals.append(v)
     a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     d = np.asarray(a.sum(1)).ravel()  # >= 1: every cell is its own neighbour with cos = 1
     return sp.diags(1.0 / np.maximum(d, 1e-12)) @ a
