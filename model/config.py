@@ -126,8 +126,16 @@ QUALITY = dataclasses.replace(
     class_grabcut_max_side=300,
     score_max_side=96,
 )
+# "featcut": the box / click core of model/featcut.py behind the cut seam: per-image colour
+# GMMs re-fitted in an EM loop and a contrast-sensitive Potts term, solved exactly by max-flow,
+# the box's window 10% around it at <= 160 px; clicks pull their SqueezeNet-hypercolumn
+# look-alikes toward their label, starting from the previous mask. Settings in FeatCutParams,
+# chosen on both halves of the 205 VOC images (/work/notes/quality-results.md). Tags and
+# clicks without a box are default's GrabCut.
+FEATCUT = dataclasses.replace(DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160)
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
-CONFIGS: Mapping[str, EngineConfig] = MappingProxyType({"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY})
+CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(
+    {"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY, "featcut": FEATCUT})
 
 
 def get_config(name: str) -> EngineConfig:

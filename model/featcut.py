@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .cut import Cut, CutInputs
 from .features import PixelFeatures
-from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
+from .grabcut import run_grabcut
 from .graphcut import fit_gmm, fit_logistic, gmm_loglik, logistic_logits, min_cut, potts_weights
+from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
 
 MAX_FIT_SAMPLES = 2048  # the unary models are fitted on a regular subsample of the window (+ every click pixel)
 
@@ -41,13 +43,13 @@ class FeatCutParams:
     max_side: int = 160  # working resolution: the window's longer side
     margin: float = 0.10  # window = box grown by this fraction of its size per side (>= 8 px)
     use_features: bool = True  # hypercolumns in the unary (False: Lab + CAM only)
-    use_cam_feature: bool = True  # the CAM as one more feature
+    use_cam_feature: bool = False  # the CAM as one more feature (it already shapes the initial labels)
     cam_bg: float = 0.01  # F PF: CAM below this starts as background...
     cam_hard: float | None = 0.7  # ...at or above this is definite foreground (None: none)
-    em_iterations: int = 3  # fit + cut rounds from the box; the first fit is on the CAM's labels
+    em_iterations: int = 2  # fit + cut rounds from the box; the first fit is on the CAM's labels
     click_em_iterations: int = 1  # rounds after a click (the previous mask is the start)
     ridge: float = 1.0
-    lam: float = 2.0  # Potts weight (nats per unit edge)
+    lam: float = 4.0  # Potts weight (nats per unit edge)
     pairwise_features: float = 0.0  # weight of hypercolumn differences beside Lab in the pairwise term
     click_weight: float = 20.0  # LR sample weight of a click-disk pixel (a window pixel weighs 1)
     click_sigma: float = 0.25  # spatial sigma of the click prior, fraction of sqrt(box area)
@@ -56,10 +58,10 @@ class FeatCutParams:
     prev_near_click: float = 1.0  # previous-mask weight removed near clicks (x the click prior)
     cleanup: bool = True
     feature_dims_per_layer: int = 8  # model/features.py's DEFAULT_DIMS
-    unary: str = "lr"  # "lr": logistic regression on all features; "gmm": GMMs (GrabCut's model) on
+    unary: str = "gmm"  # "lr": logistic regression on all features; "gmm": GMMs (GrabCut's model) on
     # Lab + the leading ``gmm_dims`` feature dimensions; "both": their log-odds summed
     gmm_components: int = 5
-    gmm_dims: int = 6  # hypercolumn dimensions the GMMs see beside Lab and the CAM (0: colour + CAM)
+    gmm_dims: int = 0  # hypercolumn dimensions per layer the GMMs see beside Lab (0: colour only)
     gmm_weight: float = 1.0
     lr_weight: float = 1.0
     # The first LR fit from a box sees as foreground only pixels with CAM >= this (None: the
@@ -252,6 +254,27 @@ class FeatCut:
         return mask
 
 
+class FeatCutCut(Cut):
+    """featcut behind the engine's cut seam (``EngineConfig(cut="featcut")``).
+
+    Box cuts arrive with ``CutInputs.features`` (the Segmenter passes them for boxes only) and
+    get the featcut core. Cuts without features - tags and clicks without a box - run OpenCV
+    GrabCut exactly as the ``default`` configuration does, so the tag task keeps its measured
+    behaviour (model/tagprop.py is the tag work).
+    """
+
+    needs_features = True  # the Segmenter computes hypercolumns in set_image for this cut
+
+    def __init__(self, params: FeatCutParams | None = None) -> None:
+        self.core = FeatCut(params)
+
+    def cut(self, image: np.ndarray, init: np.ndarray, extras: CutInputs | None = None) -> np.ndarray:
+        if extras is None or extras.features is None:
+            return run_grabcut(image, init, 1)
+        feats = extras.features if isinstance(extras.features, np.ndarray) else extras.features.window(None, image.shape[1::-1])
+        return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points)
+
+
 def segment(core: FeatCut, image: np.ndarray, pf: PixelFeatures | None, prompt: Prompt, cam: np.ndarray | None,
             cam_thresholds: tuple[float, float] = (0.01, 0.7)) -> np.ndarray:
     """A full-image mask the way the engine's box path makes it (experiments, before the seam).
@@ -313,4 +336,4 @@ def segment(core: FeatCut, image: np.ndarray, pf: PixelFeatures | None, prompt: 
     return out
 
 
-__all__ = ["FeatCut", "FeatCutParams", "Prompt", "grow", "segment", "widen"]
+__all__ = ["FeatCut", "FeatCutCut", "FeatCutParams", "Prompt", "grow", "segment", "widen"]

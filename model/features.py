@@ -21,8 +21,8 @@ input, so a per-pixel model fitted on them sees what the CNN sees, without anoth
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -61,7 +61,8 @@ def cnn_input(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
         img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     if min(img.shape[:2]) < 32:  # SqueezeNet needs about 17 px to produce a map at all
         s = 32 / min(img.shape[:2])
-        img = cv2.resize(img, (max(32, round(img.shape[1] * s)), max(32, round(img.shape[0] * s))), interpolation=cv2.INTER_LINEAR)
+        size = (max(32, round(img.shape[1] * s)), max(32, round(img.shape[0] * s)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
     return img
 
 
@@ -172,7 +173,7 @@ class PixelFeatures:
 
     @classmethod
     def of_image(cls, net: SqueezeNet11, rgb: np.ndarray, max_side: int | None = 320,
-                 layers: Sequence[str] = DEFAULT_LAYERS, dims: int = DEFAULT_DIMS) -> "PixelFeatures":
+                 layers: Sequence[str] = DEFAULT_LAYERS, dims: int = DEFAULT_DIMS) -> PixelFeatures:
         """One CNN pass at ``max_side`` (as CamNet at that size), each layer PCA-reduced to ``dims``."""
         p = forward_features(net, rgb, max_side, layers)
         h, w = np.asarray(rgb).shape[:2]

@@ -144,7 +144,7 @@ def potts_weights(image: np.ndarray, lam: float) -> list[np.ndarray]:
     count = sum(int(v.sum()) for _, v in diffs)
     beta = 1.0 / (2.0 * total / count) if count and total > 0 else 0.0
     out = []
-    for (d2, valid), (dy, dx) in zip(diffs, OFFSETS):
+    for (d2, valid), (dy, dx) in zip(diffs, OFFSETS, strict=True):
         wgt = lam * np.exp(-beta * d2) / np.hypot(dy, dx)
         wgt[~valid] = 0.0
         out.append(wgt.astype(np.float64))
@@ -172,7 +172,7 @@ def min_cut(cost_fg: np.ndarray, cost_bg: np.ndarray, pairwise: list[np.ndarray]
         snk[hard_bg] = HARD
     g = maxflow.Graph[float]()
     nodes = g.add_grid_nodes((h, w))
-    for (dy, dx), wgt in zip(OFFSETS, pairwise):
+    for (dy, dx), wgt in zip(OFFSETS, pairwise, strict=True):
         structure = np.zeros((3, 3))
         structure[1 + dy, 1 + dx] = 1.0
         g.add_grid_edges(nodes, weights=wgt, structure=structure, symmetric=True)
