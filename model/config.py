@@ -52,6 +52,10 @@ class EngineConfig:
     # fraction of its size on each side (None: the whole image, the report). As for boxes, a
     # local window gives the cut a background model of the object's surroundings.
     class_window_margin: float | None = None
+    # Tags: each tag's mask is gated by the shares of the image's tags after their CAMs are
+    # propagated by a random walk on SqueezeNet's fire3/fire5 features, background a label of
+    # its own (model/tagprop.py; 37.3 vs 33.8 tag mIoU on the 205 VOC images, /work/notes/tags-results.md).
+    class_tagprop: bool = False
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):

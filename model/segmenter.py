@@ -25,6 +25,7 @@ from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
 from .pool import run_jobs
 from .prompts import Box, BoxPrompt, Seeds
+from .tagprop import TagShares
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, Thresholds, digitize
 
 # Boxes thinner than this (in pixels) are returned filled: GrabCut cannot model an object a
@@ -104,6 +105,8 @@ class Segmenter:
         # A cut that models CNN features (featcut) gets hypercolumns from the CAM's own pass.
         self._needs_features = bool(getattr(self.cutter, "needs_features", False))
         self._features: PixelFeatures | None = None
+        # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
+        self._tagprop = TagShares(self.net.net, config.cnn_max_side) if config.class_tagprop else None
 
     # -- image -------------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, cnn: CnnOutput | None = None) -> CnnOutput:
@@ -113,6 +116,8 @@ class Segmenter:
         """
         self._image = to_rgb_uint8(image)
         self._features = None
+        if self._tagprop is not None:
+            self._tagprop.reset()
         if self._needs_features:  # one pass gives the CAM and the features (a cached CAM is the same)
             self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side)
             if cnn is None:
@@ -324,6 +329,16 @@ class Segmenter:
 
     def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False,
                        rivals: Sequence[str] = ()) -> MaskResult:
+        res = self._segment_class_cam(voc_class, technique, score, rivals)
+        if self._tagprop is not None and res.fallback != "no_cam":
+            # The tag's cut gated by the shares of the image's tags; a second opinion is gated
+            # alike, so the agreement score compares the masks that are sent.
+            res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals)
+            res.score = self._score(res.mask, self.class_cam(voc_class)[0])
+        return res
+
+    def _segment_class_cam(self, voc_class: str, technique: Technique | None, score: bool = False,
+                           rivals: Sequence[str] = ()) -> MaskResult:
         tech = technique or self.config.class_technique
         if tech.kind == "grabcut":
             raise ValueError("naked GrabCut needs a box; a tag uses 'cam' or a GrabCut-CAM variant")

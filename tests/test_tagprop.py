@@ -125,3 +125,18 @@ def test_unknown_tag_raises(net) -> None:
     seg.set_image(s.image)
     with pytest.raises(voc.UnknownClassError):
         TagShares(net.net, 320).gate(seg, "unicorn", np.zeros(s.image.shape[:2], bool), ())
+
+
+def test_the_config_option_gives_the_gated_masks_and_leaves_default_alone(net) -> None:
+    """EngineConfig.class_tagprop=True: the Segmenter's tag masks are TagShares' gate of default's."""
+    s, today, out = _cached(net, MOTO)
+    tags = s.classes_present()
+    on = Segmenter(dataclasses.replace(get_config("default"), class_tagprop=True), net=net)
+    off = Segmenter(get_config("default"), net=net)
+    on.set_image(s.image)
+    off.set_image(s.image)
+    for c in tags:
+        assert np.array_equal(on.segment_class(c, others=tags).mask, out[c][1]), c
+        assert np.array_equal(off.segment_class(c, others=tags).mask, today[c]), c  # default untouched
+    res = on.segment_classes([(c, None) for c in tags], agreement=True)
+    assert all(not isinstance(r, Exception) and 0.0 <= r.score <= 1.0 for r in res)
