@@ -30,9 +30,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -146,7 +148,7 @@ def run_object(seg: Segmenter, sample: VocSample, obj: VocObject, half: int, sta
         run.clicks.append(click)
         (pos if positive else neg).append((float(x), float(y)))
         seeds = Seeds(tuple(pos), tuple(neg))
-        kw = {"previous": pred} if prev_kw and (start == "box" or k > 1) else {}
+        kw: dict[str, Any] = {"previous": pred} if prev_kw and (start == "box" or k > 1) else {}
         t0, c0 = time.perf_counter(), time.thread_time()
         if start == "box":
             res = box_call(obj.box, obj.name, seeds=seeds, **kw)
@@ -207,11 +209,11 @@ def simulate(voc_root: str | Path, configs: list[str], split: str = "train", sta
     bar = tqdm(total=len(jobs), desc=f"clicks ({start})", unit="img", disable=not progress)
     if workers <= 1:
         _init(*args, pool=False)
-        results = map(_work, jobs)
+        results: Iterable[list[ObjectRun]] = map(_work, jobs)
     else:
         ctx = get_context("spawn").Pool(workers, initializer=_init, initargs=(*args, True))
         results = ctx.imap(_work, jobs)
-    for (c, _), runs in zip(jobs, results):
+    for (c, _), runs in zip(jobs, results, strict=True):
         out[c].extend(runs)
         bar.update()
     bar.close()
@@ -239,7 +241,8 @@ def summarise(runs: list[ObjectRun], max_clicks: int) -> dict:
     s["click_cpu_ms_p50"] = round(float(np.percentile(cpu, 50)), 1)
     s["click_cpu_ms_p95"] = round(float(np.percentile(cpu, 95)), 1)
     s["clicks_run"] = int(sum(len(r.latencies_ms) for r in runs))
-    s["worse_after_click"] = round(float(np.mean([b < a - 1e-9 for r in runs for a, b in zip(r.ious[:-1], r.ious[1:])])), 4)
+    steps = [b < a - 1e-9 for r in runs for a, b in zip(r.ious[:-1], r.ious[1:], strict=True)]
+    s["worse_after_click"] = round(float(np.mean(steps)), 4) if steps else 0.0
     return s
 
 
@@ -265,21 +268,24 @@ def plot_curves(results: dict[str, list[ObjectRun]], path: Path, title: str) -> 
 
 
 def table(summaries: dict[str, dict]) -> str:
-    rows = ["| config | half | objects | NoC@85 | NoC@90 | fail@85 | fail@90 | IoU after 0 / 1 / 3 / 5 | click ms p50 / p95 (CPU) | worse after a click |",
+    rows = ["| config | half | objects | NoC@85 | NoC@90 | fail@85 | fail@90 | IoU after 0 / 1 / 3 / 5 "
+            "| click ms p50 / p95 (CPU) | worse after a click |",
             "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
     for name, by_half in summaries.items():
         for half, s in by_half.items():
             if not s.get("objects"):
                 continue
             ia = " / ".join(f"{v:.3f}" for v in s["iou_after"].values())
-            rows.append(f"| {name} | {half} | {s['objects']} | {s['noc@85']:.2f} | {s['noc@90']:.2f} | {s['fail@85']} | {s['fail@90']} "
-                        f"| {ia} | {s['click_ms_p50']:.1f} / {s['click_ms_p95']:.1f} ({s['click_cpu_ms_p50']:.1f} / {s['click_cpu_ms_p95']:.1f}) "
+            rows.append(f"| {name} | {half} | {s['objects']} | {s['noc@85']:.2f} | {s['noc@90']:.2f} "
+                        f"| {s['fail@85']} | {s['fail@90']} | {ia} | {s['click_ms_p50']:.1f} / {s['click_ms_p95']:.1f} "
+                        f"({s['click_cpu_ms_p50']:.1f} / {s['click_cpu_ms_p95']:.1f}) "
                         f"| {s['worse_after_click']:.3f} |")
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluator.clicks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m evaluator.clicks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"))
     ap.add_argument("--split", default="train")
     ap.add_argument("--config", default=None, help="one engine configuration (or use --configs)")
@@ -310,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = {c: {"all": summarise(r, a.max_clicks), "A (even)": summarise([x for x in r if x.half == 0], a.max_clicks),
                      "B (odd)": summarise([x for x in r if x.half == 1], a.max_clicks)} for c, r in results.items()}
     cmd = "python -m evaluator.clicks " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = f"# clicks task, start from a {a.start}\n\nCommand: `{cmd}`  \nWall time: {elapsed:.0f} s, {a.workers} worker(s).\n\n{table(summaries)}\n"
+    md = (f"# clicks task, start from a {a.start}\n\nCommand: `{cmd}`  \n"
+          f"Wall time: {elapsed:.0f} s, {a.workers} worker(s).\n\n{table(summaries)}\n")
     (out / "clicks.md").write_text(md)
     (out / "summary.json").write_text(json.dumps({"command": cmd, "seconds": elapsed, "summaries": summaries}, indent=1))
     with open(out / "objects.jsonl", "w") as f:

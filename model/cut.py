@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -112,7 +112,7 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
     x0, y0, x1, y1 = window
     out_size = size or (x1 - x0, y1 - y0)
     sx, sy = out_size[0] / (x1 - x0), out_size[1] / (y1 - y0)
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for f in fields(extras):
         a = getattr(extras, f.name)
         if f.name == "points":

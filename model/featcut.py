@@ -129,7 +129,7 @@ class FeatCut:
         if hit is not None:
             return key, hit[1], hit[2]
         lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-        fz = _zscore(np.concatenate([lab, features], axis=2) if use else lab)  # type: ignore[list-item]
+        fz = _zscore(np.concatenate([lab, features], axis=2) if use else lab)
         guide = lab
         if self.p.pairwise_features > 0 and fz.shape[2] > 3:
             guide = np.concatenate([fz[:, :, :3], self.p.pairwise_features * fz[:, :, 3:]], axis=2)

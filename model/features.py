@@ -185,7 +185,7 @@ class PixelFeatures:
 
     def native_shape(self) -> tuple[int, int]:
         """(h, w) of the finest layer: the CNN's own resolution for these features."""
-        return max((m.shape[1:] for m in self.maps.values()), key=lambda s: s[0] * s[1])  # type: ignore[return-value]
+        return max((m.shape[1:] for m in self.maps.values()), key=lambda s: s[0] * s[1])
 
     def stack(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """Whole-image features (h, w, d) at ``size`` = (w, h), default the finest layer's."""

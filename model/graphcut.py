@@ -16,7 +16,7 @@ up every core for each small product and is 10-40x slower on a busy 2-core machi
 
 from __future__ import annotations
 
-import maxflow
+import maxflow  # type: ignore[import-untyped]  # PyMaxflow ships no type hints
 import numpy as np
 import torch
 

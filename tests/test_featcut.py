@@ -40,7 +40,7 @@ def _objects(ds: VocDataset, seg: Segmenter):
 
 def _first_click_gain(ds: VocDataset, seg: Segmenter, positive: bool) -> tuple[float, float]:
     """IoU before / after the simulator's first click, on the first object whose click has that sign."""
-    for s, o, gt, valid in _objects(ds, seg):
+    for _s, o, gt, valid in _objects(ds, seg):
         m = seg.segment_box(o.box, o.name).mask
         click = next_click(m, gt, valid)
         if click is None or click[2] != positive:

@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from evaluator.dataset import VocDataset  # noqa: E402
-from evaluator.metrics import BinaryCounts  # noqa: E402
-from model import voc  # noqa: E402
-from model.engine import CnnOutput, Segmenter, get_config, pool_voc_cams  # noqa: E402
-from model.featcut import FeatCut, FeatCutParams, Prompt, segment  # noqa: E402
-from model.features import PixelFeatures  # noqa: E402
+from evaluator.dataset import VocDataset
+from evaluator.metrics import BinaryCounts
+from model import voc
+from model.engine import CnnOutput, Segmenter, get_config, pool_voc_cams
+from model.featcut import FeatCut, FeatCutParams, Prompt, segment
+from model.features import PixelFeatures
 
 VOC_ROOT = os.environ.get("CAMCUT_VOC", "/work/shared/voc2012/VOC2012")
 CACHE = Path(os.environ.get("FEATCUT_CACHE", "/tmp/qc/feat"))

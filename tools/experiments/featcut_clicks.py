@@ -23,12 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from featcut_box import VOC_ROOT, image_features, make_params, parse_variant  # noqa: E402
+from featcut_box import VOC_ROOT, image_features, make_params, parse_variant
 
-from evaluator.clicks import run_object, summarise, table  # noqa: E402
-from evaluator.dataset import VocDataset  # noqa: E402
-from model.engine import Box, CnnOutput, Seeds, Segmenter, get_config  # noqa: E402
-from model.featcut import FeatCut, FeatCutParams, Prompt, segment  # noqa: E402
+from evaluator.clicks import run_object, summarise, table
+from evaluator.dataset import VocDataset
+from model.engine import Box, CnnOutput, Seeds, Segmenter, get_config
+from model.featcut import FeatCut, FeatCutParams, Prompt, segment
 
 
 @dataclass
@@ -96,7 +96,8 @@ def main() -> int:
         _init(variants)
         results = map(_work, enumerate(ids))
     else:
-        results = get_context("spawn").Pool(a.workers, initializer=_init, initargs=(variants,)).imap_unordered(_work, enumerate(ids))
+        pool = get_context("spawn").Pool(a.workers, initializer=_init, initargs=(variants,))
+        results = pool.imap_unordered(_work, enumerate(ids))
     runs: dict[str, list] = {n: [] for n, _ in variants}
     for res in results:
         for n, r in res.items():
