@@ -118,6 +118,8 @@ class Segmenter:
         self._features = None
         if self._tagprop is not None:
             self._tagprop.reset()
+            if cnn is None and not self._needs_features:  # one pass gives the CAM and fire3 / fire5
+                cnn = self._tagprop.run(self._image)
         if self._needs_features:  # one pass gives the CAM and the features (a cached CAM is the same)
             self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side)
             if cnn is None:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from . import voc
+from .cnn import CnnOutput, pool_voc_cams
 from .features import forward_features
 from .squeezenet import SqueezeNet11
 
@@ -197,6 +198,15 @@ class TagShares:
         with self._lock:
             self._fire = None
             self._shares = {}
+
+    def run(self, image: np.ndarray) -> CnnOutput:
+        """The image's CNN pass, keeping fire3 / fire5 for the shares: the Segmenter's set_image
+        calls this instead of CamNet.run, so tag mode pays for one pass, not two."""
+        p = forward_features(self.net, image, self.cnn_max_side, ("fire3", "fire5"))
+        with self._lock:
+            self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
+            self._shares = {}
+        return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam))
 
     def shares(self, seg: _SegmenterLike, tags: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
         """(tags in VOC order, their (K + 1, H, W) shares, background first)."""

@@ -1,15 +1,15 @@
 """Tag mode latency per image, today's `default` vs today + tagprop, as bench/inproc.py's tag mode.
 
-Per image: decode JPEG + set_image + segment_classes(every GT class, agreement=True) (+ for
-tagprop: SqueezeNet's fire3/fire5 outputs, the propagation and the gate). Before the engine
-integration the fire outputs come from a second CNN pass (model.features.forward_features),
-so the tagprop figure is an upper bound: integrated, the one pass gives both.
+Per image: decode JPEG + set_image + segment_classes(every GT class, agreement=True), with
+`default` and with `default` + class_tagprop=True (TagShares: one more SqueezeNet pass for
+fire3/fire5, the propagation, the gate of each mask and of its second opinion).
 
     .venv/bin/python tools/experiments/tags_latency.py [N_IMAGES] [ROUNDS]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -22,11 +22,11 @@ from tags_common import ROOT
 
 sys.path.insert(0, str(ROOT))
 from evaluator.dataset import VocDataset
-from model import voc
-from model.engine import Segmenter, available_cores, get_config
-from model.features import forward_features
+from model.cnn import CamNet
+from model.config import get_config
+from model.engine import available_cores
 from model.image import decode_image
-from model.tagprop import TagParams, gate, propagated_shares
+from model.segmenter import Segmenter
 
 
 def main() -> None:
@@ -38,32 +38,28 @@ def main() -> None:
     torch.set_num_threads(cores)
     cv2.setNumThreads(cores)
     ds = VocDataset(VOC_ROOT)
-    seg = Segmenter(get_config("default"), threads=cores)
+    net = CamNet()
+    segs = {"default": Segmenter(get_config("default"), net=net, threads=cores),
+            "default + class_tagprop": Segmenter(dataclasses.replace(get_config("default"), class_tagprop=True), net=net,
+                                                 threads=cores)}
     images = []
     for iid in ids()[:n]:
         tags = ds.load(iid).classes_present()
         images.append(((ds.root / "JPEGImages" / f"{iid}.jpg").read_bytes(), tags))
-    params = TagParams()
-    times: dict[str, list[float]] = {k: [] for k in ("today", "today + tagprop", "tagprop part", "today cpu", "tagprop part cpu")}
-    for r in range(rounds + 1):  # round 0 warms up, untimed
+    wall: dict[str, list[float]] = {k: [] for k in segs}
+    cpu: dict[str, list[float]] = {k: [] for k in segs}
+    for r in range(rounds + 1):  # round 0 warms up, untimed; configurations interleaved per image
         for jpeg, tags in images:
-            c0, t0 = time.process_time(), time.perf_counter()
-            seg.set_image(decode_image(jpeg))
-            res = seg.segment_classes([(c, None) for c in tags], agreement=True)
-            c1, t1 = time.process_time(), time.perf_counter()
-            p = forward_features(seg.net.net, seg.image, seg.config.cnn_max_side, ("fire3", "fire5"))
-            cams = seg.cnn.voc_cams[[voc.voc_index(c) - 1 for c in tags]]
-            share = propagated_shares(p.input_shape, cams, [p.layers["fire3"], p.layers["fire5"]], seg.image.shape[:2], params)
-            gate(np.stack([x.mask for x in res]), share, params)  # type: ignore[union-attr]
-            c2, t2 = time.process_time(), time.perf_counter()
-            if r:
-                times["today cpu"].append(c1 - c0)
-                times["tagprop part cpu"].append(c2 - c1)
-                times["today"].append(t1 - t0)
-                times["today + tagprop"].append(t2 - t0)
-                times["tagprop part"].append(t2 - t1)
-    for k, v in times.items():
-        print(f"{k:20s} p50 {1000 * np.median(v):6.1f} ms  p95 {1000 * np.percentile(v, 95):6.1f} ms  ({len(v)} samples)")
+            for name, seg in segs.items():
+                c0, t0 = time.process_time(), time.perf_counter()
+                seg.set_image(decode_image(jpeg))
+                seg.segment_classes([(c, None) for c in tags], agreement=True)
+                if r:
+                    wall[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
+    for name in segs:
+        print(f"{name:26s} wall p50 {1000 * np.median(wall[name]):6.1f} ms p95 {1000 * np.percentile(wall[name], 95):6.1f}"
+              f" | CPU p50 {1000 * np.median(cpu[name]):6.1f} ms  ({len(wall[name])} samples, {cores} thread(s))")
     with open("/proc/loadavg") as f:
         print(f"load average {f.read().split()[:3]}")
 
