@@ -52,6 +52,10 @@ class EngineConfig:
     # fraction of its size on each side (None: the whole image, the report). As for boxes, a
     # local window gives the cut a background model of the object's surroundings.
     class_window_margin: float | None = None
+    # Tags: each tag's mask is gated by the shares of the image's tags after their CAMs are
+    # propagated by a random walk on SqueezeNet's fire3/fire5 features, background a label of
+    # its own (model/tagprop.py; 37.3 vs 33.8 tag mIoU on the 205 VOC images, /work/notes/tags-results.md).
+    class_tagprop: bool = False
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -126,8 +130,17 @@ QUALITY = dataclasses.replace(
     class_grabcut_max_side=300,
     score_max_side=96,
 )
+# "featcut": the box / click core of model/featcut.py behind the cut seam: per-image colour
+# GMMs re-fitted in an EM loop and a contrast-sensitive Potts term, solved exactly by max-flow,
+# the box's window 10% around it at <= 160 px; clicks pull their SqueezeNet-hypercolumn
+# look-alikes toward their label, starting from the previous mask. Settings in FeatCutParams,
+# chosen on both halves of the 205 VOC images (README "The feature cut"). Tags: default's
+# GrabCut masks gated by CAMs spread over SqueezeNet features (class_tagprop, model/tagprop.py);
+# clicks without a box: default's GrabCut.
+FEATCUT = dataclasses.replace(DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True)
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
-CONFIGS: Mapping[str, EngineConfig] = MappingProxyType({"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY})
+CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(
+    {"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY, "featcut": FEATCUT})
 
 
 def get_config(name: str) -> EngineConfig:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -42,6 +42,17 @@ class CutInputs:
     """
 
     cam: np.ndarray | None = None  # (H, W) float32 normalised CAM of the prompt's class
+    # Hypercolumns: anything with ``window(window, (w, h)) -> (h, w, d)`` (model.features.
+    # PixelFeatures), resampled straight to the cut's window and size: a full-resolution
+    # (H, W, d) array would cost more to build than the cut itself.
+    features: WindowSampler | np.ndarray | None = None  # an (h, w, d) array once fitted to a window
+    previous: np.ndarray | None = None  # (H, W) float32 in [0, 1]: the mask answered last
+    # Clicks (x, y, positive) in the accompanying array's pixels, oldest first.
+    points: tuple[tuple[float, float, bool], ...] = ()
+
+
+class WindowSampler(Protocol):
+    def window(self, window: Window | None, size: tuple[int, int]) -> np.ndarray: ...
 
 
 class Cut(ABC):
@@ -66,9 +77,16 @@ class GrabCutCut(Cut):
         return run_grabcut(image, init, self.iterations)
 
 
+def _featcut(config: EngineConfig) -> Cut:
+    from .featcut import FeatCutCut  # imported on use: model.featcut subclasses Cut from here
+
+    return FeatCutCut()
+
+
 # Registry: name (EngineConfig.cut) -> how to build the cut from the configuration.
 CUTS: dict[str, Callable[[EngineConfig], Cut]] = {
     "grabcut": lambda config: GrabCutCut(config.grabcut_iterations),
+    "featcut": _featcut,
 }
 
 
@@ -92,12 +110,18 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
     if extras is None:
         return None
     x0, y0, x1, y1 = window
-    changes: dict[str, np.ndarray] = {}
+    out_size = size or (x1 - x0, y1 - y0)
+    sx, sy = out_size[0] / (x1 - x0), out_size[1] / (y1 - y0)
+    changes: dict[str, Any] = {}
     for f in fields(extras):
         a = getattr(extras, f.name)
-        if a is not None:
+        if f.name == "points":
+            changes[f.name] = tuple(((x - x0) * sx, (y - y0) * sy, positive) for x, y, positive in a)
+        elif isinstance(a, np.ndarray):
             a = a[y0:y1, x0:x1]
             changes[f.name] = a if size is None else cv2.resize(a, size, interpolation=cv2.INTER_LINEAR)
+        elif a is not None:  # a WindowSampler
+            changes[f.name] = a.window(window, out_size)
     return replace(extras, **changes)
 
 

@@ -93,3 +93,6 @@ class BoxPrompt:
     voc_class: str | None = None
     technique: Technique | None = None
     seeds: Seeds | None = None
+    # The mask answered last for this box (H, W bool): the starting point of a cut that uses it
+    # (featcut); the GrabCut configurations ignore it.
+    previous: np.ndarray | None = None

@@ -16,13 +16,16 @@ import cv2
 import numpy as np
 
 from . import voc
-from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise
+from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pool_voc_cams
 from .config import REFERENCE, EngineConfig
-from .cut import Cut, Window, grown_window, make_cut, windowed_cut
+from .cut import Cut, CutInputs, Window, grown_window, make_cut, windowed_cut
+from .featcut import widen
+from .features import PixelFeatures
 from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
 from .pool import run_jobs
 from .prompts import Box, BoxPrompt, Seeds
+from .tagprop import TagShares
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, Thresholds, digitize
 
 # Boxes thinner than this (in pixels) are returned filled: GrabCut cannot model an object a
@@ -99,6 +102,11 @@ class Segmenter:
         self._image: np.ndarray | None = None
         self._cnn: CnnOutput | None = None
         self._upsampled: dict[int, np.ndarray] = {}
+        # A cut that models CNN features (featcut) gets hypercolumns from the CAM's own pass.
+        self._needs_features = bool(getattr(self.cutter, "needs_features", False))
+        self._features: PixelFeatures | None = None
+        # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
+        self._tagprop = TagShares(self.net.net, config.cnn_max_side) if config.class_tagprop else None
 
     # -- image -------------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, cnn: CnnOutput | None = None) -> CnnOutput:
@@ -107,6 +115,15 @@ class Segmenter:
         ``cnn`` may carry a cached CNN output for this very image (the evaluator's cache).
         """
         self._image = to_rgb_uint8(image)
+        self._features = None
+        if self._tagprop is not None:
+            self._tagprop.reset()
+            if cnn is None and not self._needs_features:  # one pass gives the CAM and fire3 / fire5
+                cnn = self._tagprop.run(self._image)
+        if self._needs_features:  # one pass gives the CAM and the features (a cached CAM is the same)
+            self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side)
+            if cnn is None:
+                cnn = CnnOutput(logits=self._features.logits, voc_cams=pool_voc_cams(self._features.cam))
         self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side)
         self._upsampled = {}
         return self._cnn
@@ -155,14 +172,17 @@ class Segmenter:
         technique: Technique | None = None,
         seeds: Seeds | None = None,
         agreement: bool = False,
+        previous: np.ndarray | None = None,
     ) -> MaskResult:
         """Binary mask of the object in ``box``; ``voc_class`` is needed by the CAM techniques.
 
         ``seeds`` (clicks, brush strokes) are hard constraints inside the box. With
         ``agreement=True`` the result's score is the second-opinion agreement (see
-        :meth:`_second_opinion`), which costs one more cut.
+        :meth:`_second_opinion`), which costs one more cut. ``previous`` (H, W bool): the mask
+        this box got last, the starting point of the next answer for a cut that uses it
+        (featcut); the GrabCut configurations answer from scratch, whatever it is.
         """
-        res = self.segment_boxes([BoxPrompt(box, voc_class, technique, seeds)], agreement)[0]
+        res = self.segment_boxes([BoxPrompt(box, voc_class, technique, seeds, previous)], agreement)[0]
         if isinstance(res, Exception):
             raise res
         return res
@@ -177,7 +197,7 @@ class Segmenter:
         jobs: list[Callable[[], MaskResult]] = []
         seconds: list[Callable[[], MaskResult] | None] = []
         for p in prompts:
-            jobs.append(lambda p=p: self._segment_box(p.box, p.voc_class, p.technique, p.seeds))
+            jobs.append(lambda p=p: self._segment_box(p.box, p.voc_class, p.technique, p.seeds, previous=p.previous))
             alt = self._second_opinion(p.technique or self.config.box_technique, p.voc_class is not None, task="box")
             seconds.append(None if not agreement or alt is None else
                            lambda p=p, alt=alt: self._segment_box(p.box, p.voc_class, alt, p.seeds, score=True))
@@ -209,15 +229,20 @@ class Segmenter:
             return self.config.score_max_side
         return self.config.grabcut_max_side if task == "box" else self.config.class_grabcut_max_side
 
-    def _cut(self, init: np.ndarray, window: Window | None, max_side: int | None) -> tuple[np.ndarray, str | None]:
-        return windowed_cut(self.cutter, self.image, init, window, max_side)
+    def _cut(self, init: np.ndarray, window: Window | None, max_side: int | None,
+             extras: CutInputs | None = None) -> tuple[np.ndarray, str | None]:
+        return windowed_cut(self.cutter, self.image, init, window, max_side, extras)
 
     def _segment_box(self, box: Box, voc_class: str | None, technique: Technique | None, seeds: Seeds | None,
-                     score: bool = False) -> MaskResult:
+                     score: bool = False, previous: np.ndarray | None = None) -> MaskResult:
         tech = technique or self.config.box_technique
         img = self.image
         h, w = img.shape[:2]
         x0, y0, x1, y1 = box.clip(w, h)
+        rich = self._features is not None  # featcut: clicks, previous mask and features reach the cut
+        interactive = rich and (previous is not None or (seeds is not None and not seeds.is_empty()))
+        if interactive and seeds is not None:
+            x0, y0, x1, y1 = widen((x0, y0, x1, y1), seeds.positive_points, w, h)
         if tech.kind != "grabcut" and voc_class is None:
             raise ValueError(f"technique {tech.label!r} needs a class for the box")
         if voc_class is not None:
@@ -244,6 +269,8 @@ class Segmenter:
             elif tech.kind == "gccam" and not np.any(foreground(inside)):
                 fallback = "cam_no_foreground"
                 inside[:] = GC_PR_FGD
+            if interactive:  # clicks, not the CAM, decide what is certain once the annotator clicks
+                inside[inside == GC_FGD] = GC_PR_FGD
             init[y0:y1, x0:x1] = inside
             if tech.kind == "cam" and not evidence:  # CAM alone cannot say anything but the box
                 init[y0:y1, x0:x1] = GC_PR_FGD
@@ -257,7 +284,18 @@ class Segmenter:
         if tech.kind == "cam" and evidence:
             m = foreground(init)
             return MaskResult(m, tech, self._score(m, cam), fallback)
-        m, cut_fallback = self._cut(init, self._window(x0, y0, x1, y1), self._side("box", score))
+        extras = None
+        if rich:
+            groups = () if seeds is None else ((True, seeds.positive_points), (False, seeds.negative_points))
+            pts = tuple((float(x), float(y), positive) for positive, group in groups
+                        for x, y in group if x0 <= x < x1 and y0 <= y < y1)
+            prev = None
+            if previous is not None:
+                if previous.shape != (h, w):
+                    raise ValueError(f"previous mask of shape {previous.shape} does not match the {w}x{h} image")
+                prev = previous.astype(np.float32)
+            extras = CutInputs(cam=cam, features=self._features, previous=prev, points=pts)
+        m, cut_fallback = self._cut(init, self._window(x0, y0, x1, y1), self._side("box", score), extras)
         m[:y0] = False
         m[y1:] = False
         m[:, :x0] = False
@@ -298,6 +336,16 @@ class Segmenter:
 
     def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False,
                        rivals: Sequence[str] = ()) -> MaskResult:
+        res = self._segment_class_cam(voc_class, technique, score, rivals)
+        if self._tagprop is not None and res.fallback != "no_cam":
+            # The tag's cut gated by the shares of the image's tags; a second opinion is gated
+            # alike, so the agreement score compares the masks that are sent.
+            res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals)
+            res.score = self._score(res.mask, self.class_cam(voc_class)[0])
+        return res
+
+    def _segment_class_cam(self, voc_class: str, technique: Technique | None, score: bool = False,
+                           rivals: Sequence[str] = ()) -> MaskResult:
         tech = technique or self.config.class_technique
         if tech.kind == "grabcut":
             raise ValueError("naked GrabCut needs a box; a tag uses 'cam' or a GrabCut-CAM variant")

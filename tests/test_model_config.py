@@ -35,6 +35,7 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "score_max_side": (48,),
     "class_exclusive": (True, False),
     "class_window_margin": (0.5,),
+    "class_tagprop": (True, False),
 }
 
 

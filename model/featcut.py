@@ -1,0 +1,339 @@
+"""featcut: a box / click segmentation core whose per-pixel model sees what the CNN sees.
+
+For one box (and the annotator's clicks so far, and the mask answered last):
+
+1. **Window.** The box grown by ``margin`` (the background sample ring, as the ``default``
+   GrabCut window), at most ``max_side`` px.
+2. **Pixel features.** Lab colour, SqueezeNet fire3/fire5/fire9 hypercolumns (model/features.py,
+   from the same CNN pass as the CAM) and the class CAM, z-scored over the window.
+3. **Unary.** A weighted logistic regression fitted per image to what is known: the ring is
+   background; inside the box the digitized CAM (F PF: CAM < ``cam_bg`` background, else
+   foreground, CAM >= ``cam_hard`` definite) or, once there is one, the previous mask; click
+   disks with a high weight. GrabCut's EM idea in feature space: cut, re-fit on the cut, cut.
+4. **Clicks.** Disks are hard labels. A local "like the click" prior (a spatial Gaussian around
+   the click times feature similarity to the click's 3x3 neighbourhood) pulls the pixels that
+   look like the clicked part, near it, toward the click's label; near clicks the previous
+   mask's samples are weighted down, so they do not argue against the correction.
+5. **Pairwise + solver.** 8-neighbour contrast-sensitive Potts on Lab; exact min-cut by max-flow
+   (model/graphcut.py). Components touching neither a positive click nor the previous mask
+   are dropped (a click names one object).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .cut import Cut, CutInputs
+from .features import PixelFeatures
+from .grabcut import run_grabcut
+from .graphcut import fit_gmm, fit_logistic, gmm_loglik, logistic_logits, min_cut, potts_weights
+from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
+
+MAX_FIT_SAMPLES = 2048  # the unary models are fitted on a regular subsample of the window (+ every click pixel)
+
+
+@dataclass(frozen=True)
+class FeatCutParams:
+    """Every setting of the core. Values set before any run (see README / the experiment)."""
+
+    max_side: int = 160  # working resolution: the window's longer side
+    margin: float = 0.10  # window = box grown by this fraction of its size per side (>= 8 px)
+    use_features: bool = True  # hypercolumns in the unary (False: Lab + CAM only)
+    use_cam_feature: bool = False  # the CAM as one more feature (it already shapes the initial labels)
+    cam_bg: float = 0.01  # F PF: CAM below this starts as background...
+    cam_hard: float | None = 0.7  # ...at or above this is definite foreground (None: none)
+    em_iterations: int = 2  # fit + cut rounds from the box; the first fit is on the CAM's labels
+    click_em_iterations: int = 1  # rounds after a click (the previous mask is the start)
+    ridge: float = 1.0
+    lam: float = 4.0  # Potts weight (nats per unit edge)
+    pairwise_features: float = 0.0  # weight of hypercolumn differences beside Lab in the pairwise term
+    click_weight: float = 20.0  # LR sample weight of a click-disk pixel (a window pixel weighs 1)
+    click_sigma: float = 0.25  # spatial sigma of the click prior, fraction of sqrt(box area)
+    click_tau: float = 1.0  # feature distance scale of the prior (per z-scored dimension)
+    click_strength: float = 8.0  # nats added against the other label at the click's own look-alikes
+    prev_near_click: float = 1.0  # previous-mask weight removed near clicks (x the click prior)
+    cleanup: bool = True
+    feature_dims_per_layer: int = 8  # model/features.py's DEFAULT_DIMS
+    unary: str = "gmm"  # "lr": logistic regression on all features; "gmm": GMMs (GrabCut's model) on
+    # Lab + the leading ``gmm_dims`` feature dimensions; "both": their log-odds summed
+    gmm_components: int = 5
+    gmm_dims: int = 0  # hypercolumn dimensions per layer the GMMs see beside Lab (0: colour only)
+    gmm_weight: float = 1.0
+    lr_weight: float = 1.0
+    # The first LR fit from a box sees as foreground only pixels with CAM >= this (None: the
+    # whole F PF foreground): the CNN features then learn "like the CAM's peak" vs "like the ring"
+    lr_fg_cam: float | None = None
+    extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
+
+
+@dataclass
+class Prompt:
+    """What the annotator gave for one object, in full-image pixels (experiments' entry point)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (half-open, clipped)
+    positive_points: tuple[tuple[float, float], ...] = ()
+    negative_points: tuple[tuple[float, float], ...] = ()
+    positive_mask: np.ndarray | None = None  # (H, W) bool rasterized disks / strokes
+    negative_mask: np.ndarray | None = None
+    previous: np.ndarray | None = None  # (H, W) bool, the mask answered last
+
+
+def grow(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """The engine's window around a box: grown by ``margin`` of its size per side, >= 8 px."""
+    x0, y0, x1, y1 = box
+    mx = max(8, int(round(margin * (x1 - x0))))
+    my = max(8, int(round(margin * (y1 - y0))))
+    return max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
+
+
+def widen(box: tuple[int, int, int, int], positive_points: tuple[tuple[float, float], ...], width: int,
+          height: int) -> tuple[int, int, int, int]:
+    """The box grown to hold every positive click: a positive click outside the box says the
+    object is larger than drawn (else the annotator could click there forever to no effect)."""
+    x0, y0, x1, y1 = box
+    for x, y in positive_points:
+        if 0 <= x < width and 0 <= y < height:
+            x0, y0, x1, y1 = min(x0, int(x)), min(y0, int(y)), max(x1, int(x) + 1), max(y1, int(y) + 1)
+    return x0, y0, x1, y1
+
+
+def _zscore(f: np.ndarray) -> np.ndarray:
+    flat = f.reshape(-1, f.shape[-1])
+    sd = flat.std(axis=0)
+    return ((f - flat.mean(axis=0)) / np.where(sd > 1e-6, sd, 1.0)).astype(np.float32)
+
+
+class FeatCut:
+    """The featcut core: :meth:`cut` of one window (the engine's Cut seam), cheap on repeats.
+
+    Per-window inputs (Lab, z-scored features, Potts weights) and per-click priors are kept for
+    the clicks that follow on the same window: an interactive session re-cuts one window many
+    times. Keyed by the window's pixels, so a stale entry can never be used for another image.
+    """
+
+    def __init__(self, params: FeatCutParams | None = None) -> None:
+        self.p = params or FeatCutParams()
+        self._windows: dict[tuple, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] = {}
+        self._priors: dict[tuple, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _inputs(self, image: np.ndarray, features: np.ndarray | None) -> tuple[tuple, np.ndarray, list[np.ndarray]]:
+        """(cache key, z-scored Lab + hypercolumns, Potts weights) of a window."""
+        use = self.p.use_features and features is not None
+        key = (image.shape, hash(image.tobytes()), hash(features.tobytes()) if use else None)  # type: ignore[union-attr]
+        hit = self._windows.get(key)
+        if hit is not None:
+            return key, hit[1], hit[2]
+        lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+        fz = _zscore(np.concatenate([lab, features], axis=2) if use else lab)
+        guide = lab
+        if self.p.pairwise_features > 0 and fz.shape[2] > 3:
+            guide = np.concatenate([fz[:, :, :3], self.p.pairwise_features * fz[:, :, 3:]], axis=2)
+        entry = (lab, fz, potts_weights(guide, self.p.lam))
+        with self._lock:
+            if len(self._windows) > 16:
+                self._windows.clear()
+                self._priors.clear()
+            self._windows[key] = entry
+        return key, fz, entry[2]
+
+    def cut(self, image: np.ndarray, init: np.ndarray, cam: np.ndarray | None = None, features: np.ndarray | None = None,
+            previous: np.ndarray | None = None, points: tuple[tuple[float, float, bool], ...] = ()) -> np.ndarray:
+        """Bool mask of one window at the working size.
+
+        ``image`` (h, w, 3) uint8 RGB; ``init`` (h, w) 4-valued as the engine builds it (GC_BGD:
+        outside the box and negative clicks, GC_FGD: CAM's peak and positive clicks, PR_FGD /
+        PR_BGD: the rest of the box); ``cam`` (h, w) in [0, 1] or None; ``features`` (h, w, d)
+        hypercolumns or None; ``previous`` (h, w) in [0, 1], the mask answered last, or None;
+        ``points``: the clicks (x, y, positive) in window pixels, newest last.
+        """
+        p = self.p
+        h, w = init.shape
+        key, fz, pair = self._inputs(image, features)
+        f = fz
+        cam_key = None
+        if cam is not None and p.use_cam_feature:
+            f = np.concatenate([fz, _zscore(cam[:, :, None].astype(np.float32))], axis=2)
+            cam_key = hash(cam.tobytes())
+        d = f.shape[2]
+        hard_bg = init == GC_BGD
+        hard_fg = init == GC_FGD
+        start = hard_fg | (init == GC_PR_FGD)
+        inbox = ~hard_bg
+        # Click disks at the working size: the engine's nearest-neighbour downscale can drop a
+        # small disk, so each click's own 3x3 pixels are set again.
+        pos, neg = np.zeros((h, w), bool), np.zeros((h, w), bool)
+        for x, y, positive in points:
+            cx, cy = int(x), int(y)
+            if 0 <= cx < w and 0 <= cy < h:
+                (pos if positive else neg)[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = True
+        pos &= ~neg
+        hard_fg = (hard_fg | pos) & ~neg
+        hard_bg = hard_bg | neg
+        clicked = pos | neg
+
+        # Click prior: spatial Gaussian x feature similarity to the click's 3x3 neighbourhood.
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        sigma = max(2.0, p.click_sigma * float(np.sqrt(inbox.sum())))
+        prior = {True: np.zeros((h, w), np.float32), False: np.zeros((h, w), np.float32)}
+        for x, y, positive in points:
+            if not (0 <= x < w and 0 <= y < h):
+                continue
+            pkey = (key, cam_key, float(x), float(y))
+            g = self._priors.get(pkey)
+            if g is None:  # a click's prior never changes: computed once per click, not per answer
+                ci, cj = int(y), int(x)
+                fc = f[max(0, ci - 1) : ci + 2, max(0, cj - 1) : cj + 2].reshape(-1, d).mean(axis=0)
+                spatial = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+                sim = np.exp(-((f - fc) ** 2).sum(axis=2) / (2 * p.click_tau**2 * d))
+                g = (spatial * sim).astype(np.float32)
+                with self._lock:
+                    self._priors[pkey] = g
+            np.maximum(prior[positive], g, out=prior[positive])
+        near_click = np.maximum(prior[True], prior[False])
+
+        prev = previous > 0.5 if previous is not None else None
+        if prev is not None:
+            target = prev & inbox
+            iterations = p.click_em_iterations
+        else:
+            target = start & inbox
+            iterations = p.em_iterations
+        if p.cam_hard is None or prev is not None:
+            # The CAM's peak is a hint for the first answer, not a constraint; brush strokes and
+            # click disks (the rest of GC_FGD) stay hard.
+            peak = cam >= (p.cam_hard if p.cam_hard is not None else 0.7) if cam is not None else np.zeros((h, w), bool)
+            hard_fg = ((init == GC_FGD) & ~peak | pos) & ~neg
+        weight = np.ones((h, w), np.float32)
+        if prev is not None:
+            weight = weight * np.clip(1.0 - p.prev_near_click * near_click, 0.0, 1.0)
+        weight[clicked] = p.click_weight
+        step = max(1, int(np.ceil(np.sqrt(h * w / MAX_FIT_SAMPLES))))
+        sub = (slice(None, None, step), slice(None, None, step))
+        # GMM columns: Lab, the first gmm_dims of each hypercolumn layer, the CAM.
+        nfeat = fz.shape[2] - 3
+        per = p.feature_dims_per_layer
+        gmm_cols = [0, 1, 2] + [3 + b * per + j for b in range(nfeat // per) for j in range(min(p.gmm_dims, per))]
+        if f.shape[2] > fz.shape[2]:
+            gmm_cols.append(f.shape[2] - 1)
+        unsure = None
+        if prev is None and cam is not None and p.lr_fg_cam is not None:
+            unsure = inbox & (cam >= p.cam_bg) & (cam < p.lr_fg_cam) & ~clicked
+        mask = target
+        for it in range(max(1, iterations)):
+            y = (target | pos) & ~neg
+            xs, ys, ws = f[sub].reshape(-1, d), y[sub].ravel(), weight[sub].ravel()
+            wl = ws if unsure is None or it > 0 else np.where(unsure[sub].ravel(), 0.0, ws)
+            if clicked.any():  # every click pixel is a sample, whatever the subsample grid
+                xs = np.concatenate([xs, f[clicked]])
+                ys = np.concatenate([ys, y[clicked]])
+                ws = np.concatenate([ws, weight[clicked]])
+                wl = np.concatenate([wl, weight[clicked]])
+            z = np.zeros((h, w), np.float32)
+            if p.unary in ("lr", "both"):
+                z += p.lr_weight * logistic_logits(f, fit_logistic(xs, ys, wl, ridge=p.ridge))
+            if p.unary in ("gmm", "both") and ys.any() and not ys.all():
+                g = f[:, :, gmm_cols]
+                gs = xs[:, gmm_cols]
+                fg_m = fit_gmm(gs[ys], ws[ys], p.gmm_components)
+                bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
+                z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
+            cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
+            cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
+            mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
+            target = mask & inbox
+        if p.cleanup and (prev is not None or pos.any()):
+            anchor = pos | (prev if prev is not None else np.zeros_like(pos))
+            _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+            keep = np.unique(comp[anchor & mask])
+            mask = np.isin(comp, keep[keep > 0])
+        return mask
+
+
+class FeatCutCut(Cut):
+    """featcut behind the engine's cut seam (``EngineConfig(cut="featcut")``).
+
+    Box cuts arrive with ``CutInputs.features`` (the Segmenter passes them for boxes only) and
+    get the featcut core. Cuts without features - tags and clicks without a box - run OpenCV
+    GrabCut exactly as the ``default`` configuration does, so the tag task keeps its measured
+    behaviour (model/tagprop.py is the tag work).
+    """
+
+    needs_features = True  # the Segmenter computes hypercolumns in set_image for this cut
+
+    def __init__(self, params: FeatCutParams | None = None) -> None:
+        self.core = FeatCut(params)
+
+    def cut(self, image: np.ndarray, init: np.ndarray, extras: CutInputs | None = None) -> np.ndarray:
+        if extras is None or extras.features is None:
+            return run_grabcut(image, init, 1)
+        feats = extras.features if isinstance(extras.features, np.ndarray) else extras.features.window(None, image.shape[1::-1])
+        return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points)
+
+
+def segment(core: FeatCut, image: np.ndarray, pf: PixelFeatures | None, prompt: Prompt, cam: np.ndarray | None,
+            cam_thresholds: tuple[float, float] = (0.01, 0.7)) -> np.ndarray:
+    """A full-image mask the way the engine's box path makes it (experiments, before the seam).
+
+    The initial mask is the engine's: GC_BGD outside the box, F PF inside (CAM < t1 probable
+    background, < t2 probable foreground, else definite; all probable foreground without a
+    CAM), click disks hard inside the box. The window is the box grown by ``params.margin``, cut
+    at ``params.max_side`` (init by nearest neighbour, the rest bilinear, as model/cut.py's windowed_cut
+    does), upsampled with the hard labels kept hard.
+    """
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = widen(prompt.box, prompt.positive_points, w, h)
+    init = np.full((h, w), GC_BGD, np.uint8)
+    if cam is None:
+        init[y0:y1, x0:x1] = GC_PR_FGD
+    else:
+        c = cam[y0:y1, x0:x1]
+        # Once the annotator has clicked, clicks (not the CAM) decide what is certain: the CAM's
+        # peak would otherwise stay foreground however often a negative click lands on it.
+        peak = GC_PR_FGD if prompt.previous is not None or prompt.positive_points or prompt.negative_points else GC_FGD
+        inside = np.where(c < cam_thresholds[0], GC_PR_BGD, np.where(c < cam_thresholds[1], GC_PR_FGD, peak)).astype(np.uint8)
+        init[y0:y1, x0:x1] = inside
+    in_box = np.zeros((h, w), bool)
+    in_box[y0:y1, x0:x1] = True
+    if prompt.positive_mask is not None:
+        init[prompt.positive_mask & in_box] = GC_FGD
+    if prompt.negative_mask is not None:
+        init[prompt.negative_mask & in_box] = GC_BGD
+    margin, max_side = core.p.margin, core.p.max_side
+    win = grow((x0, y0, x1, y1), margin, w, h)
+    wx0, wy0, wx1, wy1 = win
+    sub = init[wy0:wy1, wx0:wx1]
+    if not np.any((sub == GC_BGD) | (sub == GC_PR_BGD)):  # a whole-image box: the border is background
+        r = max(1, int(round(0.02 * min(sub.shape))))
+        for sl in (np.s_[:r, :], np.s_[-r:, :], np.s_[:, :r], np.s_[:, -r:]):
+            region = sub[sl]
+            region[region != GC_FGD] = GC_PR_BGD
+    sh, sw = sub.shape
+    s = min(1.0, max_side / max(sh, sw))
+    size = (max(1, round(sw * s)), max(1, round(sh * s)))
+    small = lambda a: cv2.resize(a, size, interpolation=cv2.INTER_LINEAR)  # noqa: E731
+    sx, sy = size[0] / sw, size[1] / sh
+    pts = tuple(((x - wx0) * sx, (y - wy0) * sy, True) for x, y in prompt.positive_points if x0 <= x < x1 and y0 <= y < y1)
+    pts += tuple(((x - wx0) * sx, (y - wy0) * sy, False) for x, y in prompt.negative_points if x0 <= x < x1 and y0 <= y < y1)
+    m = core.cut(
+        cv2.resize(image[wy0:wy1, wx0:wx1], size, interpolation=cv2.INTER_AREA),
+        cv2.resize(sub, size, interpolation=cv2.INTER_NEAREST),
+        None if cam is None else small(cam[wy0:wy1, wx0:wx1]),
+        None if pf is None else pf.window(win, size),
+        None if prompt.previous is None else small(prompt.previous[wy0:wy1, wx0:wx1].astype(np.float32)),
+        pts,
+    )
+    big = cv2.resize(m.astype(np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR) > 0.5
+    big[sub == GC_FGD] = True
+    big[sub == GC_BGD] = False
+    out = np.zeros((h, w), bool)
+    out[wy0:wy1, wx0:wx1] = big
+    out &= in_box
+    return out
+
+
+__all__ = ["FeatCut", "FeatCutCut", "FeatCutParams", "Prompt", "grow", "segment", "widen"]

@@ -1,0 +1,232 @@
+"""tagprop: the CAMs of an image's tags spread over each object's extent by a random walk on
+SqueezeNet's own features, with background as a label of its own; today's tag masks are then
+gated by the propagated shares.
+
+Why: the class task's GrabCut masks come from the coarse 1/16 CAM and 80% of their error is
+false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/tags-results.md):
+
+1. **Scores.** Each tag's raw CAM is resampled to a grid at 1/``grid`` of the CNN input and
+   divided by its maximum; background starts as (1 - max tag score)^alpha (AffinityNet's
+   background, Ahn & Kwak 2018): "no tag sees anything here".
+2. **Propagation.** A random walk on a feature graph spreads the scores over each object's
+   extent. The affinity between grid cells within ``radius`` is the cosine similarity of their
+   L2-normalised hypercolumns (fire3 + fire5 of the CAM's own pass) raised to ``beta``. The
+   scores are multiplied ``steps`` times by the row-normalised affinity matrix, and each is
+   divided by its maximum. Nothing is trained: the affinity is the ImageNet network's notion of
+   "same stuff".
+3. **Shares.** Upsampled to the image, each label's share of the summed scores.
+4. **Gate.** A tag's mask = today's mask (GrabCut from the CAM) where the tag's share is at
+   least ``keep``, plus every pixel where its share is at least ``add``. GrabCut knows colour
+   edges, the walk knows which regions the network groups with the CAM's peak; each vetoes
+   the other's confident mistakes. (A multi-label Potts cut and per-image feature models on
+   the shares were measured and scored lower: see the notes.)
+
+Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
+everywhere, so its mask stays today's (empty, fallback "no_cam").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from . import voc
+from .cnn import CnnOutput, pool_voc_cams
+from .features import forward_features
+from .squeezenet import SqueezeNet11
+
+
+@dataclass(frozen=True)
+class TagParams:
+    """Every setting of the tag path; how each was chosen is in /work/notes/tags-results.md."""
+
+    grid: int = 8  # propagation grid: CNN-input pixels per cell (fire5's own stride)
+    radius: int = 4  # affinity neighbourhood, in cells (6 scored the same and costs twice as much)
+    beta: float = 8.0  # affinity = cos^beta (AffinityNet's exponent)
+    steps: int = 16  # random-walk steps
+    alpha: float = 4.0  # background = (1 - max tag score)^alpha before propagation
+    keep: float = 0.3  # today's mask pixel survives where the tag's share is at least this
+    add: float = 0.5  # a pixel joins the tag where its share is a majority
+
+
+def _l2n(f: np.ndarray) -> np.ndarray:
+    return f / (np.linalg.norm(f, axis=0, keepdims=True) + 1e-6)
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(c, h, w) -> (c, size[1], size[0]): area-averaged when shrinking, bilinear otherwise (torch:
+    cv2.resize takes at most 4 channels for area averaging)."""
+    x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
+    w, h = size
+    if x.shape[2] >= h and x.shape[3] >= w:
+        x = F.adaptive_avg_pool2d(x, (h, w))
+    else:
+        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
+    return x[0].numpy()
+
+
+def affinity_features(layers: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Raw fire outputs (each (c, h, w)) -> (sum c, size[1], size[0]) unit vectors, layers weighing alike."""
+    parts = [_l2n(resize_maps(f, size)) for f in layers]
+    return np.ascontiguousarray(np.concatenate(parts) / np.sqrt(len(parts)), dtype=np.float32)
+
+
+def transition(feat: np.ndarray, radius: int, beta: float) -> sp.csr_matrix:
+    """Row-stochastic random-walk matrix over the grid cells of ``feat`` (d, h, w).
+
+    The affinity is symmetric, so each pair of offsets (+o, -o) costs one product."""
+    _, h, w = feat.shape
+    n = h * w
+    idx = np.arange(n).reshape(h, w)
+    rows, cols, vals = [], [], []
+    for dy in range(0, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx > radius * radius or (dy == 0 and dx < 0):
+                continue
+            y0, y1, x0, x1 = 0, h - dy, max(0, -dx), min(w, w - dx)
+            if y1 <= y0 or x1 <= x0:
+                continue
+            s = np.einsum("chw,chw->hw", feat[:, y0:y1, x0:x1], feat[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx])
+            a, b = idx[y0:y1, x0:x1].ravel(), idx[y0 + dy : y1 + dy, x0 + dx : x1 + dx].ravel()
+            v = s.ravel().clip(min=0) ** beta
+            rows.append(a)
+            cols.append(b)
+            vals.append(v)
+            if dy or dx:  # the mirrored offset: the same pairs the other way round
+                rows.append(b)
+                cols.append(a)
+                vals.append(v)
+    a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    d = np.asarray(a.sum(1)).ravel()  # >= 1: every cell is its own neighbour with cos = 1
+    return sp.diags(1.0 / np.maximum(d, 1e-12)) @ a
+
+
+def propagate(scores: np.ndarray, feat: np.ndarray, params: TagParams) -> np.ndarray:
+    """(L, h, w) scores, background first -> propagated, each divided by its maximum."""
+    L, h, w = scores.shape
+    p = transition(feat, params.radius, params.beta)
+    v = scores.reshape(L, -1).T.astype(np.float64)
+    for _ in range(params.steps):
+        v = p @ v
+    v = v / np.maximum(v.max(0, keepdims=True), 1e-12)
+    return v.T.reshape(L, h, w).astype(np.float32)
+
+
+def initial_scores(cams: np.ndarray, size: tuple[int, int], alpha: float) -> np.ndarray:
+    """(K, h16, w16) raw tag CAMs -> (K + 1, size[1], size[0]): background, then tags in [0, 1]."""
+    s = resize_maps(np.maximum(cams, 0), size).clip(min=0) if len(cams) else np.zeros((0, size[1], size[0]), np.float32)
+    peak = s.reshape(len(s), -1).max(1) if len(s) else np.zeros(0)
+    s = s / np.where(peak > 0, peak, 1.0)[:, None, None]
+    bg = (1.0 - (s.max(0) if len(s) else np.zeros((size[1], size[0]), np.float32))) ** alpha
+    return np.concatenate([bg[None], s]).astype(np.float32)
+
+
+def tag_scores(cnn_shape: tuple[int, int], cams: np.ndarray, aff_layers: list[np.ndarray], params: TagParams) -> np.ndarray:
+    """(K + 1, gh, gw) propagated scores on the grid, background first, each in [0, 1]."""
+    cnn_h, cnn_w = cnn_shape
+    gsize = (max(2, int(np.ceil(cnn_w / params.grid))), max(2, int(np.ceil(cnn_h / params.grid))))
+    s = initial_scores(cams, gsize, params.alpha)
+    if params.steps > 0:
+        s = propagate(s, affinity_features(aff_layers, gsize), params)
+    return s
+
+
+def shares(scores: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """(L, gh, gw) grid scores -> (L, H, W) each label's share of their sum at every pixel."""
+    h, w = image_shape
+    up = resize_maps(scores, (w, h))
+    return up / np.maximum(up.sum(0, keepdims=True), 1e-12)
+
+
+def gate(masks: np.ndarray, share: np.ndarray, params: TagParams) -> np.ndarray:
+    """(K, H, W) today's masks of the tags, (K + 1, H, W) shares (background first) -> gated masks."""
+    tags = share[1:]
+    return (masks.astype(bool) & (tags >= params.keep)) | (tags >= params.add)
+
+
+def propagated_shares(cnn_shape: tuple[int, int], cams: np.ndarray, layers: list[np.ndarray], image_shape: tuple[int, int],
+                      params: TagParams = TagParams()) -> np.ndarray:
+    """(K + 1, H, W) shares of background and of each tag (``cams`` order) at the image size.
+
+    ``cnn_shape``: (h, w) of the CNN input; ``cams``: (K, h16, w16) raw CAMs of the tags from that
+    pass; ``layers``: the pass's raw fire3 and fire5 outputs (all maps span the whole image).
+    """
+    return shares(tag_scores(cnn_shape, cams, layers, params), image_shape)
+
+
+def _canonical(name: str) -> str:
+    return voc.VOC_CLASSES[voc.voc_index(name) - 1]
+
+
+class _SegmenterLike(Protocol):
+    """What TagShares reads from the Segmenter (model/segmenter.py)."""
+
+    @property
+    def image(self) -> np.ndarray: ...
+
+    @property
+    def cnn(self) -> object: ...  # CnnOutput: .voc_cams (20, h16, w16)
+
+
+class TagShares:
+    """The Segmenter's tag path: shares per image and tag set, computed once, thread-safe.
+
+    The shares depend on every tag of the image (they compete for pixels), so they are keyed by
+    the tag set in VOC order: each prompt of one request (and its second opinion) gates with the
+    same shares whichever asks first. fire3 / fire5 come from one more pass of the network at
+    the CAM's input size (the CNN output may come from the evaluator's cache, which holds only
+    logits and CAMs); its CAM equals CamNet's at the same size (model/features.py).
+    """
+
+    def __init__(self, net: SqueezeNet11, cnn_max_side: int | None, params: TagParams = TagParams()) -> None:
+        self.net = net
+        self.cnn_max_side = cnn_max_side
+        self.params = params
+        self._lock = threading.Lock()
+        self._fire: tuple[tuple[int, int], list[np.ndarray]] | None = None
+        self._shares: dict[tuple[str, ...], np.ndarray] = {}
+
+    def reset(self) -> None:
+        """A new image: forget its fire maps and shares."""
+        with self._lock:
+            self._fire = None
+            self._shares = {}
+
+    def run(self, image: np.ndarray) -> CnnOutput:
+        """The image's CNN pass, keeping fire3 / fire5 for the shares: the Segmenter's set_image
+        calls this instead of CamNet.run, so tag mode pays for one pass, not two."""
+        p = forward_features(self.net, image, self.cnn_max_side, ("fire3", "fire5"))
+        with self._lock:
+            self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
+            self._shares = {}
+        return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam))
+
+    def shares(self, seg: _SegmenterLike, tags: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+        """(tags in VOC order, their (K + 1, H, W) shares, background first)."""
+        key = tuple(sorted({_canonical(c) for c in tags}, key=voc.voc_index))
+        with self._lock:
+            if key not in self._shares:
+                if self._fire is None:
+                    p = forward_features(self.net, seg.image, self.cnn_max_side, ("fire3", "fire5"))
+                    self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
+                cnn_shape, layers = self._fire
+                cams = np.asarray(seg.cnn.voc_cams)[[voc.voc_index(c) - 1 for c in key]]  # type: ignore[attr-defined]
+                self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params)
+            return key, self._shares[key]
+
+    def gate(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> np.ndarray:
+        """``mask`` of ``voc_class`` (today's cut) gated by the shares of the image's tags."""
+        key, share = self.shares(seg, (voc_class, *rivals))
+        k = key.index(_canonical(voc_class))
+        return gate(mask[None], share[[0, k + 1]], self.params)[0]
+
+
+__all__ = ["TagParams", "TagShares", "gate", "initial_scores", "propagate", "propagated_shares", "shares", "tag_scores",
+           "transition"]

@@ -1,0 +1,147 @@
+"""The featcut preset (model/featcut.py behind the cut seam) on real VOC images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.clicks import iou, next_click
+from evaluator.dataset import VocDataset, VocSample
+from model import Box, CnnOutput, Seeds, Segmenter
+from model.config import get_config
+from model.features import PixelFeatures, reduce_layer
+from model.graphcut import min_cut, potts_weights
+
+VOC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "voc2012" / "VOC2012"
+IMAGES = ("2007_000032", "2007_000039", "2007_000063", "2007_000121")
+
+
+@pytest.fixture(scope="module")
+def ds() -> VocDataset:
+    return VocDataset(VOC_ROOT)
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    return Segmenter(get_config("featcut"))
+
+
+def _objects(ds: VocDataset, seg: Segmenter):
+    for image_id in IMAGES:
+        s = ds.load(image_id)
+        seg.set_image(s.image)
+        for o in s.objects:
+            gt = s.object_mask == o.instance
+            if gt.any():
+                yield s, o, gt, s.object_mask != 255
+
+
+def _first_click_gain(ds: VocDataset, seg: Segmenter, positive: bool) -> tuple[float, float]:
+    """IoU before / after the simulator's first click, on the first object whose click has that sign."""
+    for _s, o, gt, valid in _objects(ds, seg):
+        m = seg.segment_box(o.box, o.name).mask
+        click = next_click(m, gt, valid)
+        if click is None or click[2] != positive:
+            continue
+        x, y, _ = click
+        seeds = Seeds(((float(x), float(y)),), ()) if positive else Seeds((), ((float(x), float(y)),))
+        after = seg.segment_box(o.box, o.name, seeds=seeds, previous=m).mask
+        assert after[y, x] == positive  # the clicked pixel itself takes the click's label
+        return iou(m, gt, valid), iou(after, gt, valid)
+    pytest.fail(f"no object with a {'positive' if positive else 'negative'} first click in {IMAGES}")
+
+
+def test_positive_click_on_a_missed_part_raises_iou(ds: VocDataset, seg: Segmenter) -> None:
+    before, after = _first_click_gain(ds, seg, positive=True)
+    assert after > before + 0.01
+
+
+def test_negative_click_on_a_false_region_raises_iou(ds: VocDataset, seg: Segmenter) -> None:
+    before, after = _first_click_gain(ds, seg, positive=False)
+    assert after > before + 0.01
+
+
+def test_box_masks_beat_a_floor_and_are_deterministic(ds: VocDataset, seg: Segmenter) -> None:
+    s = ds.load("2007_000063")  # a dog; default GrabCut F PF 0.7 gives IoU 0.9 here
+    seg.set_image(s.image)
+    o = s.objects[0]
+    a = seg.segment_box(o.box, o.name).mask
+    assert iou(a, s.object_mask == o.instance, s.object_mask != 255) > 0.8
+    other = Segmenter(get_config("featcut"), net=seg.net)
+    other.set_image(s.image)
+    assert np.array_equal(a, other.segment_box(o.box, o.name).mask)
+    assert np.array_equal(a, seg.segment_box(o.box, o.name).mask)  # the window cache changes nothing
+
+
+def test_edge_cases_keep_their_defined_results(ds: VocDataset, seg: Segmenter) -> None:
+    s: VocSample = ds.load("2007_000039")
+    h, w = s.image.shape[:2]
+    seg.set_image(s.image)
+    tiny = seg.segment_box(Box(10, 10, 12, 40), "tvmonitor")
+    assert tiny.fallback == "box_too_small" and tiny.mask.sum() == 2 * 30
+    whole = seg.segment_box(Box(0, 0, w, h), "tvmonitor")
+    assert whole.mask.shape == (h, w) and 0 < whole.mask.sum() < h * w
+    grey = s.image.mean(axis=2).astype(np.uint8)
+    seg.set_image(grey)
+    assert seg.segment_box(s.objects[0].box, "tvmonitor").mask.shape == (h, w)
+    rgba = np.dstack([s.image, np.full((h, w), 255, np.uint8)])
+    seg.set_image(rgba)
+    m = seg.segment_box(s.objects[0].box, "tvmonitor").mask
+    assert m.any() and not m[: int(s.objects[0].box.y0)].any()  # clipped to the box
+    cnn = seg.cnn
+    zero = CnnOutput(cnn.logits, np.zeros_like(cnn.voc_cams))
+    seg.set_image(s.image, zero)
+    r = seg.segment_box(s.objects[0].box, "tvmonitor")
+    assert r.fallback == "no_cam" and r.mask.any()
+
+
+def test_previous_is_ignored_by_grabcut_presets(ds: VocDataset) -> None:
+    s = ds.load("2007_000039")
+    seg = Segmenter(get_config("default"))
+    seg.set_image(s.image)
+    o = s.objects[0]
+    rng = np.random.default_rng(0)
+    seeds = Seeds((((o.box.x0 + o.box.x1) / 2, (o.box.y0 + o.box.y1) / 2),))
+    plain = seg.segment_box(o.box, o.name, seeds=seeds).mask
+    noise = rng.random(s.image.shape[:2]) > 0.5
+    assert np.array_equal(plain, seg.segment_box(o.box, o.name, seeds=seeds, previous=noise).mask)
+
+
+def test_features_come_from_the_cams_own_pass(ds: VocDataset, seg: Segmenter) -> None:
+    s = ds.load("2007_000039")
+    logits, cam = seg.net.forward(s.image, 320)
+    pf = PixelFeatures.of_image(seg.net.net, s.image, 320)
+    assert np.array_equal(pf.logits, logits) and np.array_equal(pf.cam, cam)
+    stack = pf.stack()
+    assert stack.shape[2] == 24 and np.isfinite(stack).all()
+    win = pf.window((100, 50, 300, 250), (64, 64))
+    assert win.shape == (64, 64, 24)
+
+
+def test_pca_matches_an_exact_eigendecomposition() -> None:
+    rng = np.random.default_rng(1)
+    # Three strong directions in 64 channels, as fire activations (non-negative).
+    basis = rng.standard_normal((3, 64))
+    act = np.abs(rng.standard_normal((900, 3)) * [9, 5, 3] @ basis + 0.1 * rng.standard_normal((900, 64)))
+    red = reduce_layer(act.T.reshape(64, 30, 30).astype(np.float32), dims=3).reshape(3, -1).T
+    x = np.sqrt(act) - np.sqrt(act).mean(0)
+    evecs = np.linalg.eigh(x.T @ x)[1][:, ::-1][:, :3]
+    exact = x @ evecs
+    for k in range(3):  # same components up to sign and scale
+        assert abs(np.corrcoef(red[:, k], exact[:, k])[0, 1]) > 0.99
+
+
+def test_min_cut_follows_unary_and_smooths() -> None:
+    rng = np.random.default_rng(2)
+    truth = np.zeros((30, 30), bool)
+    truth[8:22, 8:22] = True
+    noisy = np.where(rng.random(truth.shape) < 0.15, ~truth, truth)
+    cost_fg = np.where(noisy, 0.0, 1.0)
+    cost_bg = 1.0 - cost_fg
+    flat = np.zeros((30, 30, 3), np.float32)
+    alone = min_cut(cost_fg, cost_bg, potts_weights(flat, 0.0))
+    assert np.array_equal(alone, noisy)  # no pairwise: the unary's labels
+    smooth = min_cut(cost_fg, cost_bg, potts_weights(flat, 0.6))
+    assert (smooth != truth).sum() < (noisy != truth).sum() / 3  # Potts removes most flips

@@ -1,0 +1,167 @@
+"""Box one-shot mIoU of featcut variants (and the engine's `default`) per half of the images.
+
+    .venv/bin/python tools/experiments/featcut_box.py [--limit N] [--workers 2] \
+        --variant base: --variant nofeat:use_features=False --variant lam4:lam=4 [--default]
+
+Metric: the evaluator's class-wise binary IoU (evaluator.metrics.BinaryCounts, the report's
+formula 4-6), objects from their XML boxes, void ignored, exactly as `python -m evaluator
+--tasks object` scores one technique. Halves: A = even, B = odd position in the sorted train
+list. CNN outputs + PCA-reduced features are cached in /tmp/qc/feat (keyed by image id and CNN
+size); the CAM comes from the same pass (bit-identical to the engine's at 320 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from evaluator.dataset import VocDataset
+from evaluator.metrics import BinaryCounts
+from model import voc
+from model.engine import CnnOutput, Segmenter, get_config, pool_voc_cams
+from model.featcut import FeatCut, FeatCutParams, Prompt, segment
+from model.features import PixelFeatures
+
+VOC_ROOT = os.environ.get("CAMCUT_VOC", "/work/shared/voc2012/VOC2012")
+CACHE = Path(os.environ.get("FEATCUT_CACHE", "/tmp/qc/feat"))
+
+
+def parse_value(v: str) -> object:
+    try:
+        return json.loads(v.replace("None", "null").replace("True", "true").replace("False", "false"))
+    except json.JSONDecodeError:
+        return v
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    kw = {}
+    for part in filter(None, rest.split(",")):
+        k, _, v = part.partition("=")
+        kw[k] = parse_value(v)
+    return name, kw
+
+
+def make_params(kw: dict) -> FeatCutParams:
+    fields = set(FeatCutParams.__dataclass_fields__)
+    extra = {k: v for k, v in kw.items() if k not in fields}
+    return FeatCutParams(**{k: v for k, v in kw.items() if k in fields}, extra=extra)
+
+
+def image_features(seg: Segmenter, image_id: str, image: np.ndarray, side: int, dims: int) -> PixelFeatures:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    p = CACHE / f"{image_id}_{side}_{dims}.npz"
+    if p.is_file():
+        with np.load(p) as z:
+            maps = {k[2:]: z[k] for k in z.files if k.startswith("m_")}
+            return PixelFeatures(maps, image.shape[:2], z["logits"], z["voc_cams"])
+    pf = PixelFeatures.of_image(seg.net.net, image, side, dims=dims)
+    vc = pool_voc_cams(pf.cam)
+    tmp = p.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, logits=pf.logits, voc_cams=vc, **{f"m_{k}": v for k, v in pf.maps.items()})
+    os.replace(tmp, p)
+    return PixelFeatures(pf.maps, image.shape[:2], pf.logits, vc)
+
+
+_W: dict = {}
+
+
+def _init(variants: list[tuple[str, dict]], with_default: bool, side: int, dims: int) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _W.update(ds=VocDataset(VOC_ROOT), seg=Segmenter(get_config("default")), variants=variants, default=with_default,
+              side=side, dims=dims)
+
+
+def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str, float]]:
+    k, image_id = job
+    ds, seg = _W["ds"], _W["seg"]
+    sample = ds.load(image_id)
+    pf = image_features(seg, image_id, sample.image, _W["side"], _W["dims"])
+    seg.set_image(sample.image, CnnOutput(pf.logits, pf.cam))  # pf.cam holds the pooled VOC CAMs here
+    valid = sample.valid
+    counts: dict[str, BinaryCounts] = {}
+    secs: dict[str, float] = {}
+    objs = [o for o in sample.objects]
+    if _W["default"]:
+        c = BinaryCounts.zeros()
+        t0 = time.perf_counter()
+        for o in objs:
+            r = seg.segment_box(o.box, o.name)
+            c.add(voc.voc_index(o.name) - 1, r.mask, sample.object_mask == o.instance, valid)
+        counts["default"] = c
+        secs["default"] = time.perf_counter() - t0
+    h, w = sample.image.shape[:2]
+    for name, kw in _W["variants"]:
+        params = make_params(kw)
+        t0 = time.perf_counter()
+        core = FeatCut(params)
+        c = BinaryCounts.zeros()
+        for o in objs:
+            x0, y0, x1, y1 = o.box.clip(w, h)
+            cam, ev = seg.class_cam(o.name, (x0, y0, x1, y1))
+            m = segment(core, sample.image, pf if params.use_features else None, Prompt((x0, y0, x1, y1)), cam if ev else None)
+            c.add(voc.voc_index(o.name) - 1, m, sample.object_mask == o.instance, valid)
+        counts[name] = c
+        secs[name] = time.perf_counter() - t0
+    return k % 2, counts, secs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--default", action="store_true", help="also the engine's default (GrabCut F PF 0.7)")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cnn-side", type=int, default=320)
+    ap.add_argument("--dims", type=int, default=8)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    variants = [parse_variant(v) for v in a.variant]
+    ids = VocDataset(VOC_ROOT).ids("train")[: a.limit]
+    jobs = list(enumerate(ids))
+    totals: dict[tuple[str, int], BinaryCounts] = {}
+    secs: dict[str, float] = {}
+    t0 = time.perf_counter()
+    args = (variants, a.default, a.cnn_side, a.dims)
+    if a.workers <= 1:
+        _init(*args)
+        results = map(_work, jobs)
+    else:
+        pool = get_context("spawn").Pool(a.workers, initializer=_init, initargs=args)
+        results = pool.imap_unordered(_work, jobs)
+    for half, counts, sec in results:
+        for name, c in counts.items():
+            for key in ((name, half), (name, 2)):
+                if key in totals:
+                    totals[key] += c
+                else:
+                    totals[key] = BinaryCounts.zeros()
+                    totals[key] += c
+            secs[name] = secs.get(name, 0.0) + sec[name]
+    names = (["default"] if a.default else []) + [n for n, _ in variants]
+    print(f"{len(ids)} images, cnn {a.cnn_side}, dims {a.dims}, {time.perf_counter() - t0:.0f} s")
+    print("| variant | mIoU all | half A | half B | s per image |")
+    out = {}
+    for n in names:
+        m = [100 * float(np.nanmean(totals[(n, hh)].iou()[totals[(n, hh)].seen])) for hh in (2, 0, 1)]
+        out[n] = m
+        print(f"| {n} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | {secs[n] / len(ids) * 1e3:.0f} ms |")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"variants": dict(variants), "miou": out, "images": len(ids)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
