@@ -59,13 +59,10 @@ test-quick: install-dev
 # The packages mypy checks; camcut/ joins as soon as it exists.
 MYPY_PATHS = $(wildcard model backend evaluator bench camcut cvat)
 
-# Lint and types, with the versions pinned in requirements-dev.txt (settings in pyproject.toml).
-# `ruff format --check` is not enforced yet: it would reformat 61 of 91 files while model/ and
-# backend/ are being split. Enable the commented line once the splits have merged (after one
-# `ruff format .` commit).
+# Lint, format and types, with the versions pinned in requirements-dev.txt (settings in pyproject.toml).
 lint: install-dev
 	$(VENV)/bin/ruff check .
-#	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(MYPY_PATHS)
 
 # The full sweep of the report's techniques on ../shared/voc2012 (see README "Results").

@@ -27,7 +27,11 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluator", description=__doc__)
-    ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"), help="VOC2012 folder (JPEGImages, SegmentationClass, ...)")
+    ap.add_argument(
+        "--voc",
+        default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"),
+        help="VOC2012 folder (JPEGImages, SegmentationClass, ...)",
+    )
     ap.add_argument("--split", default="train", help="ImageSets/Segmentation/<split>.txt")
     ap.add_argument("--config", default="reference", help="engine configuration name")
     ap.add_argument("--tasks", default=",".join(TASKS))
@@ -43,8 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         thresholds = parse_thresholds(a.thresholds) if a.thresholds else DEFAULT_THRESHOLDS
         t0 = time.perf_counter()
         results = run_sweep(
-            a.voc, a.split, get_config(a.config), a.tasks.split(","), thresholds,
-            a.variants.split(",") if a.variants else None, a.workers, a.cache or None, a.limit, not a.no_progress,
+            a.voc,
+            a.split,
+            get_config(a.config),
+            a.tasks.split(","),
+            thresholds,
+            a.variants.split(",") if a.variants else None,
+            a.workers,
+            a.cache or None,
+            a.limit,
+            not a.no_progress,
         )
         elapsed = time.perf_counter() - t0
     except (DatasetError, ValueError) as exc:
@@ -52,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(a.out)
     cmd = "python -m evaluator " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = f"# camcut evaluation: config `{a.config}`, split `{a.split}`\n\nCommand: `{cmd}`  \nWall time: {elapsed:.0f} s with {a.workers} worker(s).\n"
+    header = (
+        f"# camcut evaluation: config `{a.config}`, split `{a.split}`\n\n"
+        f"Command: `{cmd}`  \nWall time: {elapsed:.0f} s with {a.workers} worker(s).\n"
+    )
     best = write_report(results, out, header=header)
-    (out / "run.json").write_text(json.dumps({"command": cmd, "seconds": elapsed, "workers": a.workers, "config": a.config, "best": best}, indent=1))
+    (out / "run.json").write_text(
+        json.dumps({"command": cmd, "seconds": elapsed, "workers": a.workers, "config": a.config, "best": best}, indent=1)
+    )
     print((out / "tables.md").read_text())
     print(f"wrote {out}/ in {elapsed:.0f} s")
     return 0

@@ -120,8 +120,9 @@ def _accepts_previous(fn: object) -> bool:
         return False
 
 
-def run_object(seg: Segmenter, sample: VocSample, obj: VocObject, half: int, start: str = "box",
-               max_clicks: int = 20, stop_iou: float = 0.90) -> ObjectRun:
+def run_object(
+    seg: Segmenter, sample: VocSample, obj: VocObject, half: int, start: str = "box", max_clicks: int = 20, stop_iou: float = 0.90
+) -> ObjectRun:
     """Simulate one annotator on one object (the image already set on ``seg``)."""
     gt = sample.object_mask == obj.instance
     valid = sample.object_mask != 255
@@ -166,15 +167,24 @@ def run_object(seg: Segmenter, sample: VocSample, obj: VocObject, half: int, sta
 _W: dict = {}
 
 
-def _init(voc_root: str, configs: tuple[str, ...], cache_dir: str | None, start: str, max_clicks: int, stop_iou: float,
-          halves: dict[str, int], pool: bool) -> None:
+def _init(
+    voc_root: str,
+    configs: tuple[str, ...],
+    cache_dir: str | None,
+    start: str,
+    max_clicks: int,
+    stop_iou: float,
+    halves: dict[str, int],
+    pool: bool,
+) -> None:
     if pool:  # one thread per process: the pool fills the cores
         torch.set_num_threads(1)
         cv2.setNumThreads(1)
     segs = {c: Segmenter(get_config(c)) for c in configs}
     caches = {c: CnnCache(cache_dir, s.net.weights.sha256, s.config) for c, s in segs.items()}
-    _W.update(ds=VocDataset(voc_root), segs=segs, caches=caches, start=start, max_clicks=max_clicks, stop_iou=stop_iou,
-              halves=halves)
+    _W.update(
+        ds=VocDataset(voc_root), segs=segs, caches=caches, start=start, max_clicks=max_clicks, stop_iou=stop_iou, halves=halves
+    )
 
 
 def _work(job: tuple[str, str]) -> list[ObjectRun]:
@@ -194,9 +204,18 @@ def _work(job: tuple[str, str]) -> list[ObjectRun]:
     return runs
 
 
-def simulate(voc_root: str | Path, configs: list[str], split: str = "train", start: str = "box", max_clicks: int = 20,
-             stop_iou: float = 0.90, limit: int | None = None, workers: int = 1, cache_dir: str | None = None,
-             progress: bool = True) -> dict[str, list[ObjectRun]]:
+def simulate(
+    voc_root: str | Path,
+    configs: list[str],
+    split: str = "train",
+    start: str = "box",
+    max_clicks: int = 20,
+    stop_iou: float = 0.90,
+    limit: int | None = None,
+    workers: int = 1,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> dict[str, list[ObjectRun]]:
     """Every object of the split (first ``limit`` images) under every configuration."""
     for c in configs:
         get_config(c)  # unknown names fail before any work
@@ -268,24 +287,29 @@ def plot_curves(results: dict[str, list[ObjectRun]], path: Path, title: str) -> 
 
 
 def table(summaries: dict[str, dict]) -> str:
-    rows = ["| config | half | objects | NoC@85 | NoC@90 | fail@85 | fail@90 | IoU after 0 / 1 / 3 / 5 "
-            "| click ms p50 / p95 (CPU) | worse after a click |",
-            "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    rows = [
+        "| config | half | objects | NoC@85 | NoC@90 | fail@85 | fail@90 | IoU after 0 / 1 / 3 / 5 "
+        "| click ms p50 / p95 (CPU) | worse after a click |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
     for name, by_half in summaries.items():
         for half, s in by_half.items():
             if not s.get("objects"):
                 continue
             ia = " / ".join(f"{v:.3f}" for v in s["iou_after"].values())
-            rows.append(f"| {name} | {half} | {s['objects']} | {s['noc@85']:.2f} | {s['noc@90']:.2f} "
-                        f"| {s['fail@85']} | {s['fail@90']} | {ia} | {s['click_ms_p50']:.1f} / {s['click_ms_p95']:.1f} "
-                        f"({s['click_cpu_ms_p50']:.1f} / {s['click_cpu_ms_p95']:.1f}) "
-                        f"| {s['worse_after_click']:.3f} |")
+            rows.append(
+                f"| {name} | {half} | {s['objects']} | {s['noc@85']:.2f} | {s['noc@90']:.2f} "
+                f"| {s['fail@85']} | {s['fail@90']} | {ia} | {s['click_ms_p50']:.1f} / {s['click_ms_p95']:.1f} "
+                f"({s['click_cpu_ms_p50']:.1f} / {s['click_cpu_ms_p95']:.1f}) "
+                f"| {s['worse_after_click']:.3f} |"
+            )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluator.clicks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluator.clicks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"))
     ap.add_argument("--split", default="train")
     ap.add_argument("--config", default=None, help="one engine configuration (or use --configs)")
@@ -305,19 +329,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        results = simulate(a.voc, configs, a.split, a.start, a.max_clicks, a.stop_iou, a.limit, a.workers, a.cache or None,
-                           not a.no_progress)
+        results = simulate(
+            a.voc, configs, a.split, a.start, a.max_clicks, a.stop_iou, a.limit, a.workers, a.cache or None, not a.no_progress
+        )
     except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - t0
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    summaries = {c: {"all": summarise(r, a.max_clicks), "A (even)": summarise([x for x in r if x.half == 0], a.max_clicks),
-                     "B (odd)": summarise([x for x in r if x.half == 1], a.max_clicks)} for c, r in results.items()}
+    summaries = {
+        c: {
+            "all": summarise(r, a.max_clicks),
+            "A (even)": summarise([x for x in r if x.half == 0], a.max_clicks),
+            "B (odd)": summarise([x for x in r if x.half == 1], a.max_clicks),
+        }
+        for c, r in results.items()
+    }
     cmd = "python -m evaluator.clicks " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = (f"# clicks task, start from a {a.start}\n\nCommand: `{cmd}`  \n"
-          f"Wall time: {elapsed:.0f} s, {a.workers} worker(s).\n\n{table(summaries)}\n")
+    md = (
+        f"# clicks task, start from a {a.start}\n\nCommand: `{cmd}`  \n"
+        f"Wall time: {elapsed:.0f} s, {a.workers} worker(s).\n\n{table(summaries)}\n"
+    )
     (out / "clicks.md").write_text(md)
     (out / "summary.json").write_text(json.dumps({"command": cmd, "seconds": elapsed, "summaries": summaries}, indent=1))
     with open(out / "objects.jsonl", "w") as f:

@@ -42,7 +42,9 @@ class Ranking:
         return out
 
 
-def rank_scores(voc_root: str, config: EngineConfig = DEFAULT, split: str = "train", limit: int | None = None, progress: bool = True) -> dict[str, dict[str, float]]:
+def rank_scores(
+    voc_root: str, config: EngineConfig = DEFAULT, split: str = "train", limit: int | None = None, progress: bool = True
+) -> dict[str, dict[str, float]]:
     ds = VocDataset(voc_root)
     seg = Segmenter(config)
     boxes, tags = Ranking(), Ranking()
@@ -66,7 +68,9 @@ def rank_scores(voc_root: str, config: EngineConfig = DEFAULT, split: str = "tra
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m evaluator.ranking", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluator.ranking", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"))
     ap.add_argument("--split", default="train")
     ap.add_argument("--config", default="default")

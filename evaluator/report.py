@@ -116,7 +116,9 @@ def plot_class_iou(rows: list[dict], t: float | None, title: str, path: Path) ->
     plt.close(fig)
 
 
-def write_report(results: dict[str, Scores], out: Path, chosen_t: dict[str, float] | None = None, header: str = "") -> dict[str, list[dict]]:
+def write_report(
+    results: dict[str, Scores], out: Path, chosen_t: dict[str, float] | None = None, header: str = ""
+) -> dict[str, list[dict]]:
     """Write everything for each task into ``out``; returns the best rows per task."""
     out.mkdir(parents=True, exist_ok=True)
     chosen_t = chosen_t or {"object": 0.6, "class": 0.3}  # the report's figures 9 and 12
@@ -127,15 +129,21 @@ def write_report(results: dict[str, Scores], out: Path, chosen_t: dict[str, floa
         best = best_rows(rows)
         best_by_task[task] = best
         write_csv(out / f"sweep_{task}.csv", rows)
-        write_csv(out / f"table_{task}.csv", [{k: r[k] for k in ("technique", "t", "mIoU", "fwIoU", "mAcc", "mIoU21")} for r in best])
+        write_csv(
+            out / f"table_{task}.csv", [{k: r[k] for k in ("technique", "t", "mIoU", "fwIoU", "mAcc", "mIoU21")} for r in best]
+        )
         title = TASK_TITLES[task]
         plot_curves(rows, "mIoU", f"{title}: mIoU", out / f"{task}_miou.png")
         plot_curves(rows, "mAcc", f"{title}: mAcc", out / f"{task}_macc.png")
         t_fig = nearest_threshold(rows, chosen_t[task])
         plot_class_iou(rows, t_fig, f"{title}: IoU per class, t = {t_fig}", out / f"{task}_class_iou.png")
-        md.append(f"## {title}\n\nBest threshold per technique (class-wise binary metrics, report formulas 4-8; "
-                  f"21-class mIoU beside it).\n\n" + markdown_table(best))
+        md.append(
+            f"## {title}\n\nBest threshold per technique (class-wise binary metrics, report formulas 4-8; "
+            f"21-class mIoU beside it).\n\n" + markdown_table(best)
+        )
         if scores.fallbacks:
-            md.append("Edge-case fallbacks over the sweep: " + ", ".join(f"{k} {v}" for k, v in sorted(scores.fallbacks.items())) + "\n")
+            md.append(
+                "Edge-case fallbacks over the sweep: " + ", ".join(f"{k} {v}" for k, v in sorted(scores.fallbacks.items())) + "\n"
+            )
     (out / "tables.md").write_text("\n".join(md))
     return best_by_task

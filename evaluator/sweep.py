@@ -29,7 +29,9 @@ CLASS_VARIANTS = ("cam", "pfpb", "fpf", "fpb")  # naked GrabCut needs a box
 TASKS = ("object", "class")
 
 
-def techniques_for(task: str, thresholds: Iterable[float] = DEFAULT_THRESHOLDS, variants: Iterable[str] | None = None) -> list[Technique]:
+def techniques_for(
+    task: str, thresholds: Iterable[float] = DEFAULT_THRESHOLDS, variants: Iterable[str] | None = None
+) -> list[Technique]:
     chosen = tuple(variants) if variants else (OBJECT_VARIANTS if task == "object" else CLASS_VARIANTS)
     out: list[Technique] = []
     for v in chosen:
@@ -100,7 +102,9 @@ class CnnCache:
         os.replace(tmp, p)  # atomic: a concurrent reader sees the old or the new file
 
 
-def evaluate_sample(seg: Segmenter, sample: VocSample, tasks: Iterable[str], techniques: dict[str, list[Technique]]) -> dict[str, Scores]:
+def evaluate_sample(
+    seg: Segmenter, sample: VocSample, tasks: Iterable[str], techniques: dict[str, list[Technique]]
+) -> dict[str, Scores]:
     """Run every technique of every task on one image (its CNN output already set)."""
     out: dict[str, Scores] = {}
     valid = sample.valid
@@ -145,7 +149,12 @@ _W: dict = {}
 
 
 def _init_worker(
-    voc_root: str, config: EngineConfig, cache_dir: str | None, tasks: tuple[str, ...], techniques: dict[str, list[Technique]], pool: bool = True
+    voc_root: str,
+    config: EngineConfig,
+    cache_dir: str | None,
+    tasks: tuple[str, ...],
+    techniques: dict[str, list[Technique]],
+    pool: bool = True,
 ) -> None:
     if pool:  # one thread per worker process: the pool itself fills the cores
         torch.set_num_threads(1)

@@ -9,8 +9,8 @@ candidate's IoU with the correction; a caller accumulates these per class and
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 

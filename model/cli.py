@@ -1,8 +1,8 @@
 """Try the engine on any image: a box or a class tag in, the mask and an overlay PNG out.
 
-    camcut IMAGE --box X0 Y0 X1 Y1 [--class dog]   # box task (pixel box, x1/y1 exclusive)
-    camcut IMAGE --tag dog                         # tag task
-    camcut IMAGE                                   # tag task for the CNN's predicted classes
+camcut IMAGE --box X0 Y0 X1 Y1 [--class dog]   # box task (pixel box, x1/y1 exclusive)
+camcut IMAGE --tag dog                         # tag task
+camcut IMAGE                                   # tag task for the CNN's predicted classes
 """
 
 from __future__ import annotations

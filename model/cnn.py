@@ -105,7 +105,8 @@ class CamNet:
         # Channels-last (NHWC) layout: PyTorch's CPU max-pool is about 7x faster on it, and the
         # whole pass at 320 x 240 drops from 14 to 5 ms on 2 cores (README "Speed"); the CAM
         # differs from NCHW's by float rounding only (< 1e-4).
-        self.net = self.net.to(memory_format=torch.channels_last)
+        # torch's stubs list .to(memory_format=) only for tensors; Module.to accepts it too
+        self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if num_threads:
             torch.set_num_threads(num_threads)
         self._lock = threading.Lock()

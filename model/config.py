@@ -140,7 +140,8 @@ QUALITY = dataclasses.replace(
 FEATCUT = dataclasses.replace(DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True)
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(
-    {"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY, "featcut": FEATCUT})
+    {"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY, "featcut": FEATCUT}
+)
 
 
 def get_config(name: str) -> EngineConfig:

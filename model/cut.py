@@ -125,8 +125,9 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
     return replace(extras, **changes)
 
 
-def windowed_cut(cut: Cut, image: np.ndarray, init: np.ndarray, window: Window | None, max_side: int | None,
-                 extras: CutInputs | None = None) -> tuple[np.ndarray, str | None]:
+def windowed_cut(
+    cut: Cut, image: np.ndarray, init: np.ndarray, window: Window | None, max_side: int | None, extras: CutInputs | None = None
+) -> tuple[np.ndarray, str | None]:
     """``cut`` of a full-image initial mask inside ``window`` (None: the whole image), its longer
     side at most ``max_side`` (None: full resolution).
 

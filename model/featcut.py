@@ -90,8 +90,9 @@ def grow(box: tuple[int, int, int, int], margin: float, width: int, height: int)
     return max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
 
 
-def widen(box: tuple[int, int, int, int], positive_points: tuple[tuple[float, float], ...], width: int,
-          height: int) -> tuple[int, int, int, int]:
+def widen(
+    box: tuple[int, int, int, int], positive_points: tuple[tuple[float, float], ...], width: int, height: int
+) -> tuple[int, int, int, int]:
     """The box grown to hold every positive click: a positive click outside the box says the
     object is larger than drawn (else the annotator could click there forever to no effect)."""
     x0, y0, x1, y1 = box
@@ -141,8 +142,15 @@ class FeatCut:
             self._windows[key] = entry
         return key, fz, entry[2]
 
-    def cut(self, image: np.ndarray, init: np.ndarray, cam: np.ndarray | None = None, features: np.ndarray | None = None,
-            previous: np.ndarray | None = None, points: tuple[tuple[float, float, bool], ...] = ()) -> np.ndarray:
+    def cut(
+        self,
+        image: np.ndarray,
+        init: np.ndarray,
+        cam: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+        points: tuple[tuple[float, float, bool], ...] = (),
+    ) -> np.ndarray:
         """Bool mask of one window at the working size.
 
         ``image`` (h, w, 3) uint8 RGB; ``init`` (h, w) 4-valued as the engine builds it (GC_BGD:
@@ -275,8 +283,14 @@ class FeatCutCut(Cut):
         return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points)
 
 
-def segment(core: FeatCut, image: np.ndarray, pf: PixelFeatures | None, prompt: Prompt, cam: np.ndarray | None,
-            cam_thresholds: tuple[float, float] = (0.01, 0.7)) -> np.ndarray:
+def segment(
+    core: FeatCut,
+    image: np.ndarray,
+    pf: PixelFeatures | None,
+    prompt: Prompt,
+    cam: np.ndarray | None,
+    cam_thresholds: tuple[float, float] = (0.01, 0.7),
+) -> np.ndarray:
     """A full-image mask the way the engine's box path makes it (experiments, before the seam).
 
     The initial mask is the engine's: GC_BGD outside the box, F PF inside (CAM < t1 probable

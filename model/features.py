@@ -66,8 +66,9 @@ def cnn_input(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
     return img
 
 
-def forward_features(net: SqueezeNet11, rgb: np.ndarray, max_side: int | None = 320,
-                     layers: Sequence[str] = DEFAULT_LAYERS) -> CnnPass:
+def forward_features(
+    net: SqueezeNet11, rgb: np.ndarray, max_side: int | None = 320, layers: Sequence[str] = DEFAULT_LAYERS
+) -> CnnPass:
     """Run SqueezeNet once on ``rgb`` and return logits, CAM and the named fire outputs."""
     unknown = [n for n in layers if n not in FIRE_INDEX]
     if unknown:
@@ -86,8 +87,12 @@ def forward_features(net: SqueezeNet11, rgb: np.ndarray, max_side: int | None = 
                 kept[want[i]] = np.ascontiguousarray(x[0].numpy(), dtype=np.float32)
         cam = net.classifier[2](net.classifier[1](net.classifier[0](x)))
         logits = torch.flatten(net.classifier[3](cam), 1)
-    return CnnPass(logits[0].numpy().astype(np.float32), np.ascontiguousarray(cam[0].numpy(), dtype=np.float32),
-                   kept, (img.shape[0], img.shape[1]))
+    return CnnPass(
+        logits[0].numpy().astype(np.float32),
+        np.ascontiguousarray(cam[0].numpy(), dtype=np.float32),
+        kept,
+        (img.shape[0], img.shape[1]),
+    )
 
 
 def reduce_layer(fmap: np.ndarray, dims: int = DEFAULT_DIMS) -> np.ndarray:
@@ -146,8 +151,9 @@ def _interp_matrix(n_out: int, n_in: int, start: float, length: float, full: flo
     return m
 
 
-def resample(maps: np.ndarray, image_shape: tuple[int, int], window: tuple[int, int, int, int] | None,
-             size: tuple[int, int]) -> np.ndarray:
+def resample(
+    maps: np.ndarray, image_shape: tuple[int, int], window: tuple[int, int, int, int] | None, size: tuple[int, int]
+) -> np.ndarray:
     """(d, mh, mw) maps covering an image of ``image_shape`` (h, w) -> (h_out, w_out, d) for
     ``window`` = (x0, y0, x1, y1) (None: the whole image) at ``size`` = (w_out, h_out)."""
     d, mh, mw = maps.shape
@@ -172,8 +178,14 @@ class PixelFeatures:
     cam: np.ndarray
 
     @classmethod
-    def of_image(cls, net: SqueezeNet11, rgb: np.ndarray, max_side: int | None = 320,
-                 layers: Sequence[str] = DEFAULT_LAYERS, dims: int = DEFAULT_DIMS) -> PixelFeatures:
+    def of_image(
+        cls,
+        net: SqueezeNet11,
+        rgb: np.ndarray,
+        max_side: int | None = 320,
+        layers: Sequence[str] = DEFAULT_LAYERS,
+        dims: int = DEFAULT_DIMS,
+    ) -> PixelFeatures:
         """One CNN pass at ``max_side`` (as CamNet at that size), each layer PCA-reduced to ``dims``."""
         p = forward_features(net, rgb, max_side, layers)
         h, w = np.asarray(rgb).shape[:2]
@@ -202,5 +214,14 @@ class PixelFeatures:
         return np.concatenate([resample(m, self.image_shape, window, size) for m in self.maps.values()], axis=2)
 
 
-__all__ = ["CnnPass", "DEFAULT_LAYERS", "FIRE_INDEX", "FIRE_STRIDE", "PixelFeatures", "cnn_input", "forward_features",
-           "reduce_layer", "resample"]
+__all__ = [
+    "CnnPass",
+    "DEFAULT_LAYERS",
+    "FIRE_INDEX",
+    "FIRE_STRIDE",
+    "PixelFeatures",
+    "cnn_input",
+    "forward_features",
+    "reduce_layer",
+    "resample",
+]

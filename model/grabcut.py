@@ -56,7 +56,8 @@ def run_grabcut(image_rgb: np.ndarray, init_mask: np.ndarray, iterations: int = 
     cv2.setRNGSeed(RNG_SEED)
     # OpenCV wants BGR; GrabCut's colour model is symmetric in channel order, but keep it honest.
     bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
-    cv2.grabCut(bgr, mask, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)
+    # rect is unused with GC_INIT_WITH_MASK; opencv's stubs do not allow None for it (OpenCV does)
+    cv2.grabCut(bgr, mask, None, bgd, fgd, int(iterations), cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     return foreground(mask)
 
 

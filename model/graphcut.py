@@ -25,8 +25,9 @@ HARD = 1e6  # capacity of a hard constraint: above any sum of pairwise weights a
 OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float = 1.0, iterations: int = 8,
-                 balance: bool = True) -> np.ndarray:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float = 1.0, iterations: int = 8, balance: bool = True
+) -> np.ndarray:
     """Weights (d + 1,) of P(y=1 | x) = sigmoid([x, 1] @ beta), fitted to weighted samples.
 
     ``balance``: both classes get the same total weight, so the model gives a likelihood ratio
@@ -151,8 +152,13 @@ def potts_weights(image: np.ndarray, lam: float) -> list[np.ndarray]:
     return out
 
 
-def min_cut(cost_fg: np.ndarray, cost_bg: np.ndarray, pairwise: list[np.ndarray],
-            hard_fg: np.ndarray | None = None, hard_bg: np.ndarray | None = None) -> np.ndarray:
+def min_cut(
+    cost_fg: np.ndarray,
+    cost_bg: np.ndarray,
+    pairwise: list[np.ndarray],
+    hard_fg: np.ndarray | None = None,
+    hard_bg: np.ndarray | None = None,
+) -> np.ndarray:
     """Bool foreground of min sum_p cost_{label p}(p) + sum_{pq cut} w_pq over a grid.
 
     ``cost_fg`` / ``cost_bg`` (h, w): cost of labelling a pixel foreground / background (any

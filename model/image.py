@@ -78,16 +78,16 @@ def decode_image(data: bytes | str | os.PathLike[str], max_pixels: int = DEFAULT
             if w * h > max_pixels:
                 raise ImageError(f"image {label} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
             im.seek(0)
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.uint32)
-                peak = 65535 if im.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+            pic: Image.Image = ImageOps.exif_transpose(im)
+            if pic.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(pic, dtype=np.uint32)
+                peak = 65535 if pic.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
                 arr = (arr.astype(np.float64) / peak).astype(np.float32)
                 return to_rgb_uint8(arr)
-            if im.mode not in ("RGB", "L", "RGBA", "LA"):
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-            im.load()
-            return to_rgb_uint8(np.asarray(im))
+            if pic.mode not in ("RGB", "L", "RGBA", "LA"):
+                pic = pic.convert("RGBA" if "A" in pic.getbands() or "transparency" in pic.info else "RGB")
+            pic.load()
+            return to_rgb_uint8(np.asarray(pic))
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:

@@ -64,7 +64,7 @@ def evidence_maps(shape: tuple[int, int], boxes: Sequence[Corners], cams: Sequen
         for j, inner in enumerate(boxes):
             if i != j and nested(inner, outer):
                 x0, y0, x1, y1 = (int(round(v)) for v in inner)
-                out[i][max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 0.0
+                out[i][max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 0.0
     return out
 
 

@@ -21,8 +21,9 @@ from .segmenter import Segmenter
 from .techniques import Technique
 
 
-def subtract_negatives(seg: Segmenter, mask: np.ndarray, seeds: Seeds, voc_class: str | None = None,
-                       technique: Technique | None = None) -> tuple[np.ndarray, float]:
+def subtract_negatives(
+    seg: Segmenter, mask: np.ndarray, seeds: Seeds, voc_class: str | None = None, technique: Technique | None = None
+) -> tuple[np.ndarray, float]:
     """(new mask, score) of ``mask`` minus the region named by ``seeds``' negative clicks or
     strokes (positive seeds are ignored: the caller routes those to the ordinary seed cut)."""
     h, w = seg.image.shape[:2]
@@ -37,6 +38,7 @@ def subtract_negatives(seg: Segmenter, mask: np.ndarray, seeds: Seeds, voc_class
     core &= cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if not core.any():  # the clicks sit in the middle of a small mask: all of it goes
         return np.zeros_like(mask), 0.0
-    res = seg.segment_seeds(Seeds(positive_mask=core, negative_points=seeds.negative_points, negative_mask=neg | ~mask),
-                            voc_class, technique)
+    res = seg.segment_seeds(
+        Seeds(positive_mask=core, negative_points=seeds.negative_points, negative_mask=neg | ~mask), voc_class, technique
+    )
     return res.mask & mask & ~neg, res.score

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import cv2
@@ -87,8 +88,9 @@ class Segmenter:
     >>> seg.segment_box(Box(10, 20, 200, 180), "dog").mask
     """
 
-    def __init__(self, config: EngineConfig = REFERENCE, net: CamNet | None = None, weights: str | None = None,
-                 threads: int = 1) -> None:
+    def __init__(
+        self, config: EngineConfig = REFERENCE, net: CamNet | None = None, weights: str | None = None, threads: int = 1
+    ) -> None:
         """``threads`` > 1 runs the cuts of one call (several boxes, a mask and its second
         opinion) concurrently: OpenCV releases the GIL inside cv2.grabCut. Masks do not depend on
         it (each GrabCut seeds its own thread's RNG). Leave it at 1 where processes already
@@ -197,14 +199,16 @@ class Segmenter:
         jobs: list[Callable[[], MaskResult]] = []
         seconds: list[Callable[[], MaskResult] | None] = []
         for p in prompts:
-            jobs.append(lambda p=p: self._segment_box(p.box, p.voc_class, p.technique, p.seeds, previous=p.previous))
+            jobs.append(partial(self._segment_box, p.box, p.voc_class, p.technique, p.seeds, previous=p.previous))
             alt = self._second_opinion(p.technique or self.config.box_technique, p.voc_class is not None, task="box")
-            seconds.append(None if not agreement or alt is None else
-                           lambda p=p, alt=alt: self._segment_box(p.box, p.voc_class, alt, p.seeds, score=True))
+            seconds.append(
+                None if not agreement or alt is None else partial(self._segment_box, p.box, p.voc_class, alt, p.seeds, score=True)
+            )
         return self._run_scored(jobs, seconds, unscored="box_too_small")
 
-    def _run_scored(self, jobs: Sequence[Callable[[], MaskResult]], seconds: Sequence[Callable[[], MaskResult] | None],
-                    unscored: str) -> list[MaskResult | Exception]:
+    def _run_scored(
+        self, jobs: Sequence[Callable[[], MaskResult]], seconds: Sequence[Callable[[], MaskResult] | None], unscored: str
+    ) -> list[MaskResult | Exception]:
         """Run every prompt's mask job and its second opinion (None: none) at once; a mask's
         score becomes its IoU with the second opinion, except after fallback ``unscored``."""
         extra = [j for j in seconds if j is not None]
@@ -229,12 +233,20 @@ class Segmenter:
             return self.config.score_max_side
         return self.config.grabcut_max_side if task == "box" else self.config.class_grabcut_max_side
 
-    def _cut(self, init: np.ndarray, window: Window | None, max_side: int | None,
-             extras: CutInputs | None = None) -> tuple[np.ndarray, str | None]:
+    def _cut(
+        self, init: np.ndarray, window: Window | None, max_side: int | None, extras: CutInputs | None = None
+    ) -> tuple[np.ndarray, str | None]:
         return windowed_cut(self.cutter, self.image, init, window, max_side, extras)
 
-    def _segment_box(self, box: Box, voc_class: str | None, technique: Technique | None, seeds: Seeds | None,
-                     score: bool = False, previous: np.ndarray | None = None) -> MaskResult:
+    def _segment_box(
+        self,
+        box: Box,
+        voc_class: str | None,
+        technique: Technique | None,
+        seeds: Seeds | None,
+        score: bool = False,
+        previous: np.ndarray | None = None,
+    ) -> MaskResult:
         tech = technique or self.config.box_technique
         img = self.image
         h, w = img.shape[:2]
@@ -287,8 +299,9 @@ class Segmenter:
         extras = None
         if rich:
             groups = () if seeds is None else ((True, seeds.positive_points), (False, seeds.negative_points))
-            pts = tuple((float(x), float(y), positive) for positive, group in groups
-                        for x, y in group if x0 <= x < x1 and y0 <= y < y1)
+            pts = tuple(
+                (float(x), float(y), positive) for positive, group in groups for x, y in group if x0 <= x < x1 and y0 <= y < y1
+            )
             prev = None
             if previous is not None:
                 if previous.shape != (h, w):
@@ -303,8 +316,9 @@ class Segmenter:
         return MaskResult(m, tech, self._score(m, cam), fallback or cut_fallback)
 
     # -- tag task ----------------------------------------------------------------------------
-    def segment_class(self, voc_class: str, technique: Technique | None = None, agreement: bool = False,
-                      others: Sequence[str] = ()) -> MaskResult:
+    def segment_class(
+        self, voc_class: str, technique: Technique | None = None, agreement: bool = False, others: Sequence[str] = ()
+    ) -> MaskResult:
         """Binary mask of every region of ``voc_class`` (a tag) in the image, from the CAM alone.
 
         ``agreement=True``: the score is the second-opinion agreement (one more cut).
@@ -315,8 +329,9 @@ class Segmenter:
             raise res
         return res
 
-    def segment_classes(self, prompts: Sequence[tuple[str, Technique | None]], agreement: bool = False,
-                        others: Sequence[str] = ()) -> list[MaskResult | Exception]:
+    def segment_classes(
+        self, prompts: Sequence[tuple[str, Technique | None]], agreement: bool = False, others: Sequence[str] = ()
+    ) -> list[MaskResult | Exception]:
         """Masks of several (tag, technique) pairs, run concurrently with ``threads`` > 1; one
         entry per prompt, its MaskResult or the exception it raised (see segment_boxes).
 
@@ -328,14 +343,16 @@ class Segmenter:
         jobs: list[Callable[[], MaskResult]] = []
         seconds: list[Callable[[], MaskResult] | None] = []
         for cls, tech in prompts:
-            jobs.append(lambda cls=cls, tech=tech: self._segment_class(cls, tech, rivals=rivals.get(cls, ())))
+            jobs.append(partial(self._segment_class, cls, tech, rivals=rivals.get(cls, ())))
             alt = self._second_opinion(tech or self.config.class_technique, True, task="tag") if agreement else None
-            seconds.append(None if alt is None else
-                           lambda cls=cls, alt=alt: self._segment_class(cls, alt, score=True, rivals=rivals.get(cls, ())))
+            seconds.append(
+                None if alt is None else partial(self._segment_class, cls, alt, score=True, rivals=rivals.get(cls, ()))
+            )
         return self._run_scored(jobs, seconds, unscored="no_cam")
 
-    def _segment_class(self, voc_class: str, technique: Technique | None, score: bool = False,
-                       rivals: Sequence[str] = ()) -> MaskResult:
+    def _segment_class(
+        self, voc_class: str, technique: Technique | None, score: bool = False, rivals: Sequence[str] = ()
+    ) -> MaskResult:
         res = self._segment_class_cam(voc_class, technique, score, rivals)
         if self._tagprop is not None and res.fallback != "no_cam":
             # The tag's cut gated by the shares of the image's tags; a second opinion is gated
@@ -344,8 +361,9 @@ class Segmenter:
             res.score = self._score(res.mask, self.class_cam(voc_class)[0])
         return res
 
-    def _segment_class_cam(self, voc_class: str, technique: Technique | None, score: bool = False,
-                           rivals: Sequence[str] = ()) -> MaskResult:
+    def _segment_class_cam(
+        self, voc_class: str, technique: Technique | None, score: bool = False, rivals: Sequence[str] = ()
+    ) -> MaskResult:
         tech = technique or self.config.class_technique
         if tech.kind == "grabcut":
             raise ValueError("naked GrabCut needs a box; a tag uses 'cam' or a GrabCut-CAM variant")

@@ -151,8 +151,13 @@ def gate(masks: np.ndarray, share: np.ndarray, params: TagParams) -> np.ndarray:
     return (masks.astype(bool) & (tags >= params.keep)) | (tags >= params.add)
 
 
-def propagated_shares(cnn_shape: tuple[int, int], cams: np.ndarray, layers: list[np.ndarray], image_shape: tuple[int, int],
-                      params: TagParams = TagParams()) -> np.ndarray:
+def propagated_shares(
+    cnn_shape: tuple[int, int],
+    cams: np.ndarray,
+    layers: list[np.ndarray],
+    image_shape: tuple[int, int],
+    params: TagParams = TagParams(),
+) -> np.ndarray:
     """(K + 1, H, W) shares of background and of each tag (``cams`` order) at the image size.
 
     ``cnn_shape``: (h, w) of the CNN input; ``cams``: (K, h16, w16) raw CAMs of the tags from that
@@ -228,5 +233,14 @@ class TagShares:
         return gate(mask[None], share[[0, k + 1]], self.params)[0]
 
 
-__all__ = ["TagParams", "TagShares", "gate", "initial_scores", "propagate", "propagated_shares", "shares", "tag_scores",
-           "transition"]
+__all__ = [
+    "TagParams",
+    "TagShares",
+    "gate",
+    "initial_scores",
+    "propagate",
+    "propagated_shares",
+    "shares",
+    "tag_scores",
+    "transition",
+]

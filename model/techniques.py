@@ -78,7 +78,7 @@ class Technique:
         else:
             if self.t is None:
                 raise ThresholdError(f"technique {self.variant!r} needs a threshold t")
-            self.thresholds  # validates t
+            _ = self.thresholds  # builds Thresholds, which validates t
 
     @property
     def kind(self) -> Kind:
@@ -101,7 +101,7 @@ class Technique:
         return base if self.t is None else f"{base} {self.t:g}"
 
     @classmethod
-    def parse(cls, text: str) -> "Technique":
+    def parse(cls, text: str) -> Technique:
         """Parse 'grabcut', 'cam 0.3', 'fpf:0.6', 'F PF 0.6', 'pfpb-0.3'."""
         s = text.strip().lower().replace("_", " ").replace(":", " ").replace("-", " ")
         parts = s.split()
@@ -110,7 +110,9 @@ class Technique:
             t = float(parts.pop())
         name = "".join(parts)
         if name not in VARIANTS:
-            raise ThresholdError(f"unknown technique {text!r}; expected e.g. 'grabcut', 'cam 0.3', 'pfpb 0.3', 'fpf 0.6', 'fpb 0.2'")
+            raise ThresholdError(
+                f"unknown technique {text!r}; expected e.g. 'grabcut', 'cam 0.3', 'pfpb 0.3', 'fpf 0.6', 'fpb 0.2'"
+            )
         return cls(name, t)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 __all__ = [
     "CLASSES_WITHOUT_IMAGENET",

@@ -77,7 +77,10 @@ def test_bulk_counts_no_class_as_predicted(pred: dict[str, Any], status: str) ->
 
 
 def test_failed_task_is_not_a_prediction_and_reaches_metrics(client: Any) -> None:
-    tasks = [{"id": 71, "data": {"image": "/data/upload/1/no_such_image.jpg"}}, {"id": 72, "data": {"image": "/data/upload/text"}}]
+    tasks = [
+        {"id": 71, "data": {"image": "/data/upload/1/no_such_image.jpg"}},
+        {"id": 72, "data": {"image": "/data/upload/text"}},
+    ]
     out = predict(client, tasks)
     # LS 1.23 ml/models.py skips a response without 'result': nothing stored, retried next time
     assert all("result" not in p and p["error"] for p in out), out

@@ -80,8 +80,14 @@ _W: dict = {}
 def _init(variants: list[tuple[str, dict]], with_default: bool, side: int, dims: int) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    _W.update(ds=VocDataset(VOC_ROOT), seg=Segmenter(get_config("default")), variants=variants, default=with_default,
-              side=side, dims=dims)
+    _W.update(
+        ds=VocDataset(VOC_ROOT),
+        seg=Segmenter(get_config("default")),
+        variants=variants,
+        default=with_default,
+        side=side,
+        dims=dims,
+    )
 
 
 def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str, float]]:

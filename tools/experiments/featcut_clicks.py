@@ -42,8 +42,15 @@ class FeatCutSegmenter:
     def __init__(self, seg: Segmenter, core: FeatCut, pf: object) -> None:
         self.seg, self.core, self.pf = seg, core, pf
 
-    def segment_box(self, box: Box, voc_class: str, technique: object = None, seeds: Seeds | None = None,
-                    quality: bool = False, previous: np.ndarray | None = None) -> _Res:
+    def segment_box(
+        self,
+        box: Box,
+        voc_class: str,
+        technique: object = None,
+        seeds: Seeds | None = None,
+        quality: bool = False,
+        previous: np.ndarray | None = None,
+    ) -> _Res:
         h, w = self.seg.image.shape[:2]
         b = box.clip(w, h)
         cam, ev = self.seg.class_cam(voc_class, b)
@@ -102,8 +109,14 @@ def main() -> int:
     for res in results:
         for n, r in res.items():
             runs[n].extend(r)
-    s = {n: {"all": summarise(r, 20), "A (even)": summarise([x for x in r if x.half == 0], 20),
-             "B (odd)": summarise([x for x in r if x.half == 1], 20)} for n, r in runs.items()}
+    s = {
+        n: {
+            "all": summarise(r, 20),
+            "A (even)": summarise([x for x in r if x.half == 0], 20),
+            "B (odd)": summarise([x for x in r if x.half == 1], 20),
+        }
+        for n, r in runs.items()
+    }
     print(f"{len(ids)} images, {time.perf_counter() - t0:.0f} s; variants: {dict(variants)}")
     print(table(s))
     return 0

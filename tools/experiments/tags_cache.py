@@ -77,9 +77,16 @@ def main() -> None:
         masks = [seg.segment_class(c, others=tags).mask for c in tags]
         base = np.stack(masks) if masks else np.zeros((0,) + s.class_mask.shape, bool)
         small = cnn_input(seg, seg.image)
-        np.savez_compressed(p, small=small, gt=s.class_mask, voc_cams=seg.cnn.voc_cams, logits=seg.cnn.logits,
-                            tags=np.array([voc.voc_index(c) for c in tags], np.int64), base=np.packbits(base, axis=-1),
-                            **fire_maps(seg, small))  # type: ignore[arg-type]
+        np.savez_compressed(
+            p,
+            small=small,
+            gt=s.class_mask,
+            voc_cams=seg.cnn.voc_cams,
+            logits=seg.cnn.logits,
+            tags=np.array([voc.voc_index(c) for c in tags], np.int64),
+            base=np.packbits(base, axis=-1),
+            **fire_maps(seg, small),
+        )  # type: ignore[arg-type]
         if n % 20 == 0:
             print(f"{n} {iid} {time.time() - t0:.0f}s", flush=True)
 

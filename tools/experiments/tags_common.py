@@ -42,8 +42,18 @@ def load(iid: str) -> Rec:
     with np.load(CACHE / f"{iid}.npz") as z:
         gt = z["gt"]
         base = np.unpackbits(z["base"], axis=-1)[..., : gt.shape[1]].astype(bool)
-        return Rec(iid, z["small"], gt, z["voc_cams"], z["logits"], [int(t) for t in z["tags"]], base,
-                   z["f3"].astype(np.float32), z["f5"].astype(np.float32), z["f9"].astype(np.float32))
+        return Rec(
+            iid,
+            z["small"],
+            gt,
+            z["voc_cams"],
+            z["logits"],
+            [int(t) for t in z["tags"]],
+            base,
+            z["f3"].astype(np.float32),
+            z["f5"].astype(np.float32),
+            z["f9"].astype(np.float32),
+        )
 
 
 def split_of(k: int, n: int) -> tuple[str, ...]:

@@ -193,8 +193,14 @@ def tag_scores(cnn_shape: tuple[int, int], cams: np.ndarray, aff_layers: list[np
     return s
 
 
-def segment_tags(image: np.ndarray, cnn_shape: tuple[int, int], cams: np.ndarray, aff_layers: list[np.ndarray],
-                 pixel_features: list[np.ndarray] | None, params: TagParams = TagParams()) -> np.ndarray:
+def segment_tags(
+    image: np.ndarray,
+    cnn_shape: tuple[int, int],
+    cams: np.ndarray,
+    aff_layers: list[np.ndarray],
+    pixel_features: list[np.ndarray] | None,
+    params: TagParams = TagParams(),
+) -> np.ndarray:
     """Label map (H, W) int: 0 background, k = the k-th tag (1-based, ``cams`` order).
 
     ``image``: (H, W, 3) uint8 RGB; ``cams``: (K, h16, w16) raw CAMs of the tags at the CNN's

@@ -39,9 +39,12 @@ def main() -> None:
     cv2.setNumThreads(cores)
     ds = VocDataset(VOC_ROOT)
     net = CamNet()
-    segs = {"default": Segmenter(get_config("default"), net=net, threads=cores),
-            "default + class_tagprop": Segmenter(dataclasses.replace(get_config("default"), class_tagprop=True), net=net,
-                                                 threads=cores)}
+    segs = {
+        "default": Segmenter(get_config("default"), net=net, threads=cores),
+        "default + class_tagprop": Segmenter(
+            dataclasses.replace(get_config("default"), class_tagprop=True), net=net, threads=cores
+        ),
+    }
     images = []
     for iid in ids()[:n]:
         tags = ds.load(iid).classes_present()
@@ -58,8 +61,10 @@ def main() -> None:
                     wall[name].append(time.perf_counter() - t0)
                     cpu[name].append(time.process_time() - c0)
     for name in segs:
-        print(f"{name:26s} wall p50 {1000 * np.median(wall[name]):6.1f} ms p95 {1000 * np.percentile(wall[name], 95):6.1f}"
-              f" | CPU p50 {1000 * np.median(cpu[name]):6.1f} ms  ({len(wall[name])} samples, {cores} thread(s))")
+        print(
+            f"{name:26s} wall p50 {1000 * np.median(wall[name]):6.1f} ms p95 {1000 * np.percentile(wall[name], 95):6.1f}"
+            f" | CPU p50 {1000 * np.median(cpu[name]):6.1f} ms  ({len(wall[name])} samples, {cores} thread(s))"
+        )
     with open("/proc/loadavg") as f:
         print(f"load average {f.read().split()[:3]}")
 

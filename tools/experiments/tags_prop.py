@@ -72,6 +72,7 @@ def run(name: str, params: object, how: str):
                 out = np.stack([lab == k + 1 for k in range(len(rec.tags))])
         TIMES.setdefault(name, []).append(time.perf_counter() - t0)
         return out
+
     return fn
 
 
