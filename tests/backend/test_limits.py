@@ -106,7 +106,7 @@ def test_non_string_result_type_is_a_task_error(client: Any) -> None:
         "annotations": [{"result": [{"id": "r", "from_name": "box", "type": 7, "value": {}}]}],
     }
     [pred] = post(client, [task]).get_json()["results"]
-    assert pred["result"] == [] and "'type' must be a string, got int" in pred["error"], pred
+    assert "result" not in pred and "'type' must be a string, got int" in pred["error"], pred  # failed: nothing to store
 
 
 def test_list_in_a_stroke_rle_is_a_task_error(client: Any) -> None:
@@ -151,7 +151,7 @@ def test_too_many_boxes_is_a_task_error(app_factory: Any) -> None:
     )
     a, b = post(client, [ok, over]).get_json()["results"]
     assert len(a["result"]) == 3 and "error" not in a
-    assert b["result"] == [] and "4 boxes, more than CAMCUT_MAX_BOXES=3" in b["error"]
+    assert "result" not in b and "4 boxes, more than CAMCUT_MAX_BOXES=3" in b["error"]  # failed: nothing to store
 
 
 def test_schema_cache_is_bounded_by_bytes() -> None:
@@ -176,15 +176,20 @@ def test_empty_tag_mask_is_a_result_not_an_error(client: Any) -> None:
     assert only["result"] == [] and "error" not in only and only["empty"][0]["voc_class"] == "sheep"
 
 
-def test_brush_bomb_in_a_webhook_annotation_is_refused(app_factory: Any) -> None:
-    """The same bomb as a submitted annotation (the correction loop decodes it)."""
-    from tests.backend.test_webhook import event
+def test_brush_bomb_in_a_webhook_annotation_is_refused(app_factory: Any, ls_server: Any) -> None:
+    """The same bomb as a submitted annotation: Label Studio's record of it, which the correction
+    loop reads back and decodes (the webhook body is only a notification)."""
+    from tests.backend.test_webhook import PROJECT, TASK, annotation, event
 
+    ls_server.projects[9] = PROJECT
+    ls_server.tasks[101] = TASK
     client = app_factory(CAMCUT_WEBHOOK_SYNC="1").test_client()
-    ev = event("b1", "2025-01-01T10:00:01Z")
-    brush = ev["annotation"]["result"][0]
+    ann = annotation("b1", "2025-01-01T10:00:01Z", aid=777)
+    brush = ann["result"][0]
     brush.update(original_width=11_200, original_height=11_200)
     brush["value"]["rle"] = bomb(4 * 11_200 * 11_200)
+    ls_server.annotations[777] = ann
+    ev = event(ann)
     tracemalloc.start()
     try:
         r = client.post("/webhook", json=ev)
@@ -193,5 +198,6 @@ def test_brush_bomb_in_a_webhook_annotation_is_refused(app_factory: Any) -> None
         tracemalloc.stop()
     assert peak < 64 * MiB, f"peak traced allocation {peak / MiB:.0f} MiB"
     # the webhook's contract (backend/corrections.py): the event is recorded, the correction not used, the reason given
+    del ls_server.annotations[777]  # the fake LS is shared by the session
     body = r.get_json()
     assert r.status_code == 201 and body["status"] == "error" and "over the limit of 40000000" in body["error"], body
