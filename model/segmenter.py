@@ -9,9 +9,7 @@ its IoU with a second opinion (the same prompt cut with another technique).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -19,65 +17,21 @@ import numpy as np
 from . import voc
 from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pool_voc_cams
 from .config import REFERENCE, EngineConfig
-from .cut import Cut, CutInputs, Window, grown_window, make_cut, windowed_cut
+from .cut import Cut, CutInputs, Window, make_cut, windowed_cut
 from .featcut import widen
 from .features import PixelFeatures
 from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
 from .pool import run_jobs
 from .prompts import Box, BoxPrompt, Seeds
+from .results import MaskResult, Task, cam_score, cam_thresholds, known_class, mask_iou, second_opinion
 from .tagprop import TagShares
-from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, Thresholds, digitize
+from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, digitize
+from .windows import box_window, tag_window
 
 # Boxes thinner than this (in pixels) are returned filled: GrabCut cannot model an object a
 # pixel or two wide, and the annotator drew exactly that region.
 MIN_BOX_SIDE = 4
-
-Task = Literal["box", "tag"]
-
-
-@dataclass
-class MaskResult:
-    """A binary mask and how it was obtained.
-
-    ``fallback`` names a defined edge case that replaced the requested technique:
-    "box_too_small" (box returned filled), "no_cam" (class has no ImageNet counterpart or an
-    all-zero CAM; a box fell back to naked GrabCut, a tag's mask is empty),
-    "cam_no_foreground" (digitized CAM had no foreground in the box: naked GrabCut instead),
-    "no_background" (nothing to model the background: the initial mask is returned),
-    "no_positive_seed" (segment_seeds without a positive click or stroke: empty mask).
-    """
-
-    mask: np.ndarray  # (H, W) bool
-    technique: Technique
-    score: float
-    fallback: str | None = None
-
-    @property
-    def area(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boolean masks (1.0 when both are empty)."""
-    union = int(np.count_nonzero(a | b))
-    return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
-
-
-def _known(voc_class: str) -> bool:
-    try:
-        voc.voc_index(voc_class)
-    except voc.UnknownClassError:
-        return False
-    return True
-
-
-def _thresholds(tech: Technique) -> Thresholds:
-    """The thresholds of a CAM technique (callers have ruled out naked GrabCut, which has none)."""
-    th = tech.thresholds
-    if th is None:  # pragma: no cover - guarded by tech.kind checks at every call site
-        raise ValueError(f"technique {tech.label!r} has no thresholds")
-    return th
 
 
 class Segmenter:
@@ -180,7 +134,7 @@ class Segmenter:
 
         ``seeds`` (clicks, brush strokes) are hard constraints inside the box. With
         ``agreement=True`` the result's score is the second-opinion agreement (see
-        :meth:`_second_opinion`), which costs one more cut. ``previous`` (H, W bool): the mask
+        model/results.py ``second_opinion``), which costs one more cut. ``previous`` (H, W bool): the mask
         this box got last, the starting point of the next answer for a cut that uses it
         (featcut); the GrabCut configurations answer from scratch, whatever it is.
         """
@@ -200,7 +154,7 @@ class Segmenter:
         seconds: list[Callable[[], MaskResult] | None] = []
         for p in prompts:
             jobs.append(partial(self._segment_box, p.box, p.voc_class, p.technique, p.seeds, previous=p.previous))
-            alt = self._second_opinion(p.technique or self.config.box_technique, p.voc_class is not None, task="box")
+            alt = second_opinion(p.technique or self.config.box_technique, p.voc_class is not None, task="box")
             seconds.append(
                 None if not agreement or alt is None else partial(self._segment_box, p.box, p.voc_class, alt, p.seeds, score=True)
             )
@@ -274,7 +228,7 @@ class Segmenter:
         else:
             region = None if self.config.cam_norm == "image" else (x0, y0, x1, y1)
             cam, evidence = self.class_cam(voc_class, region)
-            inside = digitize(cam[y0:y1, x0:x1], _thresholds(tech))
+            inside = digitize(cam[y0:y1, x0:x1], cam_thresholds(tech))
             if not evidence:
                 fallback = "no_cam"
                 inside[:] = GC_PR_FGD
@@ -295,7 +249,7 @@ class Segmenter:
             init[neg & in_box] = GC_BGD
         if tech.kind == "cam" and evidence:
             m = foreground(init)
-            return MaskResult(m, tech, self._score(m, cam), fallback)
+            return MaskResult(m, tech, cam_score(m, cam), fallback)
         extras = None
         if rich:
             groups = () if seeds is None else ((True, seeds.positive_points), (False, seeds.negative_points))
@@ -308,12 +262,14 @@ class Segmenter:
                     raise ValueError(f"previous mask of shape {previous.shape} does not match the {w}x{h} image")
                 prev = previous.astype(np.float32)
             extras = CutInputs(cam=cam, features=self._features, previous=prev, points=pts)
-        m, cut_fallback = self._cut(init, self._window(x0, y0, x1, y1), self._side("box", score), extras)
+        m, cut_fallback = self._cut(
+            init, box_window(self.config.crop_margin, x0, y0, x1, y1, w, h), self._side("box", score), extras
+        )
         m[:y0] = False
         m[y1:] = False
         m[:, :x0] = False
         m[:, x1:] = False
-        return MaskResult(m, tech, self._score(m, cam), fallback or cut_fallback)
+        return MaskResult(m, tech, cam_score(m, cam), fallback or cut_fallback)
 
     # -- tag task ----------------------------------------------------------------------------
     def segment_class(
@@ -338,13 +294,13 @@ class Segmenter:
         The image's tags are the prompts' classes plus ``others``; each tag competes with the
         rest of them when config.class_exclusive.
         """
-        tags = tuple(dict.fromkeys(c for c in [c for c, _ in prompts] + list(others) if _known(c)))
+        tags = tuple(dict.fromkeys(c for c in [c for c, _ in prompts] + list(others) if known_class(c)))
         rivals = {c: tuple(o for o in tags if o != c) for c in tags}
         jobs: list[Callable[[], MaskResult]] = []
         seconds: list[Callable[[], MaskResult] | None] = []
         for cls, tech in prompts:
             jobs.append(partial(self._segment_class, cls, tech, rivals=rivals.get(cls, ())))
-            alt = self._second_opinion(tech or self.config.class_technique, True, task="tag") if agreement else None
+            alt = second_opinion(tech or self.config.class_technique, True, task="tag") if agreement else None
             seconds.append(
                 None if alt is None else partial(self._segment_class, cls, alt, score=True, rivals=rivals.get(cls, ()))
             )
@@ -358,7 +314,7 @@ class Segmenter:
             # The tag's cut gated by the shares of the image's tags; a second opinion is gated
             # alike, so the agreement score compares the masks that are sent.
             res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals)
-            res.score = self._score(res.mask, self.class_cam(voc_class)[0])
+            res.score = cam_score(res.mask, self.class_cam(voc_class)[0])
         return res
 
     def _segment_class_cam(
@@ -372,7 +328,7 @@ class Segmenter:
         cam, evidence = self.class_cam(voc_class)
         if not evidence:
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
-        init = digitize(cam, _thresholds(tech))
+        init = digitize(cam, cam_thresholds(tech))
         if self.config.class_exclusive and rivals:
             raw = self.raw_class_cam(voc_class)
             lost = np.zeros(raw.shape, bool)
@@ -382,12 +338,12 @@ class Segmenter:
             init[lost & foreground(init)] = GC_PR_BGD
         if tech.kind == "cam":
             m = foreground(init)
-            return MaskResult(m, tech, self._score(m, cam))
+            return MaskResult(m, tech, cam_score(m, cam))
         if not has_both_sides(init):
             m = foreground(init)
-            return MaskResult(m, tech, self._score(m, cam), "no_background")
-        m, fallback = self._cut(init, self._tag_window(init), self._side("tag", score))
-        return MaskResult(m, tech, self._score(m, cam), fallback)
+            return MaskResult(m, tech, cam_score(m, cam), "no_background")
+        m, fallback = self._cut(init, tag_window(init, self.config.class_window_margin), self._side("tag", score))
+        return MaskResult(m, tech, cam_score(m, cam), fallback)
 
     # -- interactive clicks / strokes without a box ----------------------------------------------
     def segment_seeds(self, seeds: Seeds, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
@@ -410,57 +366,15 @@ class Segmenter:
         if voc_class is not None and tech.kind != "grabcut":
             cam, evidence = self.class_cam(voc_class)
             if evidence:
-                init = digitize(cam, _thresholds(tech))
+                init = digitize(cam, cam_thresholds(tech))
                 init[init == GC_BGD] = GC_PR_BGD  # clicks, not the CAM, decide what is certain
                 init[init == GC_FGD] = GC_PR_FGD
         init[pos] = GC_FGD
         init[neg] = GC_BGD
         m, fallback = self._cut(init, None, self._side("tag", False))
         if fallback:
-            return MaskResult(m, tech, self._score(m, cam), fallback)
+            return MaskResult(m, tech, cam_score(m, cam), fallback)
         n, comp = cv2.connectedComponents(m.astype(np.uint8), connectivity=8)
         keep = np.unique(comp[pos & m])
         m = np.isin(comp, keep[keep > 0])
-        return MaskResult(m, tech, self._score(m, cam))
-
-    # -- helpers -----------------------------------------------------------------------------
-    @staticmethod
-    def _second_opinion(tech: Technique, has_class: bool, task: Task) -> Technique | None:
-        """The technique whose mask a result is compared with to estimate its quality.
-
-        A mask that a different technique reproduces is more often right: on VOC the IoU
-        between the two ranks masks by their true IoU better than the CAM's strength does
-        (Spearman's rho in README "Mask scores"). Boxes: naked GrabCut vs the CAM technique;
-        tags: F PB 0.5 vs the configured technique. None: no second opinion exists (naked
-        GrabCut of a box without a class), the score stays the CAM's (0).
-        """
-        if task == "box":
-            if tech.kind != "grabcut":
-                return Technique("grabcut")
-            return Technique("fpf", 0.6) if has_class else None
-        return Technique("fpb", 0.5) if tech.variant != "fpb" else Technique("pfpb", 0.3)
-
-    def _window(self, x0: int, y0: int, x1: int, y1: int) -> Window | None:
-        """Cut window around a box (None = whole image), per ``config.crop_margin``."""
-        if self.config.crop_margin is None:
-            return None
-        h, w = self.image.shape[:2]
-        return grown_window(x0, y0, x1, y1, self.config.crop_margin, w, h)
-
-    def _tag_window(self, init: np.ndarray) -> Window | None:
-        """Cut window of a tag (None = whole image), per ``config.class_window_margin``."""
-        m = self.config.class_window_margin
-        if m is None:
-            return None
-        ys, xs = np.nonzero(foreground(init))
-        if not len(ys):
-            return None
-        h, w = init.shape
-        return grown_window(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1, m, w, h)
-
-    @staticmethod
-    def _score(mask: np.ndarray, cam: np.ndarray | None) -> float:
-        """Mean normalised CAM inside the mask (0 with no CAM or an empty mask)."""
-        if cam is None or not mask.any():
-            return 0.0
-        return float(cam[mask].mean())
+        return MaskResult(m, tech, cam_score(m, cam))
