@@ -35,10 +35,12 @@ import cv2
 import maxflow  # type: ignore[import-untyped]
 import numpy as np
 import scipy.sparse as sp
-import torch
-import torch.nn.functional as F
 
 from model.graphcut import OFFSETS, fit_logistic, logistic_logits, potts_weights
+
+# the pieces this first version shares with model/tagprop.py unchanged (its transition differs:
+# the figures of the README's ablation were measured with this file's own)
+from model.tagprop import affinity_features, initial_scores, resize_maps
 
 MAX_FIT_SAMPLES = 4096  # per-image models are fitted on a regular subsample of the grid
 
@@ -58,28 +60,6 @@ class TagParams:
     confident: float = 0.5  # a pixel is a model sample when its best label's share exceeds this
     lam: float = 2.0  # Potts weight (nats per unit edge); 0: no pairwise term
     cycles: int = 2  # alpha-expansion sweeps over the labels
-
-
-def _l2n(f: np.ndarray) -> np.ndarray:
-    return f / (np.linalg.norm(f, axis=0, keepdims=True) + 1e-6)
-
-
-def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(c, h, w) -> (c, size[1], size[0]): area-averaged when shrinking, bilinear otherwise (torch:
-    cv2.resize takes at most 4 channels for area averaging)."""
-    x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
-    w, h = size
-    if x.shape[2] >= h and x.shape[3] >= w:
-        x = F.adaptive_avg_pool2d(x, (h, w))
-    else:
-        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
-    return x[0].numpy()
-
-
-def affinity_features(layers: list[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    """Raw fire outputs (each (c, h, w)) -> (sum c, size[1], size[0]) unit vectors, layers weighing alike."""
-    parts = [_l2n(resize_maps(f, size)) for f in layers]
-    return np.ascontiguousarray(np.concatenate(parts) / np.sqrt(len(parts)), dtype=np.float32)
 
 
 def transition(feat: np.ndarray, radius: int, beta: float) -> sp.csr_matrix:
@@ -113,15 +93,6 @@ def propagate(scores: np.ndarray, feat: np.ndarray, params: TagParams) -> np.nda
         v = p @ v
     v = v / np.maximum(v.max(0, keepdims=True), 1e-12)
     return v.T.reshape(L, h, w).astype(np.float32)
-
-
-def initial_scores(cams: np.ndarray, size: tuple[int, int], alpha: float) -> np.ndarray:
-    """(K, h16, w16) raw tag CAMs -> (K + 1, size[1], size[0]): background, then tags in [0, 1]."""
-    s = resize_maps(np.maximum(cams, 0), size).clip(min=0) if len(cams) else np.zeros((0, size[1], size[0]), np.float32)
-    peak = s.reshape(len(s), -1).max(1) if len(s) else np.zeros(0)
-    s = s / np.where(peak > 0, peak, 1.0)[:, None, None]
-    bg = (1.0 - (s.max(0) if len(s) else np.zeros((size[1], size[0]), np.float32))) ** alpha
-    return np.concatenate([bg[None], s]).astype(np.float32)
 
 
 def alpha_expansion(unary: np.ndarray, pairwise: list[np.ndarray], init: np.ndarray, cycles: int) -> np.ndarray:
