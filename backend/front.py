@@ -50,7 +50,9 @@ class Limits:
         self.body = read_setting("CAMCUT_BODY_TIMEOUT")
         self.max_body = read_setting("CAMCUT_MAX_REQUEST_BYTES")  # the one body limit: the app enforces it too
         self.max_conns = read_setting("CAMCUT_MAX_CONNECTIONS")
-        self.upstream = read_setting("TIMEOUT") + 30  # gunicorn kills a worker after TIMEOUT
+        # gunicorn kills a worker after TIMEOUT; TIMEOUT=0 is gunicorn's "no limit", so no limit here either
+        timeout = read_setting("TIMEOUT")
+        self.upstream: float | None = timeout + 30 if timeout else None
         self.send = 60.0
 
 

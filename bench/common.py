@@ -133,3 +133,17 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             kids.append(int(p.name))
     return sorted(kids)
+
+
+def gunicorn_workers(master: int) -> list[int]:
+    """The worker processes of a gunicorn master: its children but the buffering front
+    (backend/front.py), which gunicorn_conf.py starts as a child of the master too."""
+    out = []
+    for kid in children(master):
+        try:
+            cmdline = Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"backend.front" not in cmdline:
+            out.append(kid)
+    return out

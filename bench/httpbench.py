@@ -47,7 +47,7 @@ import requests
 
 from model import VOC_CLASSES
 
-from .common import ROOT, BenchImage, children, proc_status, summarize
+from .common import ROOT, BenchImage, gunicorn_workers, proc_status, summarize
 
 HTTP_MODES = ("http_box", "http_tag", "http_interactive")
 
@@ -147,7 +147,7 @@ class Server:
                 self.close()
                 raise RuntimeError(f"gunicorn for {config!r} did not answer /health in {start_timeout:.0f} s; see {log_path}")
             time.sleep(0.2)
-        kids = children(self.proc.pid)
+        kids = gunicorn_workers(self.proc.pid)
         if len(kids) != 1:
             self.close()
             raise RuntimeError(f"expected one gunicorn worker under pid {self.proc.pid}, found {kids}")
