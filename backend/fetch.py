@@ -30,7 +30,7 @@ import requests
 
 from .config import Settings
 from .deadline import Deadline, deadline_session
-from .labelstudio import LabelStudioClient, looks_like_jwt
+from .labelstudio import LabelStudioClient, looks_like_jwt, url_origin
 from .redaction import RedactingFilter, log_safe, redact
 
 log = logging.getLogger("backend.fetch")
@@ -63,14 +63,11 @@ class UnsafeUrlError(FetchError):
 
 # ------------------------------------------------------------------------------------ policy
 def _origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port): what must match for a URL to be Label Studio's own (the key's destination)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError:
-        raise UnsafeUrlError(f"invalid port in URL {log_safe(url)}") from None
+    """(scheme, host, port): what must match for a URL to be Label Studio's own (the key's
+    destination); the LS client's own parse, with an invalid port refused."""
+    scheme, host, port = url_origin(url)
+    if port is None:
+        raise UnsafeUrlError(f"invalid port in URL {log_safe(url)}")
     return scheme, host, port
 
 

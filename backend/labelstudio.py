@@ -95,7 +95,7 @@ RETRIES = RetryPolicy()
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def url_origin(url: str) -> tuple[str, str, int | None]:
     """(scheme, host, port) of a URL: what must match for a request to be Label Studio's own."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -253,7 +253,7 @@ class LabelStudioClient:
                 return r
             r.close()
             url, params = urljoin(r.url, r.headers.get("Location", "")), None  # the Location carries its own query
-            if _origin(url) != _origin(self.url):
+            if url_origin(url) != url_origin(self.url):
                 raise LabelStudioRedirected(
                     f"{method} {path} on Label Studio redirected off Label Studio ({log_safe(url)}): refused, key not sent",
                     r.status_code,
