@@ -14,10 +14,12 @@ Who does what
   one write is the client's, and a client killed between its ``POST`` and its state line is
   covered on the next run by the prediction already in LS with the current model version
   (``has_our_prediction``), as for the local runner.
-* **Back-pressure**: at most ``max_inflight`` tasks are submitted and not yet recorded (default
-  twice the cluster's worker threads, so a worker always has its next task while the client
-  posts); at most ``ls_connections`` posts at once; ``rate`` caps the tasks started per second
-  (each costs LS one image download and one post).
+* **Back-pressure**: at most ``max_inflight`` tasks are on the cluster (submitted, not yet
+  predicted; default twice the cluster's worker threads, so that a worker has its next task at
+  hand instead of waiting for a round trip through the client); at most ``ls_connections``
+  posts at once, and no new task is submitted while that many predictions wait to be posted:
+  when LS is the slow part, the cluster waits for it instead of piling up results. ``rate``
+  caps the tasks started per second (each costs LS one image download and one post).
 * **Failures**: a worker that dies is the scheduler's business: it reruns that worker's tasks
   elsewhere. A task that has killed ``distributed.scheduler.allowed-failures`` (3) workers
   comes back as ``KilledWorker`` and is recorded failed; the run goes on. A worker that cannot
@@ -177,7 +179,12 @@ class ClusterRun:
                 raise _Abort(f"no Dask worker joined {opts.scheduler} within {opts.cluster_timeout:.0f} s") from None
             self.bulk.summary.workers = self.nthreads()
             while pending or self.inflight or self.posts:
-                while pending and len(self.inflight) + self.posts < self.capacity() and self.limit.delay() == 0:
+                while (
+                    pending
+                    and len(self.inflight) < self.capacity()
+                    and self.posts < self.opts.ls_connections
+                    and self.limit.delay() == 0
+                ):
                     self.limit.take()
                     self.submit(pending.popleft())
                 try:

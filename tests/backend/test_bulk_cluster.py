@@ -71,11 +71,12 @@ def test_cluster_run_predicts_each_task_once_with_the_engines_masks(
         assert len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_max_inflight_one_is_one_task_at_a_time_towards_label_studio(
+def test_one_in_flight_and_one_connection_is_one_task_at_a_time_towards_label_studio(
     cluster: LocalDaskCluster, fake_ls: FakeLS, env: dict[str, str], model: CamCutModel
 ) -> None:
     del fake_ls.tasks[99]
-    assert run(env, "--scheduler", cluster.address, "--max-inflight", "1", model=model) == bulk.EXIT_OK
+    code = run(env, "--scheduler", cluster.address, "--max-inflight", "1", "--ls-connections", "1", model=model)
+    assert code == bulk.EXIT_OK
     stem_of = {t: fake_ls.tasks[t]["data"]["image"].rsplit("/", 1)[1][:-4] for t in fake_ls.tasks}
     # with one task in flight, each image download is followed by that task's post before the next download
     expect: list[tuple[str, Any]] = []
