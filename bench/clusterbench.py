@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"))
     ap.add_argument("--images", type=int, default=24, help="first N train images, one task each")
     ap.add_argument("--workers", default="1,2", help="comma list of worker counts")
+    ap.add_argument("--paths", default="local,cluster", help="comma list: local, cluster")
     ap.add_argument("--out", default="runs/bench-bulk")
     a = ap.parse_args(argv)
     counts = [int(x) for x in a.workers.split(",") if x.strip()]
@@ -179,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         "boxes": sum(len(im.objects) for im in images),
         "runs": {},
     }
+    paths = {p.strip() for p in a.paths.split(",")}
     for n in counts:
-        with tempfile.TemporaryDirectory() as d:
-            doc["runs"][f"local {n}"] = r = one_run(images, Path(d), n, None)
-            print(f"local   {n} worker(s): {r}", file=sys.stderr, flush=True)
+        if "local" in paths:
+            with tempfile.TemporaryDirectory() as d:
+                doc["runs"][f"local {n}"] = r = one_run(images, Path(d), n, None)
+                print(f"local   {n} worker(s): {r}", file=sys.stderr, flush=True)
+        if "cluster" not in paths:
+            continue
         with tempfile.TemporaryDirectory() as d, LocalDaskCluster(workers=n, log_dir=out / f"dask-{n}") as c:
             doc["runs"][f"cluster {n}"] = r = one_run(images, Path(d), n, c.address)
             print(f"cluster {n} worker(s): {r}", file=sys.stderr, flush=True)

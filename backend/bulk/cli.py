@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", default=None, help="Dask scheduler tcp://host:8786: predict on its workers ($CAMCUT_DASK_SCHEDULER)"
     )
     p.add_argument("--rate", type=float, default=None, help="tasks started per second at most, 0 = no cap ($CAMCUT_BULK_RATE)")
-    p.add_argument("--max-inflight", type=int, default=None, help="cluster: tasks in flight at most (default 2 x worker threads)")
+    p.add_argument("--max-inflight", type=int, default=None, help="cluster: tasks in flight at most (default 4 x worker threads)")
     p.add_argument("--ls-connections", type=int, default=2, help="cluster: posts to Label Studio at once (default 2)")
     p.add_argument("--cluster-timeout", type=float, default=60.0, help="cluster: seconds to wait for a scheduler / a worker")
     p.add_argument("-v", "--verbose", action="store_true", help="log per-task warnings (INFO)")

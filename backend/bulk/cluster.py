@@ -15,8 +15,8 @@ Who does what
   covered on the next run by the prediction already in LS with the current model version
   (``has_our_prediction``), as for the local runner.
 * **Back-pressure**: at most ``max_inflight`` tasks are on the cluster (submitted, not yet
-  predicted; default twice the cluster's worker threads, so that a worker has its next task at
-  hand instead of waiting for a round trip through the client); at most ``ls_connections``
+  predicted; default four per worker thread: the scheduler hands a worker its next task the
+  moment it reports one done, instead of after a round trip through the client); at most ``ls_connections``
   posts at once, and no new task is submitted while that many predictions wait to be posted:
   when LS is the slow part, the cluster waits for it instead of piling up results. ``rate``
   caps the tasks started per second (each costs LS one image download and one post).
@@ -162,7 +162,7 @@ class ClusterRun:
         return self._threads
 
     def capacity(self) -> int:
-        return self.opts.max_inflight or max(2, 2 * self.nthreads())
+        return self.opts.max_inflight or max(4, 4 * self.nthreads())
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, todo: list[dict[str, Any]]) -> None:

@@ -44,7 +44,7 @@ class Options:
     progress: bool = True
     scheduler: str | None = None  # a Dask scheduler address: run on that cluster (backend/bulk/cluster.py)
     rate: float = 0.0  # tasks started per second at most (0: no cap)
-    max_inflight: int | None = None  # cluster: tasks on the cluster at most (None: 2 x worker threads)
+    max_inflight: int | None = None  # cluster: tasks on the cluster at most (None: 4 x worker threads)
     ls_connections: int = 2  # cluster: posts to Label Studio at once
     cluster_timeout: float = 60.0  # cluster: seconds to reach the scheduler / to go without any worker
 
