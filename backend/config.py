@@ -368,6 +368,22 @@ SETTINGS: tuple[Setting, ...] = (
         integer(1),
         "webhook events kept waiting at most; beyond, /webhook answers 503 + Retry-After",
     ),
+    Setting(
+        "dask_scheduler",
+        "CAMCUT_DASK_SCHEDULER",
+        "",
+        text,
+        "camcut bulk: Dask scheduler address (tcp://host:8786) to predict on that cluster's workers; "
+        "empty: local worker processes (--scheduler overrides it)",
+    ),
+    Setting(
+        "bulk_rate",
+        "CAMCUT_BULK_RATE",
+        "0",
+        number(0),
+        "camcut bulk: tasks started per second at most (each is one image download and one prediction posted "
+        "to Label Studio); 0: no cap (--rate overrides it)",
+    ),
 )
 
 
@@ -415,6 +431,8 @@ class Settings:
     webhook_sync: bool
     webhook_secret: str = field(repr=False)
     max_pending_events: int
+    dask_scheduler: str
+    bulk_rate: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["bulk"]:  # camcut bulk, local vs Dask (bench/clusterbench.py)
+        from .clusterbench import main as bulk_main
+
+        return bulk_main((sys.argv[1:] if argv is None else argv)[1:])
     a = parse_args(argv)
     from model.config import get_config
 

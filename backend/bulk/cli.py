@@ -4,6 +4,7 @@ Usage (``camcut bulk`` is the same command)::
 
     python -m backend.bulk --project ID [--url URL] [--api-key KEY] [--workers N] [--batch K]
                            [--state FILE] [--overwrite] [--limit M] [--page-size P] [--no-progress]
+                           [--scheduler tcp://HOST:8786] [--rate R] [--max-inflight F] [--ls-connections C]
 
 ``--url`` / ``--api-key`` default to ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (prefer the
 environment variable for the key: a command-line argument is visible in ``ps``). Every other
@@ -22,6 +23,11 @@ What it does
    ``POST /api/predictions/ {task, result, score, model_version}``. ``--batch K`` tasks are
    sent to a worker at a time (fewer round trips; results are still recorded per task).
    ``--workers 0`` predicts in this process (debugging).
+   ``--scheduler ADDR`` (or ``CAMCUT_DASK_SCHEDULER``) runs the predictions on that Dask
+   cluster's workers instead (each worker process loads the model once); this process alone
+   posts them (``--ls-connections`` at once) and keeps the state file: see
+   backend/bulk/cluster.py. ``--rate R`` (``CAMCUT_BULK_RATE``) starts at most R tasks per
+   second on either path (back-pressure towards Label Studio).
 4. A tqdm bar (stderr) shows tasks done / failed and the rate; each failed task is logged as
    ``task N failed: <reason>``. At the end a summary (stdout): tasks total / predicted / skipped /
    failed / not attempted, wall time and tasks/s.
@@ -92,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="predict at most this many tasks in this run")
     p.add_argument("--page-size", type=int, default=100, help="tasks per page when listing (default 100)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--scheduler", default=None, help="Dask scheduler tcp://host:8786: predict on its workers ($CAMCUT_DASK_SCHEDULER)"
+    )
+    p.add_argument("--rate", type=float, default=None, help="tasks started per second at most, 0 = no cap ($CAMCUT_BULK_RATE)")
+    p.add_argument("--max-inflight", type=int, default=None, help="cluster: tasks in flight at most (default 4 x worker threads)")
+    p.add_argument("--ls-connections", type=int, default=2, help="cluster: posts to Label Studio at once (default 2)")
+    p.add_argument("--cluster-timeout", type=float, default=60.0, help="cluster: seconds to wait for a scheduler / a worker")
     p.add_argument("-v", "--verbose", action="store_true", help="log per-task warnings (INFO)")
     return p
 
@@ -124,6 +137,11 @@ def main(
         limit=args.limit,
         page_size=args.page_size,
         progress=not args.no_progress,
+        scheduler=(args.scheduler if args.scheduler is not None else settings.dask_scheduler).strip() or None,
+        rate=args.rate if args.rate is not None else settings.bulk_rate,
+        max_inflight=args.max_inflight,
+        ls_connections=args.ls_connections,
+        cluster_timeout=args.cluster_timeout,
     )
     try:
         run = BulkRun(opts, settings, model=model, on_outcome=on_outcome)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 from ..labelstudio import LabelStudioAuthError, LabelStudioClient, LabelStudioError
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from .pace import RateLimit
 from .state import StateFile
 from .worker import Outcome, failed, init_worker, predict_and_post, work
 
@@ -41,6 +42,11 @@ class Options:
     limit: int | None = None
     page_size: int = 100
     progress: bool = True
+    scheduler: str | None = None  # a Dask scheduler address: run on that cluster (backend/bulk/cluster.py)
+    rate: float = 0.0  # tasks started per second at most (0: no cap)
+    max_inflight: int | None = None  # cluster: tasks on the cluster at most (None: 4 x worker threads)
+    ls_connections: int = 2  # cluster: posts to Label Studio at once
+    cluster_timeout: float = 60.0  # cluster: seconds to reach the scheduler / to go without any worker
 
 
 @dataclass
@@ -59,6 +65,7 @@ class Summary:
     task_seconds: float = 0.0
     interrupted: bool = False
     aborted: str | None = None
+    scheduler: str | None = None
     failures: list[tuple[Any, str]] = field(default_factory=list)
     state_path: str = ""
 
@@ -91,8 +98,11 @@ class Summary:
         if self.not_attempted:
             lines.append(f"  not attempted   {self.not_attempted}")
         per_task = f", {self.task_seconds / n:.2f} s per task in a worker" if (n := self.predicted + self.failed) else ""
+        where = f"{self.workers} worker(s)"
+        if self.scheduler:
+            where = f"{self.workers} worker thread(s) on the Dask cluster {self.scheduler}"
         lines += [
-            f"  wall time       {self.wall_seconds:.1f} s ({self.predict_seconds:.1f} s predicting, {self.workers} worker(s))",
+            f"  wall time       {self.wall_seconds:.1f} s ({self.predict_seconds:.1f} s predicting, {where})",
             f"  rate            {self.rate:.2f} tasks/s (worker start-up included{per_task})",
             f"  state file      {self.state_path}",
         ]
@@ -135,6 +145,8 @@ class BulkRun:
     ) -> None:
         if opts.workers < 0 or opts.batch < 1 or opts.page_size < 1 or (opts.limit is not None and opts.limit < 0):
             raise UsageError("--workers must be >= 0, --batch and --page-size >= 1, --limit >= 0")
+        if opts.rate < 0 or opts.ls_connections < 1 or (opts.max_inflight is not None and opts.max_inflight < 1):
+            raise UsageError("--rate must be >= 0, --ls-connections and --max-inflight >= 1")
         if not settings.label_studio_url:
             raise UsageError("no Label Studio URL: pass --url or set LABEL_STUDIO_URL")
         if not settings.label_studio_api_key:
@@ -144,7 +156,8 @@ class BulkRun:
         self.model = model
         self.on_outcome = on_outcome
         self.api = LabelStudioClient(settings.label_studio_url, settings.label_studio_api_key, settings.download_timeout)
-        self.summary = Summary(project=opts.project, workers=opts.workers)
+        self.summary = Summary(project=opts.project, workers=opts.workers, scheduler=opts.scheduler)
+        self.limit = RateLimit(opts.rate)
         self.state: StateFile | None = None
         self.bar: Any = None
 
@@ -238,6 +251,7 @@ class BulkRun:
         if self.model is None:  # _prepare made it; only the pool path runs without one here
             raise RuntimeError("BulkRun: no model to predict inline")
         for t in todo:
+            self.limit.acquire()
             self._record(
                 predict_and_post(
                     self.model,
@@ -290,6 +304,8 @@ class BulkRun:
                 # one job per worker: nothing waits in a queue, so Ctrl-C only waits for running jobs
                 while pending and len(inflight) < self.opts.workers:
                     batch = pending.popleft()
+                    for _ in batch:
+                        self.limit.acquire()
                     inflight[ex.submit(work, batch)] = batch
                 done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
                 broken = False
@@ -377,7 +393,11 @@ class BulkRun:
                         dynamic_ncols=True,
                     )
                     try:
-                        if self.opts.workers == 0:
+                        if self.opts.scheduler:
+                            from .cluster import run_on_cluster  # imports distributed only for a cluster run
+
+                            run_on_cluster(self, todo, label_config)
+                        elif self.opts.workers == 0:
                             self._run_inline(todo, label_config)
                         else:
                             self._run_pool(todo, label_config)

@@ -35,6 +35,7 @@ class Outcome:
     seconds: float = 0.0
     mode: str | None = None
     worker_died: bool = False
+    worker: str | None = None  # the Dask worker that predicted it (cluster runs)
 
     @property
     def done(self) -> bool:
@@ -50,6 +51,7 @@ class Outcome:
             "regions": self.regions,
             "error": self.error,
             "seconds": self.seconds,
+            **({"worker": self.worker} if self.worker else {}),
         }
 
 
@@ -57,21 +59,47 @@ def failed(task: Mapping[str, Any], error: str, fatal: bool = False, worker_died
     return Outcome(task.get("id"), error=error, fatal=fatal, worker_died=worker_died)
 
 
-def predict_and_post(
-    model: CamCutModel, api: LabelStudioClient, project: int, label_config: str, task: Mapping[str, Any], overwrite: bool = False
-) -> Outcome:
-    """Predict one task and store the prediction in LS. Never raises."""
-    t0 = time.monotonic()
-    tid = task.get("id")
-    out: dict[str, Any] = {"task": tid}
+def predict_only(model: CamCutModel, project: int, label_config: str, task: Mapping[str, Any]) -> dict[str, Any]:
+    """The prediction half of a task: ``{"task", "model_version", "warnings", "error"?, "result",
+    "score", "mode"}``. Never raises (an exception becomes ``error``). The cluster runner's
+    workers run only this half; the client posts (backend/bulk/cluster.py)."""
+    out: dict[str, Any] = {"task": task.get("id")}
     try:
         [pred] = model.predict([dict(task)], str(project), label_config, None)
-        out["model_version"] = pred.get("model_version")
-        out["warnings"] = tuple(pred.get("warnings") or ())
-        result = pred.get("result") or []
+        out.update(
+            model_version=pred.get("model_version"),
+            warnings=tuple(pred.get("warnings") or ()),
+            result=pred.get("result") or [],
+            score=pred.get("score"),
+            mode=pred.get("mode"),
+        )
         if pred.get("error"):  # no mask because none of the project's classes is there is a result, posted
             out["error"] = str(pred["error"])
-        else:
+    except LabelStudioError as exc:  # LS unreachable or the key refused: the run cannot go on
+        out.update(error=str(exc), fatal=exc.fatal)
+    except Exception as exc:  # one bad task never stops the run
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def post_prediction(
+    api: LabelStudioClient, task: Mapping[str, Any], pred: Mapping[str, Any], overwrite: bool = False, t0: float | None = None
+) -> Outcome:
+    """The writing half: store ``pred`` (from :func:`predict_only`) in LS, then, with
+    ``overwrite``, delete the task's older predictions of the same model version. Never raises."""
+    t0 = time.monotonic() if t0 is None else t0
+    tid = task.get("id")
+    out: dict[str, Any] = {
+        "task": tid,
+        "model_version": pred.get("model_version"),
+        "warnings": tuple(pred.get("warnings") or ()),
+        "worker": pred.get("worker"),
+    }
+    if pred.get("error"):
+        out.update(error=str(pred["error"]), fatal=bool(pred.get("fatal")))
+    else:
+        result = list(pred.get("result") or [])
+        try:
             created = api.post_prediction(int(tid), result, pred.get("score"), str(pred["model_version"]))  # type: ignore[arg-type]
             out.update(status="done", prediction=created.get("id"), regions=len(result), mode=pred.get("mode"))
             if overwrite:
@@ -83,14 +111,24 @@ def predict_and_post(
                         and old["id"] != created.get("id")
                     ):
                         api.delete_prediction(old["id"])
-    except LabelStudioError as exc:
-        out["error"] = str(exc)
-        out["fatal"] = exc.fatal
-    except Exception as exc:  # one bad task never stops the run
-        out["error"] = f"{type(exc).__name__}: {exc}"
-    secrets = api.secrets + tuple(getattr(model, "secrets", ()) or ())
-    out["error"] = redact(out["error"], secrets) if out.get("error") else None
+        except LabelStudioError as exc:
+            out["error"] = str(exc)
+            out["fatal"] = exc.fatal
+        except Exception as exc:  # one bad task never stops the run
+            out["error"] = f"{type(exc).__name__}: {exc}"
+    out["error"] = redact(out["error"], api.secrets) if out.get("error") else None
     return Outcome(**out, seconds=round(time.monotonic() - t0, 3))
+
+
+def predict_and_post(
+    model: CamCutModel, api: LabelStudioClient, project: int, label_config: str, task: Mapping[str, Any], overwrite: bool = False
+) -> Outcome:
+    """Predict one task and store the prediction in LS. Never raises."""
+    t0 = time.monotonic()
+    pred = predict_only(model, project, label_config, task)
+    if pred.get("error"):
+        pred["error"] = redact(pred["error"], tuple(getattr(model, "secrets", ()) or ()))
+    return post_prediction(api, task, pred, overwrite, t0)
 
 
 # ------------------------------------------------------------------------------------ worker processes

@@ -51,6 +51,7 @@ class FakeLS:
         self.pages: list[tuple[int, int]] = []
         self.deleted: list[int] = []
         self.auth_headers: set[str] = set()
+        self.log: list[tuple[str, Any]] = []  # ("image", stem) / ("post", task) in arrival order
         self.next_id = 5000
         self.lock = threading.Lock()
         fake = self
@@ -79,6 +80,7 @@ class FakeLS:
                     return self._send(401, {"detail": "Authentication credentials were not provided."})
                 if u.path.startswith("/data/upload/"):
                     p = jpeg(Path(u.path).stem)
+                    fake.log.append(("image", Path(u.path).stem))
                     if not p.is_file():
                         return self._send(404, b"not found", "text/plain")
                     return self._send(200, p.read_bytes(), "image/jpeg")
@@ -120,6 +122,7 @@ class FakeLS:
                         }
                         fake.tasks[tid]["predictions"].append(pred)
                         fake.posts[tid] = fake.posts.get(tid, 0) + 1
+                        fake.log.append(("post", tid))
                     return self._send(201, pred)
                 self._send(404)
 
