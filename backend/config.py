@@ -345,7 +345,7 @@ SETTINGS: tuple[Setting, ...] = (
         "4000000",
         integer(1),
         "tags (and no-prompt guesses) of a larger image are cut on a copy downscaled to about this many pixels, "
-        "their masks upsampled (bounds memory: 20 tags on 40 MP took 4.9 GB)",
+        "their masks upsampled (bounds memory: 20 tags on 40 MP took 11 GB)",
     ),
     Setting(
         "max_config_bytes",

@@ -21,6 +21,7 @@ from model import VOC_CLASSES, Box
 VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"
 STEM = "2007_000063"
 PEAK_BOUND_MB = 1200.0  # stated in README "Reliability and security", Memory per request (measured 1028 MB)
+TAGS_PEAK_BOUND_MB = 1500.0  # the same README item, 20 tags (measured 1364 MB; 11262 MB before the bound)
 
 
 def big_image(pixels: int) -> BenchImage:
@@ -90,4 +91,4 @@ def test_worker_peak_rss_under_every_tag_on_the_largest_image(tmp_path: Path) ->
     assert "error" not in pred, pred.get("error")
     assert len(masks) + len(pred.get("empty") or []) == len(VOC_CLASSES)
     assert all(m["original_width"] == im.width and m["original_height"] == im.height for m in masks)
-    assert peak < PEAK_BOUND_MB, f"worker peak RSS {peak:.0f} MB"
+    assert peak < TAGS_PEAK_BOUND_MB, f"worker peak RSS {peak:.0f} MB"
