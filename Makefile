@@ -44,9 +44,9 @@ run: install
 test: install-dev label-studio browser-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The real-browser test alone: Data Manager sorted by score, the worst task's masks; README screenshots.
+# The real-browser tests alone: Data Manager sorted by score, the worst task's masks, the smart tools; README screenshots.
 test-browser: label-studio browser-deps
-	$(PY) -m pytest tests/e2e/test_browser_ux.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/e2e/test_browser_ux.py tests/e2e/test_browser_smart.py $(PYTEST_ARGS)
 
 # Everything but the end-to-end Label Studio tests.
 test-fast: install-dev

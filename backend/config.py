@@ -340,6 +340,14 @@ SETTINGS: tuple[Setting, ...] = (
         "most boxes (rectangles), or tags, one task may carry; more: that task's error",
     ),
     Setting(
+        "tag_work_pixels",
+        "CAMCUT_TAG_WORK_PIXELS",
+        "4000000",
+        integer(1),
+        "tags (and no-prompt guesses) of a larger image are cut on a copy downscaled to about this many pixels, "
+        "their masks upsampled (bounds memory: 20 tags on 40 MP took 11 GB)",
+    ),
+    Setting(
         "max_config_bytes",
         "CAMCUT_MAX_CONFIG_BYTES",
         "1048576",
@@ -427,6 +435,7 @@ class Settings:
     max_request_bytes: int
     max_tasks: int
     max_boxes: int
+    tag_work_pixels: int
     max_config_bytes: int
     webhook_sync: bool
     webhook_secret: str = field(repr=False)

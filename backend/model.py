@@ -298,7 +298,9 @@ class CamCutModel:
         timings: dict[str, float] | None = None,
         project: str = "",
     ) -> TaskOutcome:
-        seg = Segmenter(self.config, net=self.net, threads=self.settings.cut_threads)
+        seg = Segmenter(
+            self.config, net=self.net, threads=self.settings.cut_threads, tag_work_pixels=self.settings.tag_work_pixels
+        )
         key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
         cached = self._images.get(key)
         if cached is not None:  # the annotator's next prompt on the same image: no download, no CNN

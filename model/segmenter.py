@@ -8,6 +8,7 @@ its IoU with a second opinion (the same prompt cut with another technique).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -43,16 +44,28 @@ class Segmenter:
     """
 
     def __init__(
-        self, config: EngineConfig = REFERENCE, net: CamNet | None = None, weights: str | None = None, threads: int = 1
+        self,
+        config: EngineConfig = REFERENCE,
+        net: CamNet | None = None,
+        weights: str | None = None,
+        threads: int = 1,
+        tag_work_pixels: int | None = None,
     ) -> None:
         """``threads`` > 1 runs the cuts of one call (several boxes, a mask and its second
         opinion) concurrently: OpenCV releases the GIL inside cv2.grabCut. Masks do not depend on
         it (each GrabCut seeds its own thread's RNG). Leave it at 1 where processes already
-        share the cores (the evaluator's workers)."""
+        share the cores (the evaluator's workers). ``tag_work_pixels``: see _tag_segmenter
+        (None: tags at full size, the report)."""
         if threads < 1:
             raise ValueError("threads must be >= 1")
+        if tag_work_pixels is not None and tag_work_pixels < 1:
+            raise ValueError("tag_work_pixels must be >= 1 or None")
         self.config = config
         self.threads = threads
+        self.tag_work_pixels = tag_work_pixels
+        self._tag_proxy: Segmenter | None = None
+        self._rival_tops: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._tops_lock = threading.Lock()
         self.net = net or CamNet(weights)
         self.cutter: Cut = make_cut(config)
         self._image: np.ndarray | None = None
@@ -82,6 +95,8 @@ class Segmenter:
                 cnn = CnnOutput(logits=self._features.logits, voc_cams=pool_voc_cams(self._features.cam))
         self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side)
         self._upsampled = {}
+        self._tag_proxy = None
+        self._rival_tops = {}
         return self._cnn
 
     @property
@@ -116,6 +131,8 @@ class Segmenter:
         """Drop the upsampled CAMs kept so far (each is a float32 image: 160 MB at 40 MP); a
         caller that goes class by class calls this after a class's last prompt."""
         self._upsampled = {}
+        if self._tag_proxy is not None:
+            self._tag_proxy.forget_cams()
 
     def class_cam(self, voc_class: str, region: Window | None = None) -> tuple[np.ndarray, bool]:
         return normalise(self.raw_class_cam(voc_class), region)
@@ -294,6 +311,12 @@ class Segmenter:
         The image's tags are the prompts' classes plus ``others``; each tag competes with the
         rest of them when config.class_exclusive.
         """
+        proxy = self._tag_segmenter()
+        if proxy is not self:
+            h, w = self.image.shape[:2]
+            return [
+                r if isinstance(r, Exception) else _upsampled(r, w, h) for r in proxy.segment_classes(prompts, agreement, others)
+            ]
         tags = tuple(dict.fromkeys(c for c in [c for c, _ in prompts] + list(others) if known_class(c)))
         rivals = {c: tuple(o for o in tags if o != c) for c in tags}
         jobs: list[Callable[[], MaskResult]] = []
@@ -305,6 +328,42 @@ class Segmenter:
                 None if alt is None else partial(self._segment_class, cls, alt, score=True, rivals=rivals.get(cls, ()))
             )
         return self._run_scored(jobs, seconds, unscored="no_cam")
+
+    def _rival_max(self, voc_class: str, rivals: Sequence[str]) -> np.ndarray:
+        """Per pixel the highest raw CAM among ``rivals`` (those with ImageNet members). From the
+        top two of the image's tags, kept per tag set: the same as a max over every rival's
+        upsampled CAM, without holding one full-size float map per tag (20 tags: 20 maps)."""
+        ids = tuple(sorted({voc.voc_index(c) for c in (voc_class, *rivals) if voc.imagenet_members(c)}))
+        with self._tops_lock:
+            if ids not in self._rival_tops:
+                h, w = self.image.shape[:2]
+                first = np.full((h, w), -np.inf, np.float32)
+                second, arg = first.copy(), np.zeros((h, w), np.int8)
+                for i in ids:  # each tag's CAM upsampled once, not kept
+                    cam = cv2.resize(self.cnn.voc_cams[i - 1], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
+                    above = cam > first
+                    np.maximum(second, np.where(above, first, cam), out=second)
+                    np.copyto(first, cam, where=above)
+                    arg[above] = i
+                self._rival_tops[ids] = (first, second, arg)
+            first, second, arg = self._rival_tops[ids]
+        return np.where(arg == voc.voc_index(voc_class), second, first)
+
+    def _tag_segmenter(self) -> Segmenter:
+        """Itself, or past ``tag_work_pixels`` a Segmenter on a copy downscaled to about that
+        size, sharing this CNN output. Why: a tag holds full-size float maps (every tag's CAM
+        while tags compete, the shares), 20 tags on 40 MP took 4.9 GB; what decides its mask (a
+        <= 320 px CNN's CAM, a cut at class_grabcut_max_side) is all there at a few megapixels."""
+        h, w = self.image.shape[:2]
+        if self.tag_work_pixels is None or h * w <= self.tag_work_pixels:
+            return self
+        if self._tag_proxy is None:
+            s = (self.tag_work_pixels / (h * w)) ** 0.5
+            small = cv2.resize(self.image, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+            proxy = Segmenter(self.config, net=self.net, threads=self.threads)
+            proxy.set_image(small, cnn=self.cnn)
+            self._tag_proxy = proxy
+        return self._tag_proxy
 
     def _segment_class(
         self, voc_class: str, technique: Technique | None, score: bool = False, rivals: Sequence[str] = ()
@@ -330,11 +389,8 @@ class Segmenter:
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
         init = digitize(cam, cam_thresholds(tech))
         if self.config.class_exclusive and rivals:
-            raw = self.raw_class_cam(voc_class)
-            lost = np.zeros(raw.shape, bool)
-            for other in rivals:  # never voc_class itself (segment_classes leaves it out)
-                if voc.imagenet_members(other):
-                    lost |= self.raw_class_cam(other) > raw
+            # a pixel is lost where any rival's raw CAM beats this class's (rivals never hold voc_class)
+            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class)
             init[lost & foreground(init)] = GC_PR_BGD
         if tech.kind == "cam":
             m = foreground(init)
@@ -378,3 +434,11 @@ class Segmenter:
         keep = np.unique(comp[pos & m])
         m = np.isin(comp, keep[keep > 0])
         return MaskResult(m, tech, cam_score(m, cam))
+
+
+def _upsampled(res: MaskResult, w: int, h: int) -> MaskResult:
+    """A tag's mask made at the working size, at the image size (bilinear on 0/255, cut at half:
+    smooth edges, no blocks); score, technique and fallback are the working size's."""
+    up = cv2.resize(res.mask.astype(np.uint8) * 255, (w, h), interpolation=cv2.INTER_LINEAR)
+    res.mask = up >= 128
+    return res

@@ -8,6 +8,7 @@ The fake LS (``ls_server``) answers what a backend asks LS for:
   /tasks/<id>/presign/?fileuri=b64   302 -> /img/<key of the s3 URI>
   /api/tasks/<id>, /api/predictions/ JSON from ``ls_server.tasks``
   /api/annotations/<id>/, /api/projects/<id>/  JSON from ``.annotations`` / ``.projects`` (404 if absent)
+  PATCH /api/projects/<id>/          updates a known project (camcut keeps its model_version in step)
   /api/token/refresh/                {"refresh": PAT} -> {"access": <jwt>}
   /redirect?to=<url>                 302 -> url
   /big, /text, /missing              a too-big body, a non-image, a 404
@@ -128,11 +129,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / u) if u else 1.0
 
 
+PROJECT_IDS = (1, 3, 5, 7)  # the projects of the backend tests' /predict and /setup calls
+
+
 class FakeLabelStudio:
     def __init__(self) -> None:
         self.tasks: dict[int, dict[str, Any]] = {}
         self.annotations: dict[int, dict[str, Any]] = {}
-        self.projects: dict[int, dict[str, Any]] = {}
+        # LS sends /predict only for projects it has: the ids the tests predict for exist
+        self.projects: dict[int, dict[str, Any]] = {
+            pid: {"id": pid, "title": f"project {pid}", "model_version": ""} for pid in PROJECT_IDS
+        }
         self.requests: list[tuple[str, dict[str, str]]] = []
         fake = self
 
@@ -201,6 +208,20 @@ class FakeLabelStudio:
                 if u.path == "/text":
                     return self._send(200, b"<html>not an image</html>", "text/html")
                 self._send(404, b"missing", "text/plain")
+
+            def do_PATCH(self) -> None:
+                fake.requests.append((self.path, dict(self.headers)))
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"
+                u = urlsplit(self.path)
+                if not u.path.startswith("/api/projects/"):
+                    return self._send(404)
+                if not self._authed():
+                    return self._send(401)
+                rec = fake.projects.get(int(u.path[len("/api/projects/") :].strip("/") or 0))
+                if rec is None:
+                    return self._send(404, b'{"detail": "Not found."}')
+                rec.update(json.loads(body))
+                self._send(200, json.dumps(rec).encode())
 
             def do_POST(self) -> None:
                 fake.requests.append((self.path, dict(self.headers)))
