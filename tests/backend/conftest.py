@@ -235,12 +235,20 @@ def ls_server() -> Iterator[FakeLabelStudio]:
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path, ls_server: FakeLabelStudio) -> Callable[..., Settings]:
+def database_url() -> str:
+    """The store's engine: "" = SQLite in MODEL_DIR. Modules that import ``database_url`` from
+    ``tests/pgserver.py`` run on SQLite and on a real PostgreSQL server."""
+    return ""
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, ls_server: FakeLabelStudio, database_url: str) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
         base = {
             "LABEL_STUDIO_URL": ls_server.url,
             "LABEL_STUDIO_API_KEY": TOKEN,
             "MODEL_DIR": str(tmp_path / "model_dir"),
+            "CAMCUT_DATABASE_URL": database_url,
             "CAMCUT_WEBHOOK_SYNC": "1",
         }
         base.update(env)
