@@ -48,6 +48,13 @@ DatabaseError: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 KEEPALIVES = "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4"
 IDLE_KEPT = 4  # idle PostgreSQL connections a process keeps for reuse
 
+# The presence sessions of this process, by (database URL, lock name): process-wide, because an
+# advisory lock belongs to a session and a second Database object of the same process (a second
+# app on the same store) taking the same lock in its own session would wait for the first.
+_held: dict[tuple[str, str], Any] = {}
+_held_pid = os.getpid()
+_held_lock = threading.Lock()
+
 
 class Rows(Protocol):
     def fetchone(self) -> Any: ...
@@ -137,7 +144,6 @@ class Database:
         self._idle: list[Any] = []
         self._idle_pid = os.getpid()
         self._pool_lock = threading.Lock()
-        self._held: dict[str, Any] = {}
         if self.dialect == "sqlite":
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._wal()
@@ -173,7 +179,7 @@ class Database:
         # psycopg_pool would add background threads, which a forking server must not inherit.
         with self._pool_lock:
             if self._idle_pid != os.getpid():  # forked: the parent's sockets are not ours to use
-                self._idle, self._idle_pid, self._held = [], os.getpid(), {}
+                self._idle, self._idle_pid = [], os.getpid()
             while self._idle:
                 conn = self._idle.pop()
                 if not conn.closed:
@@ -230,22 +236,27 @@ class Database:
         """Hold ``name``'s lock for as long as this process lives (PostgreSQL; SQLite: nothing).
         The lock is a session's: it ends with the process's socket, so a SIGKILLed replica's
         lock is free as soon as the server notices the closed connection. Called again, it
-        checks the session and takes the lock anew if the connection was lost."""
+        checks the session and takes the lock anew if the connection was lost (never waits: if
+        the server still keeps the lost session, and so the lock, the next call tries again)."""
+        global _held, _held_pid
         if self.dialect != "postgresql":
             return
-        with self._pool_lock:
-            if self._idle_pid != os.getpid():
-                self._idle, self._idle_pid, self._held = [], os.getpid(), {}
-            conn = self._held.get(name)
+        with _held_lock:
+            if _held_pid != os.getpid():  # forked: the parent's sessions are not ours
+                _held, _held_pid = {}, os.getpid()
+            conn = _held.get((self.url, name))
             if conn is not None and not conn.closed:
                 try:
                     conn.execute("SELECT 1")
                     return
                 except psycopg.Error:
                     conn.close()
+            _held.pop((self.url, name), None)
             conn = self._pg_connect()
-            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key(name),))
-            self._held[name] = conn
+            if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()[0]:
+                _held[(self.url, name)] = conn
+            else:
+                conn.close()
 
     # -- schema -----------------------------------------------------------------------------------
     def migrate(self, migrations: Sequence[tuple[int, str]], adopt: Any = None) -> int:

@@ -6,9 +6,9 @@ too), stopped at the end of the session.
 package makes it), else ``nobody``, through ``runuser``. The binaries are looked up on PATH, then
 in ``/usr/lib/postgresql/<version>/bin`` (Debian's place; ``.ci/run`` installs them if absent).
 
-Fixtures: ``postgres`` (session: the server) and ``database_url`` (parametrised over both engines:
-"" = SQLite in MODEL_DIR, or the URL of a fresh PostgreSQL database per test). A test module
-gets both engines by importing ``database_url``; the backend fixtures read it (``settings_factory``).
+Fixtures (tests/backend/conftest.py): ``postgres`` (session: the server) and ``database_url``
+("" = SQLite in MODEL_DIR, or with ``@both`` also the URL of a fresh PostgreSQL database per
+test); the backend fixtures read it (``settings_factory``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -93,17 +91,7 @@ def _user_exists(name: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    s = PostgresServer()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: Any) -> str:
-    """ "": SQLite in MODEL_DIR (the default); else a fresh database on the suite's server."""
-    if request.param == "sqlite":
-        return ""
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.create_database()
+# The store's engines: ``@both`` on a test (or as a module's ``pytestmark``) runs it on each,
+# through the ``database_url`` fixture of tests/backend/conftest.py.
+ENGINES = ["sqlite", "postgresql"]
+both = pytest.mark.parametrize("database_url", ENGINES, indirect=True)
