@@ -65,8 +65,14 @@ _LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 
 def pg_sql(sql: str) -> str:
-    """``?`` -> ``%s`` and a literal ``%`` -> ``%%`` (psycopg's format), outside quoted strings."""
-    return _LITERAL.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0), m.group(0)), sql)
+    """``?`` -> ``%s`` outside quoted strings, and every ``%`` -> ``%%`` (psycopg reads ``%``
+    as a placeholder even inside quotes)."""
+
+    def one(m: re.Match[str]) -> str:
+        t = m.group(0)
+        return "%s" if t == "?" else t.replace("%", "%%")
+
+    return _LITERAL.sub(one, sql)
 
 
 _TYPES = {"INTEGER": "BIGINT", "REAL": "DOUBLE PRECISION", "BLOB": "BYTEA", "TEXT": 'TEXT COLLATE "C"'}
