@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PORT ?= 9090
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev label-studio browser-deps run lint test test-browser test-fast test-quick eval bench clean
+.PHONY: install install-dev label-studio browser-deps postgres-deps run lint test test-browser test-fast test-quick eval bench clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,10 +38,17 @@ browser-deps: install-dev
 		apt-get update && apt-get install -y chromium chromium-driver; fi
 	$(PY) -m pip install -q -r requirements-screenshot.txt
 
+# PostgreSQL's server binaries (initdb, pg_ctl) for the store's tests on PostgreSQL
+# (tests/pgserver.py starts a server on loopback; as root it runs it as the postgres user).
+# Debian's package puts them in /usr/lib/postgresql/<version>/bin, where the tests look too.
+postgres-deps:
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update && apt-get install -y postgresql; fi
+
 run: install
 	PORT=$(PORT) $(VENV)/bin/camcut serve
 
-test: install-dev label-studio browser-deps
+test: install-dev label-studio browser-deps postgres-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The real-browser tests alone: Data Manager sorted by score, the worst task's masks, the smart tools; README screenshots.
@@ -49,11 +56,11 @@ test-browser: label-studio browser-deps
 	$(PY) -m pytest tests/e2e/test_browser_ux.py tests/e2e/test_browser_smart.py $(PYTEST_ARGS)
 
 # Everything but the end-to-end Label Studio tests.
-test-fast: install-dev
+test-fast: install-dev postgres-deps
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 # The edit-run loop: neither the end-to-end tests nor those marked slow (> ~15 s each).
-test-quick: install-dev
+test-quick: install-dev postgres-deps
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 # The packages mypy checks; camcut/ joins as soon as it exists.

@@ -45,7 +45,8 @@ mask is compared with what was predicted for that task (kept in ``MODEL_DIR``), 
 candidate threshold ``t`` of the configured variant is scored against the correction
 (``model/adapt.py``) and, once a class has ``CAMCUT_MIN_CORRECTIONS`` corrections in a
 project, its best-average ``t`` is used for that project and the model version changes.
-Statistics live in ``MODEL_DIR/camcut.sqlite3`` (survive restarts; an annotation id + LS's
+Statistics live in ``MODEL_DIR/camcut.sqlite3``, or in the PostgreSQL database of
+``CAMCUT_DATABASE_URL`` that replicas share (survive restarts; an annotation id + LS's
 ``updated_at`` is counted once).
 
 Image access and safety
@@ -79,6 +80,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .redaction import runtime_secrets
 
@@ -98,6 +100,14 @@ def text(name: str, raw: str) -> str:
 
 def url(name: str, raw: str) -> str:
     return raw.rstrip("/")
+
+
+def database_url(name: str, raw: str) -> str:
+    """Empty (SQLite in MODEL_DIR) or a PostgreSQL URL; anything else is refused at start-up
+    rather than silently using the local file."""
+    if raw and not raw.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"{name} must be empty (SQLite in MODEL_DIR) or a postgresql:// URL")
+    return raw
 
 
 def integer(minimum: int = 0) -> Parser:
@@ -236,6 +246,14 @@ SETTINGS: tuple[Setting, ...] = (
         directory,
         "writable directory for the SQLite statistics, per-task prediction records and bulk state files; "
         "empty: $XDG_STATE_HOME/camcut, else ~/.local/state/camcut",
+    ),
+    Setting(
+        "database_url",
+        "CAMCUT_DATABASE_URL",
+        "",
+        database_url,
+        "where corrections, statistics and the webhook inbox live: empty = SQLite MODEL_DIR/camcut.sqlite3; "
+        "postgresql://user:pass@host:5432/db = one database that every replica shares",
     ),
     Setting(
         "engine_config",
@@ -415,6 +433,7 @@ class Settings:
     basic_auth_user: str
     basic_auth_pass: str = field(repr=False)
     model_dir: Path
+    database_url: str = field(repr=False)
     engine_config: str
     box_technique: str
     class_technique: str
@@ -482,7 +501,10 @@ class Settings:
         """Every credential that must never reach a log line, an error or a response: the API key,
         the basic-auth password and the access tokens obtained from a personal access token so far.
         Every redacting logger and error path reads this one list (it grows as tokens refresh)."""
-        return tuple(s for s in (self.label_studio_api_key, self.basic_auth_pass, self.webhook_secret, *runtime_secrets()) if s)
+        db_pass = urlsplit(self.database_url).password if self.database_url else None
+        return tuple(
+            s for s in (self.label_studio_api_key, self.basic_auth_pass, self.webhook_secret, db_pass, *runtime_secrets()) if s
+        )
 
 
 if [f.name for f in fields(Settings)] != [s.name for s in SETTINGS]:  # pragma: no cover - a programming error

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import numpy as np
 
 from model import Box, Segmenter, adapt
 
+from .database import DatabaseError, Tx
 from .errors import InboxFull, TaskError
 from .inbox import Apply, Inbox, Item, owner_id
 from .labelstudio import LabelStudioError
@@ -27,7 +27,7 @@ from .prompts import Corners, int64, rect_box
 from .redaction import redact
 from .results import decode_brush
 from .schema import parse_schema
-from .store import Correction, PredictedRegion, write_corrections
+from .store import Correction, PredictedRegion, annotation_lock, write_corrections
 
 if TYPE_CHECKING:
     from .model import CamCutModel
@@ -91,14 +91,17 @@ def _ledger(
     earlier ones (none: the annotation no longer has a usable mask). A newer version already
     learned (two workers on the same annotation) wins."""
 
-    def apply(db: sqlite3.Connection) -> None:
+    def apply(db: Tx) -> None:
+        db.lock(annotation_lock(project, aid))  # PostgreSQL: the check below and the writes, atomic
         newest = db.execute(
             "SELECT MAX(updated_at) FROM events WHERE project=? AND annotation_id=? AND status != 'error'", (project, aid)
         ).fetchone()[0]
         if newest is not None and newest > updated_at:
             return
         db.execute(
-            "INSERT OR REPLACE INTO events VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO events VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (project, annotation_id, updated_at) DO UPDATE SET"
+            " task_id=excluded.task_id, action=excluded.action, status=excluded.status, detail=excluded.detail,"
+            " received=excluded.received",
             (project, aid, updated_at, task_id, action, status, detail, time.time()),
         )
         if status != "error":
@@ -108,8 +111,8 @@ def _ledger(
 
 
 def _withdraw(project: str, aid: int, action: str) -> Apply:
-    def apply(db: sqlite3.Connection) -> None:
-        write_corrections(db, project, aid, "", None)
+    def apply(db: Tx) -> None:
+        write_corrections(db, project, aid, "", None)  # (takes the annotation's lock)
         db.execute("DELETE FROM events WHERE project=? AND annotation_id=?", (project, aid))
 
     return apply
@@ -207,17 +210,35 @@ class CorrectionLoop:
             self._wake.clear()
             try:
                 item = self.inbox.claim(self.owner)
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 log.warning("webhook inbox: %s", exc)
                 item = None
             if item is None:
                 self._wake.wait(POLL_SECONDS)  # a new event, or a poll for claims orphaned by dead siblings
                 continue
-            if self.run(item)["status"] == "retry":
+            try:
+                status = self.run(item)["status"]
+            except DatabaseError as exc:  # the database went away mid-event (PostgreSQL restarted)
+                log.warning("webhook inbox: %s; annotation %s given back", exc, item.annotation_id)
+                self._give_back(item, str(exc))
+                status = "retry"
+            if status == "retry":
                 backoff = min(60.0, max(1.0, backoff * 2))
                 self._stop.wait(backoff)
             else:
                 backoff = 0.0
+
+    def _give_back(self, item: Item, detail: str) -> None:
+        """Release a claim whose finish failed: this process lives on, so no other would take
+        the row over (nothing was written: the finish was one transaction)."""
+        wait = 1.0
+        while not self._stop.is_set():
+            try:
+                self.inbox.release(item, self.owner, detail)
+                return
+            except DatabaseError:
+                self._stop.wait(wait)
+                wait = min(30.0, wait * 2)
 
     def run(self, item: Item) -> dict[str, Any]:
         """Process one claimed event; never raises (a background job)."""

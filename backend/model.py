@@ -131,7 +131,7 @@ class CamCutModel:
         self.net = net or CamNet(settings.weights or None)
         self.labels = LabelMap.from_file(settings.label_map)
         self.regions = RegionMaker(settings, self.labels, self.config, self.technique_for)  # prompts -> masks
-        self.store = Store(settings.model_dir)
+        self.store = Store(settings.model_dir, settings.database_url)
         self.fetcher = fetcher or ImageFetcher(settings)
         self.corrections = CorrectionLoop(self)
         self.version_sync = VersionSync(self.fetcher.client)  # LS's project model_version follows ours

@@ -1,17 +1,16 @@
-"""Per-project state in SQLite (``MODEL_DIR/camcut.sqlite3``): what was predicted, which
-annotation versions were learned (``events``), and how every candidate technique scored
-against each correction. The webhook inbox (received, not yet processed events) is
-``backend/inbox.py`` on the same database.
+"""Per-project state: what was predicted, which annotation versions were learned (``events``),
+and how every candidate technique scored against each correction. The webhook inbox (received,
+not yet processed events) is ``backend/inbox.py`` on the same database.
 
-One connection per operation (safe across gunicorn workers and threads; WAL journal). Writes
-run in ``BEGIN IMMEDIATE`` transactions (read-check-write is atomic across processes; a
-busy database is waited for, up to ``busy_timeout``).
+The database is SQLite at ``MODEL_DIR/camcut.sqlite3`` (the default; one connection per
+operation, WAL journal, writes in ``BEGIN IMMEDIATE``) or, with ``CAMCUT_DATABASE_URL``, one
+PostgreSQL database that replicas share (``backend/database.py``: the seam, its locking rules;
+``backend/migrations.py``: the schema).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,40 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    project TEXT NOT NULL, task_id INTEGER NOT NULL, region_id TEXT NOT NULL,
-    label TEXT NOT NULL, voc_class TEXT, kind TEXT NOT NULL, box TEXT, technique TEXT NOT NULL,
-    model_version TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, rle TEXT NOT NULL,
-    created REAL NOT NULL, interactive INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (project, task_id, region_id)
-);
-CREATE TABLE IF NOT EXISTS events (
-    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, updated_at TEXT NOT NULL,
-    task_id INTEGER, action TEXT NOT NULL, status TEXT NOT NULL, detail TEXT, received REAL NOT NULL,
-    PRIMARY KEY (project, annotation_id, updated_at)
-);
-CREATE TABLE IF NOT EXISTS corrections (
-    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, region_key TEXT NOT NULL,
-    task_id INTEGER, kind TEXT NOT NULL, voc_class TEXT NOT NULL, label TEXT NOT NULL,
-    predicted_technique TEXT, predicted_iou REAL, updated_at TEXT NOT NULL,
-    PRIMARY KEY (project, annotation_id, region_key)
-);
-CREATE TABLE IF NOT EXISTS inbox (
-    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, action TEXT NOT NULL,
-    state TEXT NOT NULL, owner TEXT, again INTEGER NOT NULL DEFAULT 0, deliveries INTEGER NOT NULL,
-    runs INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, outcome TEXT, detail TEXT,
-    received REAL NOT NULL, finished REAL,
-    PRIMARY KEY (project, annotation_id, action)
-);
-CREATE INDEX IF NOT EXISTS inbox_state ON inbox (state, received);
-CREATE TABLE IF NOT EXISTS scores (
-    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, region_key TEXT NOT NULL,
-    kind TEXT NOT NULL, voc_class TEXT NOT NULL, technique TEXT NOT NULL, iou REAL NOT NULL,
-    PRIMARY KEY (project, annotation_id, region_key, technique)
-);
-"""
-
+from .database import Database, Tx
+from .migrations import MIGRATIONS, adopt_unversioned
 
 # Interactive prediction rows kept per task: the regions an annotator may still submit (each
 # prompt adds one; a task rarely has more objects than this), older prompts are dropped.
@@ -85,55 +52,21 @@ class Correction:
 
 
 class Store:
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, database_url: str = "") -> None:
         self.dir = Path(model_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "camcut.sqlite3"
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            # Persistent: set once per database file. Switching needs an exclusive lock, and
-            # SQLite does not call the busy handler for it, so two processes opening a new
-            # file at once get "database is locked" at once: retry within the busy timeout.
-            deadline = time.monotonic() + 30.0
-            while True:
-                try:
-                    db.execute("PRAGMA journal_mode=WAL")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-            db.execute("BEGIN IMMEDIATE")
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    db.execute(stmt)
-            # databases made before interactive rows were bounded lack the column
-            if "interactive" not in {r[1] for r in db.execute("PRAGMA table_info(predictions)")}:
-                db.execute("ALTER TABLE predictions ADD COLUMN interactive INTEGER NOT NULL DEFAULT 0")
-            db.execute("COMMIT")
-        finally:
-            db.close()
+        self.path = self.dir / "camcut.sqlite3"  # used only without a database URL
+        self.db = Database(database_url, self.path)
+        self.schema_version = self.db.migrate(MIGRATIONS, adopt_unversioned)
 
     @contextmanager
-    def _db(self, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction: IMMEDIATE for writes (takes the write lock up front), deferred for reads."""
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+    def _db(self, write: bool = True) -> Iterator[Tx]:
+        with self.db.transaction(write) as tx:
+            yield tx
 
     def transaction(self, write: bool = True) -> Any:
         """One transaction on the database, for the modules that share it (``backend/inbox.py``)."""
-        return self._db(write)
+        return self.db.transaction(write)
 
     # -- predictions --------------------------------------------------------------------------
     def save_predictions(
@@ -147,8 +80,12 @@ class Store:
             if replace:
                 db.execute("DELETE FROM predictions WHERE project=? AND task_id=?", (project, task_id))
             db.executemany(
-                "INSERT OR REPLACE INTO predictions (project, task_id, region_id, label, voc_class, kind, box, technique,"
-                " model_version, width, height, rle, created, interactive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO predictions (project, task_id, region_id, label, voc_class, kind, box, technique,"
+                " model_version, width, height, rle, created, interactive) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (project, task_id, region_id) DO UPDATE SET label=excluded.label,"
+                " voc_class=excluded.voc_class, kind=excluded.kind, box=excluded.box, technique=excluded.technique,"
+                " model_version=excluded.model_version, width=excluded.width, height=excluded.height,"
+                " rle=excluded.rle, created=excluded.created, interactive=excluded.interactive",
                 [
                     (
                         project,
@@ -170,10 +107,12 @@ class Store:
                 ],
             )
             if not replace:
+                # newest first by creation time (rows of one call share it: then by region id;
+                # PostgreSQL has no rowid)
                 db.execute(
-                    "DELETE FROM predictions WHERE project=? AND task_id=? AND interactive=1 AND rowid NOT IN"
-                    " (SELECT rowid FROM predictions WHERE project=? AND task_id=? AND interactive=1"
-                    "  ORDER BY created DESC, rowid DESC LIMIT ?)",
+                    "DELETE FROM predictions WHERE project=? AND task_id=? AND interactive=1 AND region_id NOT IN"
+                    " (SELECT region_id FROM predictions WHERE project=? AND task_id=? AND interactive=1"
+                    "  ORDER BY created DESC, region_id DESC LIMIT ?)",
                     (project, task_id, project, task_id, INTERACTIVE_KEPT),
                 )
 
@@ -181,7 +120,7 @@ class Store:
         with self._db(write=False) as db:
             rows = db.execute(
                 "SELECT region_id, label, voc_class, kind, box, technique, width, height, rle FROM predictions"
-                " WHERE project=? AND task_id=? ORDER BY created",
+                " WHERE project=? AND task_id=? ORDER BY created, region_id",
                 (project, task_id),
             ).fetchall()
         return [
@@ -245,11 +184,16 @@ class Store:
         return out
 
 
-def write_corrections(
-    db: sqlite3.Connection, project: str, annotation_id: int, updated_at: str, corrections: list[Correction] | None
-) -> None:
+def annotation_lock(project: str, annotation_id: int) -> str:
+    """The lock name that serialises the writers of one annotation's rows (``Tx.lock``)."""
+    return f"annotation {project} {annotation_id}"
+
+
+def write_corrections(db: Tx, project: str, annotation_id: int, updated_at: str, corrections: list[Correction] | None) -> None:
     """Inside a transaction: what the annotation contributes becomes ``corrections`` (None or
-    []: nothing; it was deleted, cancelled or has no usable mask)."""
+    []: nothing; it was deleted, cancelled or has no usable mask). Two transactions writing the
+    same annotation at once (PostgreSQL) take turns: each deletes then inserts its rows."""
+    db.lock(annotation_lock(project, annotation_id))
     db.execute("DELETE FROM corrections WHERE project=? AND annotation_id=?", (project, annotation_id))
     db.execute("DELETE FROM scores WHERE project=? AND annotation_id=?", (project, annotation_id))
     for c in corrections or []:

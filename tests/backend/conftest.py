@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 
 from backend.config import Settings  # noqa: E402
 from model import CamNet  # noqa: E402
+from tests.pgserver import PostgresServer  # noqa: E402
 
 VOC = Path(__file__).resolve().parents[3] / "shared" / "voc2012" / "VOC2012"  # ../shared beside the repo
 TOKEN = "legacy-token-0123456789abcdef"
@@ -255,13 +256,32 @@ def ls_server() -> Iterator[FakeLabelStudio]:
     s.close()
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback for the session (tests/pgserver.py)."""
+    s = PostgresServer()
+    yield s
+    s.stop()
+
+
 @pytest.fixture
-def settings_factory(tmp_path: Path, ls_server: FakeLabelStudio) -> Callable[..., Settings]:
+def database_url(request: Any) -> str:
+    """The store's engine: "" = SQLite in MODEL_DIR (the default); tests marked ``@both``
+    (tests/pgserver.py) run also on a fresh database of the suite's PostgreSQL server."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return ""
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, ls_server: FakeLabelStudio, database_url: str) -> Callable[..., Settings]:
     def make(**env: str) -> Settings:
         base = {
             "LABEL_STUDIO_URL": ls_server.url,
             "LABEL_STUDIO_API_KEY": TOKEN,
             "MODEL_DIR": str(tmp_path / "model_dir"),
+            "CAMCUT_DATABASE_URL": database_url,
             "CAMCUT_WEBHOOK_SYNC": "1",
         }
         base.update(env)

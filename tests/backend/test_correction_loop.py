@@ -22,6 +22,7 @@ from model import adapt
 from model.engine import get_config
 from model.techniques import Technique
 from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, mask_iou, rect
+from tests.pgserver import both
 
 CLASS = "cat"
 
@@ -60,6 +61,7 @@ def held_out_iou(client: Any, stems: list[str]) -> tuple[float, set[str]]:
 
 
 @pytest.mark.parametrize("start", ["", "fpf 0.2"], ids=["served-default", "poor-start-fpf-0.2"])
+@both  # the store on SQLite and on PostgreSQL
 def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Path, start: str, ls_server: Any) -> None:
     """From the default technique (already near the best t: must not get worse) and from a
     poorly chosen one (CAMCUT_BOX_TECHNIQUE=fpf 0.2: corrections must make it strictly better)."""

@@ -3,23 +3,28 @@ one task once stored 200 rows); the batch prediction of the task and the newest 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from backend.store import INTERACTIVE_KEPT
+from backend.store import INTERACTIVE_KEPT, Store
 from tests.backend.conftest import LABEL_CONFIG, image_size, rect, voc_boxes
+from tests.pgserver import both
+
+pytestmark = both  # the store on SQLite and on PostgreSQL
 
 DOG = "2007_000063"
 PROMPTS = 40
 
 
-def rows(model_dir: Path, task_id: int) -> list[tuple[str, int]]:
-    with sqlite3.connect(model_dir / "camcut.sqlite3") as db:
-        return db.execute("SELECT region_id, interactive FROM predictions WHERE task_id=? ORDER BY rowid", (task_id,)).fetchall()
+def rows(model_dir: Path, url: str, task_id: int) -> list[tuple[str, int]]:
+    with Store(model_dir, url).transaction(write=False) as db:
+        found = db.execute(
+            "SELECT region_id, interactive FROM predictions WHERE task_id=? ORDER BY created, region_id", (task_id,)
+        ).fetchall()
+    return [(str(r), int(i)) for r, i in found]
 
 
-def test_interactive_prompts_keep_a_bounded_number_of_rows(app_factory: Any, tmp_path: Path) -> None:
+def test_interactive_prompts_keep_a_bounded_number_of_rows(app_factory: Any, tmp_path: Path, database_url: str) -> None:
     client = app_factory().test_client()
     w, h = image_size(DOG)
     box = voc_boxes(DOG)[0][1]
@@ -42,7 +47,7 @@ def test_interactive_prompts_keep_a_bounded_number_of_rows(app_factory: Any, tmp
         )
         [res] = r.get_json()["results"][0]["result"]
         returned.append(res["id"])
-    stored = rows(tmp_path / "model_dir", 77)
+    stored = rows(tmp_path / "model_dir", database_url, 77)
     interactive = [rid for rid, flag in stored if flag]
     print(f"{PROMPTS} interactive prompts on one task: {len(stored)} stored rows ({len(interactive)} interactive)")
     assert len(interactive) == INTERACTIVE_KEPT < PROMPTS
@@ -50,4 +55,4 @@ def test_interactive_prompts_keep_a_bounded_number_of_rows(app_factory: Any, tmp
     assert (batch_region, 0) in stored  # the batch prediction is not pushed out by prompts
     # a batch prediction of the task replaces everything, prompts included
     client.post("/predict", json={"tasks": [task], "project": "5.1", "label_config": LABEL_CONFIG})
-    assert [flag for _, flag in rows(tmp_path / "model_dir", 77)] == [0]
+    assert [flag for _, flag in rows(tmp_path / "model_dir", database_url, 77)] == [0]

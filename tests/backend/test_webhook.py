@@ -12,6 +12,9 @@ import pytest
 
 from backend.results import mask_to_rle
 from tests.backend.conftest import LABEL_CONFIG, FakeLabelStudio, image_size, instance_masks, rect, voc_boxes
+from tests.pgserver import both
+
+pytestmark = both  # the store on SQLite and on PostgreSQL
 
 DOG = "2007_000063"
 PROJECT = {"id": 9, "label_config": LABEL_CONFIG, "title": "p"}

@@ -1,6 +1,6 @@
-"""Crash safety of the webhook inbox and the SQLite statistics: SIGKILL / SIGTERM while webhooks
-arrive, restart, every acknowledged event processed once; two processes writing at once lose
-nothing; a writer killed mid-transaction leaves whole transactions."""
+"""Crash safety of the webhook inbox and the statistics, on SQLite and on PostgreSQL: SIGKILL /
+SIGTERM while webhooks arrive, restart, every acknowledged event processed once; two processes
+writing at once lose nothing; a writer killed mid-transaction leaves whole transactions."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import requests
 
+from backend.database import Database
 from backend.results import mask_to_rle
 from tests.backend.conftest import TOKEN, FakeLabelStudio, image_size, instance_masks
+from tests.pgserver import both
 from tests.reliability.conftest import LABEL_CONFIG, ROOT, Gunicorn
 
 PROJECT = {"id": 4, "label_config": LABEL_CONFIG}
@@ -65,21 +68,35 @@ def event(aid: int) -> dict[str, Any]:
     }
 
 
-def integrity(db: Path) -> str:
-    with sqlite3.connect(db) as c:
-        return c.execute("PRAGMA integrity_check").fetchone()[0]
+class Db:
+    """The store's database as the test reads it: SQLite in ``md`` (``url`` "") or PostgreSQL."""
 
+    def __init__(self, md: Path, url: str) -> None:
+        self.file, self.url = md / "camcut.sqlite3", url
 
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    c = sqlite3.connect(db)
-    try:
-        return c.execute(sql).fetchall()
-    except sqlite3.OperationalError as exc:  # the database may not exist yet, or lack a table
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        c.close()
+    def integrity(self) -> str:
+        """SQLite's file check; PostgreSQL's data are the server's (a killed client cannot tear them)."""
+        if self.url:
+            return "ok"
+        with sqlite3.connect(self.file) as c:
+            return str(c.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.url:
+            try:
+                with Database(self.url, self.file).transaction(write=False) as tx:
+                    return [tuple(r) for r in tx.execute(sql).fetchall()]
+            except psycopg.errors.UndefinedTable:  # the store has not made its tables yet
+                return []
+        c = sqlite3.connect(self.file)
+        try:
+            return c.execute(sql).fetchall()
+        except sqlite3.OperationalError as exc:  # the database may not exist yet, or lack a table
+            if "no such table" in str(exc):
+                return []
+            raise
+        finally:
+            c.close()
 
 
 @pytest.fixture
@@ -136,19 +153,20 @@ class Burst:
                         self.reached.set()
 
 
-def learned(db: Path) -> dict[int, list[str]]:
+def learned(db: Db) -> dict[int, list[str]]:
     """annotation id -> statuses of its learned versions (one row per version in ``events``;
     before the inbox, ``pending`` rows there were claims, not outcomes)."""
     out: dict[int, list[str]] = {}
-    for aid, status in rows(db, "SELECT annotation_id, status FROM events WHERE status != 'pending'"):
+    for aid, status in db.rows("SELECT annotation_id, status FROM events WHERE status != 'pending'"):
         out.setdefault(int(aid), []).append(status)
     return out
 
 
 @pytest.mark.slow  # about 90 s each
 @pytest.mark.parametrize("sig, burst", [(signal.SIGKILL, 30), (signal.SIGTERM, 60)], ids=["SIGKILL", "SIGTERM"])
+@both
 def test_acknowledged_webhooks_survive_a_killed_server(
-    tmp_path: Path, ls_annotations: FakeLabelStudio, sig: int, burst: int
+    tmp_path: Path, ls_annotations: FakeLabelStudio, sig: int, burst: int, database_url: str
 ) -> None:
     """Webhooks are processed in the background (the default). Before the inbox, an
     acknowledged event lived in memory: after SIGKILL 28 of 30, after SIGTERM 20 of 60
@@ -164,6 +182,7 @@ def test_acknowledged_webhooks_survive_a_killed_server(
         "LABEL_STUDIO_URL": ls_annotations.url,
         "LABEL_STUDIO_API_KEY": TOKEN,
         "CAMCUT_ADAPT_THRESHOLDS": "0.5,0.7",
+        "CAMCUT_DATABASE_URL": database_url,
     }
     g = Gunicorn(env, tmp_path / "gunicorn.log")
     try:
@@ -177,8 +196,8 @@ def test_acknowledged_webhooks_survive_a_killed_server(
         g.kill()
     delivered, acked = b.delivered, b.acked
     assert len(acked) >= burst, Path(g.log.name).read_text()[-2000:]
-    db = md / "camcut.sqlite3"
-    assert integrity(db) == "ok"
+    db = Db(md, database_url)
+    assert db.integrity() == "ok"
     done_at_kill = learned(db)
     waiting_at_kill = sorted(acked - set(done_at_kill))
 
@@ -197,9 +216,9 @@ def test_acknowledged_webhooks_survive_a_killed_server(
         assert lost == [], f"{len(lost)} of {len(acked)} acknowledged events never processed: {lost[:10]}"
         assert all(after[a] == ["processed"] for a in acked), after  # processed once: one learned version each
         assert set(after) <= delivered  # nothing invented
-        inbox = {int(a): (state, runs) for a, state, runs in rows(db, "SELECT annotation_id, state, runs FROM inbox")}
+        inbox = {int(a): (state, runs) for a, state, runs in db.rows("SELECT annotation_id, state, runs FROM inbox")}
         assert all(inbox[a] == ("done", 1) for a in acked), {a: inbox.get(a) for a in acked if inbox.get(a) != ("done", 1)}
-        assert integrity(db) == "ok"
+        assert db.integrity() == "ok"
     finally:
         g2.kill(signal.SIGTERM)
 
@@ -211,8 +230,8 @@ import sys
 from pathlib import Path
 from backend.inbox import Inbox, owner_id
 from backend.store import Correction, Store, write_corrections
-md, base, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-st = Store(md)
+md, base, n, url = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+st = Store(md, url)
 inbox, me = Inbox(st, 10**9), owner_id()
 print("ready", flush=True)
 sys.stdin.readline()
@@ -244,8 +263,8 @@ def _child(code: str, *args: object) -> subprocess.Popen[str]:
     )
 
 
-def _writer(md: Path, base: int, n: int) -> subprocess.Popen[str]:
-    return _child(WRITER, md, base, n)
+def _writer(md: Path, base: int, n: int, url: str) -> subprocess.Popen[str]:
+    return _child(WRITER, md, base, n, url)
 
 
 def go(procs: list[subprocess.Popen[str]]) -> None:
@@ -258,60 +277,105 @@ def go(procs: list[subprocess.Popen[str]]) -> None:
         p.stdin.flush()
 
 
-def test_two_processes_write_at_once(tmp_path: Path) -> None:
+@both
+def test_two_processes_write_at_once(tmp_path: Path, database_url: str) -> None:
     md = tmp_path / "md"
     md.mkdir()
     n = 150
-    procs = [_writer(md, 0, n), _writer(md, 100_000, n)]
+    procs = [_writer(md, 0, n, database_url), _writer(md, 100_000, n, database_url)]
     go(procs)
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=False):
         assert p.returncode == 0, err[-2000:]
-    db = md / "camcut.sqlite3"
-    assert integrity(db) == "ok"
-    assert rows(db, "SELECT status, COUNT(*) FROM events GROUP BY status") == [("processed", 2 * n)]
-    assert rows(db, "SELECT COUNT(*) FROM corrections") == [(4 * n,)]
-    assert rows(db, "SELECT COUNT(*) FROM scores") == [(12 * n,)]
+    db = Db(md, database_url)
+    assert db.integrity() == "ok"
+    assert db.rows("SELECT status, COUNT(*) FROM events GROUP BY status") == [("processed", 2 * n)]
+    assert db.rows("SELECT COUNT(*) FROM corrections") == [(4 * n,)]
+    assert db.rows("SELECT COUNT(*) FROM scores") == [(12 * n,)]
 
 
-def test_sigkill_store_writer_mid_transaction(tmp_path: Path) -> None:
+@both
+def test_sigkill_store_writer_mid_transaction(tmp_path: Path, database_url: str) -> None:
     from backend.store import Store
 
     md = tmp_path / "md"
     md.mkdir()
-    p = _writer(md, 0, -1)  # writes until killed
+    p = _writer(md, 0, -1, database_url)  # writes until killed
     go([p])
     done = []
-    for line in p.stdout:  # stdout=PIPE
+    for line in p.stdout or ():  # stdout=PIPE
         done.append(int(line))
         if len(done) >= 200:
             break
     p.kill()  # SIGKILL the process we started, in the middle of its write loop
     p.wait(timeout=30)
-    done += [int(x) for x in p.stdout.read().split()]
-    db = md / "camcut.sqlite3"
-    assert integrity(db) == "ok"
-    ev = dict(rows(db, "SELECT annotation_id, status FROM events"))
+    done += [int(x) for x in (p.stdout.read() if p.stdout else "").split()]
+    db = Db(md, database_url)
+    assert db.integrity() == "ok"
+    ev = dict(db.rows("SELECT annotation_id, status FROM events"))
     assert all(ev[a] == "processed" for a in done)
     # transactions are atomic: an annotation has all of its corrections and scores or none
-    per = rows(
-        db,
+    per = db.rows(
         "SELECT c.annotation_id, COUNT(DISTINCT c.region_key),"
         " (SELECT COUNT(*) FROM scores s WHERE s.annotation_id=c.annotation_id)"
         " FROM corrections c GROUP BY c.annotation_id",
     )
     assert all(k == 2 and s == 6 for _, k, s in per), per[:5]
     assert {a for a, _, _ in per} >= set(done)
-    waiting = rows(db, "SELECT annotation_id, state FROM inbox WHERE state != 'done'")
+    waiting = db.rows("SELECT annotation_id, state FROM inbox WHERE state != 'done'")
     assert len(waiting) <= 1 and all(a not in done for a, _ in waiting)
     from backend.inbox import Inbox, owner_id
 
-    inbox = Inbox(Store(md), 10**9)  # "restart": the claim of the killed writer is taken over, a finished one is not
+    inbox = Inbox(Store(md, database_url), 10**9)  # "restart": the killed writer's claim is taken over, a finished one is not
     for a, _ in waiting:
-        item = inbox.claim(owner_id())
+        # PostgreSQL: the killed writer's presence lock ends when the server has seen its socket close
+        deadline = time.monotonic() + 30
+        while (item := inbox.claim(owner_id())) is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # poll interval of a deadline-bounded wait for the server
         assert item is not None and item.annotation_id == a
     assert inbox.claim(owner_id()) is None
     assert inbox.claim(owner_id(), only=("p", done[0], "ANNOTATION_CREATED")) is None
+
+
+@both
+def test_a_live_claim_is_not_taken_over(tmp_path: Path, database_url: str) -> None:
+    """A claim whose owner is alive (another process: on PostgreSQL, possibly on another host)
+    stays with it; killed, its claim is taken over."""
+    from backend.inbox import Inbox, owner_id
+    from backend.store import Store
+
+    md = tmp_path / "md"
+    md.mkdir()
+    holder = _child(CLAIMER, md, database_url)
+    go([holder])
+    assert holder.stdout is not None and holder.stdout.readline() == "claimed\n", (
+        holder.stderr.read()[-2000:] if holder.stderr else ""
+    )
+    inbox = Inbox(Store(md, database_url), 10**9)
+    try:
+        assert inbox.claim(owner_id()) is None  # alive: not ours to take
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while (item := inbox.claim(owner_id())) is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # poll interval of a deadline-bounded wait for the server to see the socket close
+    assert item is not None and item.annotation_id == 1
+
+
+CLAIMER = """
+import sys
+from pathlib import Path
+from backend.inbox import Inbox, owner_id
+from backend.store import Store
+inbox = Inbox(Store(Path(sys.argv[1]), sys.argv[2]), 10)
+print("ready", flush=True)
+sys.stdin.readline()
+assert inbox.put("p", [(1, "ANNOTATION_CREATED")])
+assert inbox.claim(owner_id()) is not None
+print("claimed", flush=True)
+sys.stdin.readline()  # holds the claim until killed
+"""
 
 
 def test_reused_pid_does_not_keep_a_dead_claim() -> None:
@@ -332,19 +396,24 @@ from pathlib import Path
 from backend.store import Store
 print("ready", flush=True)
 sys.stdin.readline()
-Store(Path(sys.argv[1]))
+Store(Path(sys.argv[1]), sys.argv[2])
 """
 
 
-def test_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
-    """Gunicorn workers start together on an empty MODEL_DIR: switching the new file to WAL
-    raced ("database is locked" at once, 11 of 160 openings before the retry was added)."""
-    for round_ in range(12):
+@both
+def test_processes_opening_a_new_store_at_once(tmp_path: Path, database_url: str, request: Any) -> None:
+    """Gunicorn workers (or replicas) start together on an empty store: switching the new SQLite
+    file to WAL raced ("database is locked" at once, 11 of 160 openings before the retry was
+    added); on PostgreSQL the migration runs once, under its lock."""
+    for round_ in range(12 if not database_url else 4):
         md = tmp_path / f"md{round_}"
         md.mkdir()
-        procs = [_child(OPENER, md) for _ in range(4)]
+        url = request.getfixturevalue("postgres").create_database() if database_url else ""
+        procs = [_child(OPENER, md, url) for _ in range(4)]
         go(procs)
         for p in procs:
             _, err = p.communicate(timeout=60)
             assert p.returncode == 0, err[-2000:]
-        assert integrity(md / "camcut.sqlite3") == "ok"
+        db = Db(md, url)
+        assert db.integrity() == "ok"
+        assert db.rows("SELECT version FROM schema_version") == [(1,)]
