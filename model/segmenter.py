@@ -85,6 +85,11 @@ class Segmenter:
         return self._cnn
 
     @property
+    def answers_from_previous(self) -> bool:
+        """Whether box calls start from the ``previous`` mask with the clicks in the cut (featcut)."""
+        return self._needs_features
+
+    @property
     def image(self) -> np.ndarray:
         if self._image is None:
             raise RuntimeError("call set_image() first")
