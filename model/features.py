@@ -41,7 +41,7 @@ DEFAULT_DIMS = 8  # per layer; the outside experiment's choice, set before any r
 MAX_FIT_PIXELS = 1024  # pixels the per-image PCA is fitted on (a regular subsample; projection uses all)
 PCA_SEED = 0  # start of the subspace iteration: fixed, so features are deterministic
 PCA_ITERATIONS = 6
-WINDOW_CACHE = 8  # window() answers kept per image (a few boxes' windows; ~2 MB each at 160 px)
+WINDOW_CACHE = 4  # window() answers kept per image (~2 MB each at 160 px; the backend caches 8 images)
 
 
 @dataclass(frozen=True)

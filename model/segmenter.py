@@ -8,6 +8,7 @@ its IoU with a second opinion (the same prompt cut with another technique).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -77,9 +78,14 @@ class Segmenter:
             if cnn is None and not self._needs_features:  # one pass gives the CAM and fire3 / fire5
                 cnn = self._tagprop.run(self._image)
         if self._needs_features:  # one pass gives the CAM and the features (a cached CAM is the same)
-            self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side)
+            kept = cnn.features if cnn is not None else None
+            if isinstance(kept, PixelFeatures) and kept.image_shape == self._image.shape[:2]:
+                self._features = kept  # the caller's cached output of this very image: no second pass
+            else:
+                self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side)
             if cnn is None:
                 cnn = CnnOutput(logits=self._features.logits, voc_cams=pool_voc_cams(self._features.cam))
+            cnn = dataclasses.replace(cnn, features=self._features)
         self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side)
         self._upsampled = {}
         return self._cnn
