@@ -147,6 +147,9 @@ def test_adapt_scores_and_choice(camnet: Any) -> None:
     assert adapt.choose_technique({"a": (0.5, 2), "b": (0.7, 1)}, 2) == ("a", 0.5, 2)
     assert adapt.choose_technique({"a": (0.5, 1)}, 2) is None
     assert adapt.choose_technique({"a": (0.6, 3), "b": (0.6, 3)}, 3, default="b")[0] == "b"
+    # the configured technique stays unless another beats it by MIN_GAIN on the corrections
+    assert adapt.choose_technique({"a": (0.605, 3), "b": (0.6, 3)}, 3, default="b")[0] == "b"
+    assert adapt.choose_technique({"a": (0.62, 3), "b": (0.6, 3)}, 3, default="b")[0] == "a"
     assert adapt.iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
     with pytest.raises(ValueError):
         adapt.score_candidates(seg, adapt.Prompt(CLASS), np.zeros((3, 3), bool), cands)
