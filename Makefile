@@ -78,7 +78,7 @@ eval: install
 
 # Speed, memory and quality of reference vs default side by side (see README "Speed").
 bench: install
-	$(PY) -m bench --voc ../shared/voc2012/VOC2012 --configs reference,default,quality --soak-configs default --out runs/bench
+	$(PY) -m bench --voc ../shared/voc2012/VOC2012 --configs reference,default,featcut --soak-configs featcut --out runs/bench
 
 clean:
 	rm -rf $(VENV) .venv-ls .cache runs out .pytest_cache .mypy_cache .ruff_cache

@@ -258,10 +258,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "engine_config",
         "CAMCUT_CONFIG",
-        "default",
+        "featcut",
         text,
-        "engine configuration: default (fast, see README Results), quality (slower, better boxes) "
-        "or reference (the report's pipeline)",
+        "engine configuration: featcut (served: the feature cut, see README Results), default (the GrabCut "
+        "core served before it), quality (slower GrabCut) or reference (the report's pipeline)",
     ),
     Setting(
         "box_technique",

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--voc", default=os.environ.get("CAMCUT_VOC", "../shared/voc2012/VOC2012"), help="VOC2012 folder")
     ap.add_argument(
-        "--configs", default="reference,default,quality", help="comma list of engine configurations (model.config.CONFIGS)"
+        "--configs", default="reference,default,featcut", help="comma list of engine configurations (model.config.CONFIGS)"
     )
     ap.add_argument("--images", type=int, default=None, help="first N images of the split (default: all)")
     ap.add_argument(

@@ -43,9 +43,9 @@ def _serve(argv: list[str]) -> int:
 def _segment(argv: list[str]) -> int:
     from model.cli import main
 
-    # the served configuration by default (model/cli.py's own default is the report's "reference")
+    # the served configuration by default (backend/config.py's CAMCUT_CONFIG default)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv = [*argv, "--config", "default"]
+        argv = [*argv, "--config", "featcut"]
     return main(argv)
 
 

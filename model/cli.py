@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--tag", action="append", help="VOC class to segment in the whole image (repeatable)")
     ap.add_argument("--class", dest="cls", help="VOC class of the box (needed by the CAM techniques)")
     ap.add_argument("--technique", help="e.g. 'grabcut', 'fpf 0.6', 'pfpb 0.3', 'cam 0.3' (default: the config's)")
-    ap.add_argument("--config", default="default", help="engine configuration (default: default, as camcut segment)")
+    ap.add_argument("--config", default="featcut", help="engine configuration (default: featcut, as camcut segment)")
     ap.add_argument("--weights", default=None, help="another SqueezeNet 1.1 state_dict (.pth)")
     ap.add_argument("--out", default=None, help="output prefix (default: next to the image)")
     a = ap.parse_args(argv)

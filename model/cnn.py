@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +31,10 @@ class CnnOutput:
 
     logits: np.ndarray  # (1000,) float32
     voc_cams: np.ndarray  # (20, h, w) float32, VOC_CLASSES order, >= 0
+    # The same pass's hypercolumns (model.features.PixelFeatures) when the configuration uses
+    # them (featcut), so that a caller caching this output (the backend's ImageCache) skips the
+    # pass on the annotator's next prompt too; not part of the evaluator's disk cache.
+    features: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

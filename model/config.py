@@ -92,7 +92,7 @@ def _key_value(v: object) -> str:
 REFERENCE = EngineConfig()
 
 # Named configurations, selectable by name in the evaluator, the CLI and the backend.
-# "default": the configuration the backend serves (README "Results" and "Speed" give the
+# "default": the configuration the backend served before "featcut" (README "Results" and "Speed" give the
 # measurements behind each choice). It keeps the report's techniques (F PF for boxes, PF PB
 # for tags) and changes how they run:
 # * the CNN at <= 320 px (CNN sizes 320..full changed object mIoU by < 0.6);
@@ -136,7 +136,8 @@ QUALITY = dataclasses.replace(
 # look-alikes toward their label, starting from the previous mask. Settings in FeatCutParams,
 # chosen on both halves of the 205 VOC images (README "The feature cut"). Tags: default's
 # GrabCut masks gated by CAMs spread over SqueezeNet features (class_tagprop, model/tagprop.py);
-# clicks without a box: default's GrabCut.
+# clicks without a box: default's GrabCut. The backend serves it (CAMCUT_CONFIG's default): it beats
+# "default" on boxes, tags and clicks (README "The feature cut").
 FEATCUT = dataclasses.replace(DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True)
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(

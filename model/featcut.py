@@ -53,7 +53,8 @@ class FeatCutParams:
     pairwise_features: float = 0.0  # weight of hypercolumn differences beside Lab in the pairwise term
     click_weight: float = 20.0  # LR sample weight of a click-disk pixel (a window pixel weighs 1)
     click_sigma: float = 0.25  # spatial sigma of the click prior, fraction of sqrt(box area)
-    click_tau: float = 1.0  # feature distance scale of the prior (per z-scored dimension)
+    click_tau: float = 0.7  # feature distance scale of the prior (per z-scored dimension): 1 -> 0.7 -> 0.5,
+    # kept where both halves stop improving at 90% (README "The feature cut")
     click_strength: float = 8.0  # nats added against the other label at the click's own look-alikes
     prev_near_click: float = 1.0  # previous-mask weight removed near clicks (x the click prior)
     cleanup: bool = True
@@ -118,23 +119,29 @@ class FeatCut:
 
     def __init__(self, params: FeatCutParams | None = None) -> None:
         self.p = params or FeatCutParams()
-        self._windows: dict[tuple, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] = {}
+        self._windows: dict[tuple, tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]] = {}
         self._priors: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def _inputs(self, image: np.ndarray, features: np.ndarray | None) -> tuple[tuple, np.ndarray, list[np.ndarray]]:
         """(cache key, z-scored Lab + hypercolumns, Potts weights) of a window."""
         use = self.p.use_features and features is not None
-        key = (image.shape, hash(image.tobytes()), hash(features.tobytes()) if use else None)  # type: ignore[union-attr]
+        fkey: tuple | None = None
+        if use:
+            # A read-only array is PixelFeatures.window's cached answer, the same object at every
+            # click on this window: its identity is its key (the entry holds it, so the id cannot be
+            # reused meanwhile). Hashing its bytes cost 7 ms a click; other arrays are still hashed.
+            fkey = ("id", id(features)) if not features.flags.writeable else ("bytes", hash(features.tobytes()))  # type: ignore[union-attr]
+        key = (image.shape, hash(image.tobytes()), fkey)
         hit = self._windows.get(key)
-        if hit is not None:
+        if hit is not None and (fkey is None or fkey[0] != "id" or hit[3] is features):
             return key, hit[1], hit[2]
         lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
         fz = _zscore(np.concatenate([lab, features], axis=2) if use else lab)
         guide = lab
         if self.p.pairwise_features > 0 and fz.shape[2] > 3:
             guide = np.concatenate([fz[:, :, :3], self.p.pairwise_features * fz[:, :, 3:]], axis=2)
-        entry = (lab, fz, potts_weights(guide, self.p.lam))
+        entry = (lab, fz, potts_weights(guide, self.p.lam), features)
         with self._lock:
             if len(self._windows) > 16:
                 self._windows.clear()

@@ -7,6 +7,11 @@ mask's equivalent radius, sqrt(area / pi) / 2) is definite foreground, the negat
 everything outside the mask definite background, and GrabCut decides the rest. The answer is
 never larger than ``mask`` and never contains a negative seed; a click outside the mask
 leaves it as it is.
+
+A configuration whose cut answers clicks from the previous mask (featcut) gets the prompt as
+one more click on that mask instead: the mask's bounding box with the negative seeds and
+``previous=mask`` (``Segmenter.segment_box``), so the click's feature look-alikes near it go
+too, as after any negative click in a box; the answer is confined to the mask alike.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from .prompts import Seeds
+from .prompts import Box, Seeds
 from .segmenter import Segmenter
 from .techniques import Technique
 
@@ -38,6 +43,15 @@ def subtract_negatives(
     core &= cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     if not core.any():  # the clicks sit in the middle of a small mask: all of it goes
         return np.zeros_like(mask), 0.0
+    if seg.answers_from_previous:
+        ys, xs = np.nonzero(mask)
+        box = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        negatives = Seeds(positive_mask=core, negative_points=seeds.negative_points, negative_mask=seeds.negative_mask)
+        # The box technique of the configuration (the tag technique the caller passes is for
+        # whole-image cuts); without a class, the box alone (naked GrabCut's initial mask).
+        tech = seg.config.box_technique if voc_class is not None else Technique("grabcut")
+        res = seg.segment_box(box, voc_class, tech, seeds=negatives, previous=mask)
+        return res.mask & mask & ~neg, res.score
     res = seg.segment_seeds(
         Seeds(positive_mask=core, negative_points=seeds.negative_points, negative_mask=neg | ~mask), voc_class, technique
     )

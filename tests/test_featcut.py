@@ -145,3 +145,22 @@ def test_min_cut_follows_unary_and_smooths() -> None:
     assert np.array_equal(alone, noisy)  # no pairwise: the unary's labels
     smooth = min_cut(cost_fg, cost_bg, potts_weights(flat, 0.6))
     assert (smooth != truth).sum() < (noisy != truth).sum() / 3  # Potts removes most flips
+
+
+def test_negative_click_alone_cuts_from_the_mask_with_the_featcut_core(ds: VocDataset, seg: Segmenter) -> None:
+    """Alt-click without a box (model/refine.py) on featcut's own masks: each answer lies inside
+    the mask, drops the clicked pixel, and on average the clicks raise IoU."""
+    from model.refine import subtract_negatives
+
+    gains = []
+    for _s, o, gt, valid in _objects(ds, seg):
+        m = seg.segment_box(o.box, o.name).mask
+        click = next_click(m, gt, valid)
+        if click is None or click[2]:
+            continue
+        x, y, _ = click
+        new, _score = subtract_negatives(seg, m, Seeds((), ((float(x), float(y)),)), o.name, seg.config.class_technique)
+        assert not (new & ~m).any() and not new[y, x]
+        gains.append(iou(new, gt, valid) - iou(m, gt, valid))
+    assert len(gains) >= 2, "too few negative first clicks on the test images"
+    assert float(np.mean(gains)) > 0.01

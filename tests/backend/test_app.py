@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from backend.config import read_setting
 from backend.labels import LabelMap, LabelMapError
 from tests.backend.conftest import LABEL_CONFIG
 
@@ -30,7 +31,8 @@ def test_health_and_metrics(client: Any) -> None:
         r = client.get(path)
         assert r.status_code == 200 and r.get_json()["status"] == "UP"
     m = client.get("/metrics").get_json()
-    assert m["engine"].startswith("default:") and len(m["weights_sha256"]) == 64
+    served = read_setting("CAMCUT_CONFIG", {})  # the configuration served when CAMCUT_CONFIG is unset
+    assert m["engine"].startswith(f"{served}:") and len(m["weights_sha256"]) == 64
 
 
 def test_basic_auth(app_factory: Any) -> None:

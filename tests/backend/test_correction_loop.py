@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from backend.config import read_setting
 from backend.results import mask_to_rle, rle_to_mask
 from model import adapt
 from model.engine import get_config
@@ -71,7 +72,8 @@ def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Pa
     client = app_factory(CAMCUT_MIN_CORRECTIONS="3", CAMCUT_BOX_TECHNIQUE=start).test_client()
     v0 = client.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"]
     before, techs_before = held_out_iou(client, held)
-    assert techs_before == {Technique.parse(start).label if start else get_config("default").box_technique.label}
+    served = get_config(read_setting("CAMCUT_CONFIG", {}))
+    assert techs_before == {Technique.parse(start).label if start else served.box_technique.label}
 
     for k, stem in enumerate(train):
         results = predict(client, stem, 2000 + k)
@@ -147,6 +149,9 @@ def test_adapt_scores_and_choice(camnet: Any) -> None:
     assert adapt.choose_technique({"a": (0.5, 2), "b": (0.7, 1)}, 2) == ("a", 0.5, 2)
     assert adapt.choose_technique({"a": (0.5, 1)}, 2) is None
     assert adapt.choose_technique({"a": (0.6, 3), "b": (0.6, 3)}, 3, default="b")[0] == "b"
+    # the configured technique stays unless another beats it by MIN_GAIN on the corrections
+    assert adapt.choose_technique({"a": (0.605, 3), "b": (0.6, 3)}, 3, default="b")[0] == "b"
+    assert adapt.choose_technique({"a": (0.62, 3), "b": (0.6, 3)}, 3, default="b")[0] == "a"
     assert adapt.iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
     with pytest.raises(ValueError):
         adapt.score_candidates(seg, adapt.Prompt(CLASS), np.zeros((3, 3), bool), cands)

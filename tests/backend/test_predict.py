@@ -60,7 +60,10 @@ def test_boxes_from_task_predictions(client: Any) -> None:
     dog = check_result(pred["result"][0], DOG)
     assert best_iou(dog, DOG, "dog") > 0.8  # measured 0.90
     assert pred["score"] == pytest.approx(np.mean([r["score"] for r in pred["result"]]), abs=1e-6)
-    assert pred["model_version"].startswith("camcut-default-")  # the backend serves the default config
+    from backend.config import read_setting
+
+    served = read_setting("CAMCUT_CONFIG", {})
+    assert pred["model_version"].startswith(f"camcut-{served}-")  # the backend serves CAMCUT_CONFIG's default
     # the mask stays inside its box
     x0, y0, x1, y1 = voc_boxes(DOG)[0][1]
     outside = dog.copy()
@@ -149,7 +152,9 @@ def test_nothing_given_uses_predicted_classes(client: Any, camnet: Any) -> None:
     )
     [pred] = predict(client, [{"id": 17, "data": {"image": f"/data/upload/1/{CAT}.jpg"}}], config=config)
     assert pred["mode"] == "guess"
-    seg = Segmenter(get_config("default"), net=camnet)
+    from backend.config import read_setting
+
+    seg = Segmenter(get_config(read_setting("CAMCUT_CONFIG", {})), net=camnet)  # the served configuration
     seg.set_image(decode_image(jpeg(CAT)))
     expected = {g.voc_class for g in seg.predict_classes(0.2, 3)} & {"dog", "cat", "person", "chair", "bird"}
     got = {r["meta"]["voc_class"] for r in pred["result"]}
@@ -296,8 +301,12 @@ def test_bad_boxes(client: Any) -> None:
 
 
 def test_second_prompt_on_the_same_image_reuses_image_and_cnn(client: Any, monkeypatch: Any) -> None:
-    """Interactive prompts on one task: the image is fetched and the CNN run once (SamPredictor-style)."""
+    """Interactive prompts on one task: the image is fetched and the CNN run once (SamPredictor-style).
+
+    Counted are both ways the engine runs the network: CamNet.run (the GrabCut presets) and
+    model.features.forward_features (featcut's pass that gives the CAM and the hypercolumns)."""
     from backend.model import CamCutModel
+    from model import features
     from model.engine import CamNet
 
     model: CamCutModel = client.application.config["CAMCUT_MODEL"]
@@ -312,8 +321,15 @@ def test_second_prompt_on_the_same_image_reuses_image_and_cnn(client: Any, monke
         calls["cnn"] += 1
         return real_run(self, *a, **k)
 
+    real_forward = features.forward_features
+
+    def counting_forward(*a: Any, **k: Any) -> Any:
+        calls["cnn"] += 1
+        return real_forward(*a, **k)
+
     monkeypatch.setattr(model, "load_image", counting_load)
     monkeypatch.setattr(CamNet, "run", counting_run)
+    monkeypatch.setattr(features, "forward_features", counting_forward)
     w, h = image_size(DOG)
     task = {"id": 4242, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}
     first = second = None
