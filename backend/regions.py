@@ -28,6 +28,17 @@ from .schema import Schema
 from .store import PredictedRegion
 
 
+def last_mask_for_box(
+    answered: list[PredictedRegion], box: tuple[float, float, float, float], h: int, w: int
+) -> np.ndarray | None:
+    """The newest box mask camcut predicted for this task from the same box (corners within a
+    pixel: Label Studio sends them back as percentages), decoded at the image's size; None if none."""
+    for r in reversed(answered):
+        if r.kind == "box" and r.box is not None and max(abs(a - b) for a, b in zip(r.box, box, strict=True)) <= 1.0:
+            return decode_brush(r.rle, r.height, r.width, h, w)
+    return None
+
+
 @dataclass(frozen=True)
 class AdaptedTechnique:
     """The technique the corrections of a project chose for one (kind, VOC class)."""
@@ -146,18 +157,20 @@ class RegionMaker:
         schema: Schema,
         out: TaskOutcome,
         seeds: Seeds | None = None,
+        previous: list[np.ndarray | None] | None = None,
     ) -> None:
         """One mask per labelled pixel box; the engine runs the boxes concurrently, a few at a
-        time (see :meth:`_chunks`), each mask encoded as soon as its chunk is done."""
+        time (see :meth:`_chunks`), each mask encoded as soon as its chunk is done. ``previous``
+        (per box, or None): the mask camcut last answered for that box, where the cut starts from it."""
         prompts, techs = [], []
-        for b in boxes:
+        for k, b in enumerate(boxes):
             cls = self.labels.resolve(b.label) if b.label else None
             if cls is None:
                 tech = Technique("grabcut")
                 out.warnings.append(f"label {b.label!r} has no engine class: naked GrabCut from its box")
             else:
                 tech = self.technique_for(adapted, "box", cls)
-            prompts.append(BoxPrompt(Box(*b.box), cls, tech, seeds))
+            prompts.append(BoxPrompt(Box(*b.box), cls, tech, seeds, previous[k] if previous else None))
             techs.append(tech)
         # Overlapping boxes are resolved on the raw masks of the task together (model/overlaps.py),
         # which costs a full-size mask per box: done while that stays under OVERLAP_BUDGET_PIXELS;
@@ -261,7 +274,13 @@ class RegionMaker:
         self.check_boxes(len(prompt.boxes))
         if prompt.boxes:
             pixel_boxes = [LabeledBox(b.label or label, b.box).to_pixels(w, h) for b in prompt.boxes]
-            self.box_regions(seg, pixel_boxes, adapted, schema, out, seeds)
+            # Clicks on a boxed object refine the mask camcut answered for that box, not a fresh one
+            # (the click loop the evaluator's clicks task measures); only a cut that uses it needs it.
+            starts = None
+            if not seeds.is_empty() and seg.answers_from_previous:
+                answered = previous()
+                starts = [last_mask_for_box(answered, b.box, h, w) for b in pixel_boxes]
+            self.box_regions(seg, pixel_boxes, adapted, schema, out, seeds, starts)
             return
         if seeds.is_empty():
             raise TaskError("the interactive context has no rectangle, keypoint or brush stroke on the image")

@@ -366,3 +366,43 @@ def test_server_timing_splits_compute_and_download(client: Any) -> None:
     t = parse_server_timing(r.headers["Server-Timing"])
     assert set(t) == {"predict", "download"}
     assert 0 < t["download"] < t["predict"]  # the image came from the fake Label Studio, then 2 masks were made
+
+
+def test_clicks_on_a_box_refine_the_mask_answered_for_that_box(client: Any, camnet: Any) -> None:
+    """A box, then a click on the part it missed: the served cut (featcut) starts from the mask
+    camcut answered for that box (the click loop the clicks task measures), not from scratch."""
+    from scipy import ndimage
+
+    from backend.config import read_setting
+    from backend.prompts import LabeledBox, interactive_prompt
+    from model import Box, Segmenter, decode_image
+    from model.engine import get_config
+    from tests.backend.conftest import jpeg
+
+    w, h = image_size(DOG)
+    box = voc_boxes(DOG)[0][1]
+    gt = next(g for c, g in instance_masks(DOG) if c == "dog")
+    task = {"id": 210, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}
+    drawn = {**rect("dog", box, w, h, "user1"), "origin": "manual"}
+    [first] = predict(client, [task], {"result": [drawn]})
+    m0 = check_result(first["result"][0], DOG)
+    missed = gt & ~m0  # the click goes to the interior of the largest missed region
+    labels, n = ndimage.label(missed)
+    assert n, "the box mask already covers the dog"
+    biggest = labels == 1 + int(np.argmax(ndimage.sum(missed, labels, range(1, n + 1))))
+    y, x = np.unravel_index(int(np.argmax(ndimage.distance_transform_edt(biggest))), biggest.shape)
+    context = {"result": [drawn, keypoint(float(x), float(y), w, h, True, "dog")]}
+    [second] = predict(client, [task], context)
+    m1 = check_result(second["result"][0], DOG)
+    [fresh] = predict(client, [{**task, "id": 211}], context)  # the same prompt on a task with no answer yet
+
+    config = get_config(read_setting("CAMCUT_CONFIG", {}))
+    seg = Segmenter(config, net=camnet)
+    seg.set_image(decode_image(jpeg(DOG)))
+    assert seg.answers_from_previous
+    prompt = interactive_prompt(context["result"], w, h, 10**9)
+    pixel_box = LabeledBox("dog", prompt.boxes[0].box).to_pixels(w, h).box
+    expected = seg.segment_box(Box(*pixel_box), "dog", config.box_technique, seeds=prompt.seeds, previous=m0)
+    assert np.array_equal(m1, expected.mask)
+    assert not np.array_equal(m1, decode(fresh["result"][0]))  # the previous mask changed the answer
+    assert mask_iou(m1, gt) > mask_iou(m0, gt)
