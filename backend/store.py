@@ -51,6 +51,20 @@ CREATE TABLE IF NOT EXISTS scores (
     kind TEXT NOT NULL, voc_class TEXT NOT NULL, technique TEXT NOT NULL, iou REAL NOT NULL,
     PRIMARY KEY (project, annotation_id, region_key, technique)
 );
+CREATE TABLE IF NOT EXISTS head_samples (
+    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, region_key TEXT NOT NULL,
+    voc_class TEXT NOT NULL, agreement REAL NOT NULL, core_iou REAL NOT NULL, arrays BLOB NOT NULL,
+    updated_at TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (project, annotation_id, region_key)
+);
+CREATE TABLE IF NOT EXISTS heads (
+    project TEXT NOT NULL, voc_class TEXT NOT NULL, version TEXT NOT NULL, arrays BLOB NOT NULL,
+    PRIMARY KEY (project, voc_class)
+);
+CREATE TABLE IF NOT EXISTS head_fits (
+    project TEXT PRIMARY KEY, version TEXT NOT NULL, samples INTEGER NOT NULL, fitted REAL NOT NULL,
+    accepted INTEGER NOT NULL, detail TEXT
+);
 """
 
 

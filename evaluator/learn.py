@@ -34,9 +34,8 @@ from scipy.stats import spearmanr
 
 from model import voc
 from model.engine import Segmenter, get_config
-from model.head import FitReport, Head, HeadSet, ObjectSample, fit_heads
+from model.head import FitReport, Head, HeadSet, ObjectSample, correction_sample, fit_heads
 from model.results import mask_iou
-from model.windows import box_window
 
 from .clicks import run_object, summarise
 from .dataset import VocDataset, VocSample
@@ -66,20 +65,14 @@ def correction_samples(seg: Segmenter, sample: VocSample) -> list[ObjectSample]:
     the training-free answer's pixels and the corrected mask there (model/head.py ``Hook``)."""
     seg.heads = HeadSet()  # record only: the answer is the training-free one
     seg.set_image(sample.image)
-    h, w = sample.object_mask.shape
-    out = []
     valid = sample.object_mask != 255
+    out = []
     for obj in sample.objects:
         gt = sample.object_mask == obj.instance
-        if not gt.any():
-            continue
-        res = seg.segment_box(obj.box, obj.name, agreement=True)
-        if res.learned is None or res.learned.x is None:
-            continue  # a fallback (tiny box, no background): nothing the head would see
-        x0, y0, x1, y1 = obj.box.clip(w, h)
-        wx0, wy0, wx1, wy1 = box_window(seg.config.crop_margin, x0, y0, x1, y1, w, h) or (0, 0, w, h)
-        crop = np.s_[wy0:wy1, wx0:wx1]
-        out.append(res.learned.sample(gt[crop], valid[crop], res.score, mask_iou(res.mask & valid, gt)))
+        if gt.any():
+            s = correction_sample(seg, obj.box, obj.name, gt, valid)
+            if s is not None:  # None: a fallback (tiny box, no background), nothing the head would see
+                out.append(s)
     return out
 
 

@@ -300,6 +300,28 @@ class HeadSet:
         return None
 
 
+def correction_sample(
+    seg: Any, box: Any, voc_class: str, corrected: np.ndarray, valid: np.ndarray | None = None
+) -> ObjectSample | None:
+    """What one correction teaches: the training-free box answer of ``seg`` (a Segmenter whose
+    ``heads`` is a record-only ``HeadSet()``, set before ``set_image``) for ``box`` (model.prompts
+    Box), and ``corrected`` (H, W bool, the annotator's mask; ``valid``: pixels that count).
+    None when the answer did not come from the featcut box cut (a fallback, another cut)."""
+    from .results import mask_iou
+    from .windows import box_window
+
+    res = seg.segment_box(box, voc_class, agreement=True)
+    hook = res.learned
+    if not isinstance(hook, Hook) or hook.x is None:
+        return None
+    h, w = corrected.shape
+    x0, y0, x1, y1 = box.clip(w, h)
+    wx0, wy0, wx1, wy1 = box_window(seg.config.crop_margin, x0, y0, x1, y1, w, h) or (0, 0, w, h)
+    crop = np.s_[wy0:wy1, wx0:wx1]
+    ok = valid if valid is not None else np.ones_like(corrected, bool)
+    return hook.sample(corrected[crop], ok[crop], float(res.score), mask_iou(res.mask & ok, corrected))
+
+
 # -- fitting --------------------------------------------------------------------------------
 def _fit_mlp(
     samples: Sequence[ObjectSample], classes: tuple[str, ...], hidden: int, epochs: int, budget_s: float, seed: int
@@ -437,4 +459,15 @@ def fit_heads(
     return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)))
 
 
-__all__ = ["FitReport", "Head", "HeadSet", "Hook", "ObjectSample", "fit_head", "fit_heads", "heldout_iou", "pixel_features"]
+__all__ = [
+    "FitReport",
+    "Head",
+    "HeadSet",
+    "Hook",
+    "ObjectSample",
+    "correction_sample",
+    "fit_head",
+    "fit_heads",
+    "heldout_iou",
+    "pixel_features",
+]
