@@ -56,7 +56,8 @@ def predict(client: Any, stem: str, tid: int, project: str) -> dict[str, Any]:
 
 def test_corrections_teach_a_head_kept_in_the_store(app_factory: Any, tmp_path: Path, ls_server: Any) -> None:
     stems = stems_with_objects(MIN_OBJECTS + REFIT_EVERY)
-    app = app_factory(CAMCUT_CONFIG="featcut")
+    # The threshold loop never adapts here (CAMCUT_MIN_CORRECTIONS out of reach): only the head may move the version.
+    app = app_factory(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000")
     client = app.test_client()
     other = stems[0]
     untaught_before = predict(client, other, 9000, "43.1")
@@ -107,7 +108,7 @@ def test_corrections_teach_a_head_kept_in_the_store(app_factory: Any, tmp_path: 
         assert not heads and v1 == v0
 
     # A restarted backend on the same MODEL_DIR serves the same version (the heads live in the store).
-    again = app_factory(CAMCUT_CONFIG="featcut").test_client()
+    again = app_factory(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000").test_client()
     assert again.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v1
     # The project without corrections keeps the training-free model: same version, same masks.
     assert client.post("/setup", json={"project": "43.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v0
