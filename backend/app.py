@@ -101,6 +101,8 @@ def create_app(settings: Settings | None = None, net: CamNet | None = None, mode
     configure_logging(settings)
     mdl = model or CamCutModel(settings, net=net)
     mdl.corrections.start()  # webhook events: the ones left waiting by an earlier run first
+    if not mdl.settings.webhook_sync:
+        mdl.learner.start()  # head re-fits in the background, the ones left due by an earlier run first
     app = Flask("camcut")
     app.config["CAMCUT_MODEL"] = mdl
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes  # werkzeug answers 413 past it, before parsing

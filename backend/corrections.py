@@ -23,6 +23,7 @@ from .database import DatabaseError, Tx
 from .errors import InboxFull, TaskError
 from .inbox import Apply, Inbox, Item, owner_id
 from .labelstudio import LabelStudioError
+from .learning import write_samples
 from .prompts import Corners, int64, rect_box
 from .redaction import redact
 from .results import decode_brush
@@ -86,6 +87,7 @@ def _ledger(
     status: str,
     detail: str,
     corrections: list[Correction] | None,
+    samples: list | None = None,
 ) -> Apply:
     """Record this version of the annotation; unless it errored, its corrections replace the
     earlier ones (none: the annotation no longer has a usable mask). A newer version already
@@ -106,6 +108,7 @@ def _ledger(
         )
         if status != "error":
             write_corrections(db, project, aid, updated_at, corrections)
+            write_samples(db, project, aid, updated_at, samples)  # the learned head's (backend/learning.py)
 
     return apply
 
@@ -113,6 +116,7 @@ def _ledger(
 def _withdraw(project: str, aid: int, action: str) -> Apply:
     def apply(db: Tx) -> None:
         write_corrections(db, project, aid, "", None)  # (takes the annotation's lock)
+        write_samples(db, project, aid, "", None)
         db.execute("DELETE FROM events WHERE project=? AND annotation_id=?", (project, aid))
 
     return apply
@@ -146,6 +150,7 @@ class CorrectionLoop:
             log.warning("correction loop %s", self.learning)
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
+        self._local = threading.local()  # score()'s head samples, for the ledger of the same event
 
     def start(self) -> None:
         """Begin processing (the web app calls this; the bulk runner's models do not): the
@@ -261,6 +266,10 @@ class CorrectionLoop:
         res: dict[str, Any] = {"status": outcome.status, "annotation": aid}
         if outcome.status == "error":
             res["error"] = outcome.detail
+        if outcome.status in ("processed", "deleted"):
+            self.model.learner.schedule(outcome.project)  # a background re-fit once enough are new
+            if self.model.settings.webhook_sync:
+                self.model.learner.drain()
         if outcome.status == "processed":
             res["corrections"] = outcome.count
             res["model_version"] = version = self.model.model_version(outcome.project)
@@ -306,6 +315,7 @@ class CorrectionLoop:
         if learned is not None and learned[1] != "error" and learned[0] >= updated_at:
             return Outcome("unchanged", f"version {updated_at} already learned", project=pkey)
         label_config = (client.project(project) or {}).get("label_config") or ""
+        self._local.samples = []
         try:
             result = self.score(pkey, label_config, ann, task)
         except LabelStudioError:
@@ -317,7 +327,7 @@ class CorrectionLoop:
         return Outcome(
             status,
             detail,
-            _ledger(pkey, aid, updated_at, task_id, item.action, status, detail, result),
+            _ledger(pkey, aid, updated_at, task_id, item.action, status, detail, result, self._local.samples),
             project=pkey,
             count=len(result),
         )
@@ -350,6 +360,7 @@ class CorrectionLoop:
         if not items:
             return []
         seg = Segmenter(self.model.config, net=self.model.net)
+        seg.heads = self.model.learner.recorder()  # box answers also teach the learned head
         seg.set_image(img)
         corrections: list[Correction] = []
         # class prompts: the class mask covers every instance, so union the class's strokes
@@ -367,6 +378,9 @@ class CorrectionLoop:
             else:
                 continue
             scores = adapt.score_candidates(seg, prompt, corrected, self.model.candidates(kind))
+            sample = self.model.learner.sample(seg, prompt.box, cls, corrected) if kind == "box" and prompt.box else None
+            if sample is not None:
+                self._local.samples.append((it.key, sample))
             pred_iou = None
             if pred is not None:
                 pred_iou = adapt.iou(decode_brush(pred.rle, pred.height, pred.width, h, w), corrected)

@@ -46,8 +46,28 @@ CREATE TABLE IF NOT EXISTS scores (
 )
 """
 
+# 2: the learned heads (backend/learning.py): per-object training samples, the kept heads
+# (one row per class, '' = project-wide) and the log of fits; arrays are np.savez bytes.
+HEADS = """
+CREATE TABLE IF NOT EXISTS head_samples (
+    project TEXT NOT NULL, annotation_id INTEGER NOT NULL, region_key TEXT NOT NULL,
+    voc_class TEXT NOT NULL, agreement REAL NOT NULL, core_iou REAL NOT NULL, arrays BLOB NOT NULL,
+    updated_at TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (project, annotation_id, region_key)
+);
+CREATE TABLE IF NOT EXISTS heads (
+    project TEXT NOT NULL, voc_class TEXT NOT NULL, version TEXT NOT NULL, arrays BLOB NOT NULL,
+    PRIMARY KEY (project, voc_class)
+);
+CREATE TABLE IF NOT EXISTS head_fits (
+    project TEXT PRIMARY KEY, version TEXT NOT NULL, samples INTEGER NOT NULL, fitted REAL NOT NULL,
+    accepted INTEGER NOT NULL, detail TEXT
+)
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (1, BASE),
+    (2, HEADS),
 ]
 
 

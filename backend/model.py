@@ -42,6 +42,7 @@ from .errors import SchemaError, TaskError
 from .fetch import FetchError, ImageFetcher
 from .labels import LabelMap
 from .labelstudio import LabelStudioError
+from .learning import Learner
 from .prompts import WantedClass, int64, is_interactive_context, task_boxes, task_tags
 from .redaction import RedactingFilter, redact
 from .regions import OVERLAP_BUDGET_PIXELS, Adapted, AdaptedTechnique, Region, RegionMaker, TaskOutcome, separate_boxes
@@ -132,6 +133,7 @@ class CamCutModel:
         self.labels = LabelMap.from_file(settings.label_map)
         self.regions = RegionMaker(settings, self.labels, self.config, self.technique_for)  # prompts -> masks
         self.store = Store(settings.model_dir, settings.database_url)
+        self.learner = Learner(self.store, self.config.cut == "featcut")  # learned heads (backend/learning.py)
         self.fetcher = fetcher or ImageFetcher(settings)
         self.corrections = CorrectionLoop(self)
         self.version_sync = VersionSync(self.fetcher.client)  # LS's project model_version follows ours
@@ -177,6 +179,9 @@ class CamCutModel:
             self.labels.version,
             json.dumps(sorted(f"{k}:{c}={a.technique.label}" for (k, c), a in adapted.items())),
         ]
+        head = self.learner.version(project)
+        if head:  # a project without an accepted head keeps the training-free version exactly
+            parts.append(head)
         digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
         return f"camcut-{self.config.name}-{digest}"
 
@@ -301,6 +306,7 @@ class CamCutModel:
         seg = Segmenter(
             self.config, net=self.net, threads=self.settings.cut_threads, tag_work_pixels=self.settings.tag_work_pixels
         )
+        seg.heads = self.learner.heads(project)  # None: the training-free model
         key = (str(task.get("id")), str((task.get("data") or {}).get(schema.value_key)))
         cached = self._images.get(key)
         if cached is not None:  # the annotator's next prompt on the same image: no download, no CNN
@@ -381,3 +387,4 @@ class CamCutModel:
 
     def close(self) -> None:
         self.corrections.close()
+        self.learner.close()

@@ -49,6 +49,11 @@ class CutInputs:
     previous: np.ndarray | None = None  # (H, W) float32 in [0, 1]: the mask answered last
     # Clicks (x, y, positive) in the accompanying array's pixels, oldest first.
     points: tuple[tuple[float, float, bool], ...] = ()
+    # A learned per-project head (model/head.py ``HeadHook``, passed through untouched) and the
+    # cross-image features it reads (a WindowSampler, resampled like ``features``). None: the
+    # training-free cut.
+    head: Any = None
+    head_features: WindowSampler | np.ndarray | None = None
 
 
 class WindowSampler(Protocol):
@@ -115,6 +120,8 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
     changes: dict[str, Any] = {}
     for f in fields(extras):
         a = getattr(extras, f.name)
+        if f.name == "head":
+            continue
         if f.name == "points":
             changes[f.name] = tuple(((x - x0) * sx, (y - y0) * sy, positive) for x, y, positive in a)
         elif isinstance(a, np.ndarray):

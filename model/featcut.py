@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -157,6 +158,8 @@ class FeatCut:
         features: np.ndarray | None = None,
         previous: np.ndarray | None = None,
         points: tuple[tuple[float, float, bool], ...] = (),
+        head: Any = None,
+        head_features: np.ndarray | None = None,
     ) -> np.ndarray:
         """Bool mask of one window at the working size.
 
@@ -261,6 +264,8 @@ class FeatCut:
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
             mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
             target = mask & inbox
+        if head is not None and prev is None and not points:  # a learned head re-cuts a box answer (model/head.py)
+            mask = head.refine(image, init, cam, fz, head_features, z, mask, pair)
         if p.cleanup and (prev is not None or pos.any()):
             anchor = pos | (prev if prev is not None else np.zeros_like(pos))
             _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
@@ -287,7 +292,9 @@ class FeatCutCut(Cut):
         if extras is None or extras.features is None:
             return run_grabcut(image, init, 1)
         feats = extras.features if isinstance(extras.features, np.ndarray) else extras.features.window(None, image.shape[1::-1])
-        return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points)
+        hf = extras.head_features
+        hf = hf.window(None, image.shape[1::-1]) if hf is not None and not isinstance(hf, np.ndarray) else hf
+        return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points, extras.head, hf)
 
 
 def segment(

@@ -42,6 +42,11 @@ MAX_FIT_PIXELS = 1024  # pixels the per-image PCA is fitted on (a regular subsam
 PCA_SEED = 0  # start of the subspace iteration: fixed, so features are deterministic
 PCA_ITERATIONS = 6
 WINDOW_CACHE = 4  # window() answers kept per image (~2 MB each at 160 px; the backend caches 8 images)
+# A learned head (model/head.py) needs features that mean the same in every image; the per-image
+# PCA does not (its axes follow each image). A fixed, seeded Gaussian projection of the sqrt
+# activations does, costs one small matrix product per layer and needs no data to fit.
+FIXED_DIMS = 16
+FIXED_SEED = 1
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,26 @@ def reduce_layer(fmap: np.ndarray, dims: int = DEFAULT_DIMS) -> np.ndarray:
     return out
 
 
+def project_fixed(fmap: np.ndarray, dims: int = FIXED_DIMS) -> np.ndarray:
+    """(c, h, w) activations -> (dims, h, w): sqrt, then a fixed random projection (seeded per
+    channel count, so the same layer is projected alike in every image and every process)."""
+    c, h, w = fmap.shape
+    gen = torch.Generator().manual_seed(FIXED_SEED * 100003 + c)
+    r = torch.randn(c, dims, generator=gen) / float(np.sqrt(c))
+    x = torch.from_numpy(np.ascontiguousarray(fmap)).reshape(c, -1).T.clamp(min=0).sqrt()
+    return (x @ r).T.reshape(dims, h, w).numpy().astype(np.float32)
+
+
+class _Sampler:
+    """``window()`` over a dict of maps (the fixed projection of :class:`PixelFeatures`)."""
+
+    def __init__(self, maps: dict[str, np.ndarray], image_shape: tuple[int, int]) -> None:
+        self.maps, self.image_shape = maps, image_shape
+
+    def window(self, window: tuple[int, int, int, int] | None, size: tuple[int, int]) -> np.ndarray:
+        return np.concatenate([resample(m, self.image_shape, window, size) for m in self.maps.values()], axis=2)
+
+
 def _interp_matrix(n_out: int, n_in: int, start: float, length: float, full: float) -> np.ndarray:
     """(n_out, n_in) bilinear weights sampling a map of ``n_in`` pixels that spans ``full`` image
     pixels, at ``n_out`` evenly spaced pixel centres of the image interval [start, start+length).
@@ -186,6 +211,7 @@ class PixelFeatures:
     # window at every click (SamPredictor style: the image's work once, cheap calls per prompt).
     _windows: dict[tuple, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    fixed: dict[str, np.ndarray] = field(default_factory=dict)  # project_fixed maps (a learned head's)
 
     @classmethod
     def of_image(
@@ -195,11 +221,18 @@ class PixelFeatures:
         max_side: int | None = 320,
         layers: Sequence[str] = DEFAULT_LAYERS,
         dims: int = DEFAULT_DIMS,
+        fixed_dims: int = 0,
     ) -> PixelFeatures:
-        """One CNN pass at ``max_side`` (as CamNet at that size), each layer PCA-reduced to ``dims``."""
+        """One CNN pass at ``max_side`` (as CamNet at that size), each layer PCA-reduced to ``dims``
+        (and, with ``fixed_dims``, also projected by :func:`project_fixed`)."""
         p = forward_features(net, rgb, max_side, layers)
         h, w = np.asarray(rgb).shape[:2]
-        return cls({n: reduce_layer(p.layers[n], dims) for n in layers}, (h, w), p.logits, p.cam)
+        fixed = {n: project_fixed(p.layers[n], fixed_dims) for n in layers} if fixed_dims > 0 else {}
+        return cls({n: reduce_layer(p.layers[n], dims) for n in layers}, (h, w), p.logits, p.cam, fixed)
+
+    def fixed_sampler(self) -> _Sampler | None:
+        """The fixed projection as a window sampler (None when not computed)."""
+        return _Sampler(self.fixed, self.image_shape) if self.fixed else None
 
     @property
     def dims(self) -> int:
@@ -242,6 +275,7 @@ __all__ = [
     "PixelFeatures",
     "cnn_input",
     "forward_features",
+    "project_fixed",
     "reduce_layer",
     "resample",
 ]

@@ -3,8 +3,8 @@ the CAM score of a mask and the technique of its second opinion (see model/segme
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class MaskResult:
     technique: Technique
     score: float
     fallback: str | None = None
+    learned: Any = field(default=None, repr=False, compare=False)  # model/head.py Hook of a box answer
 
     @property
     def area(self) -> int:

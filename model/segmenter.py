@@ -12,6 +12,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import cv2
 import numpy as np
@@ -77,6 +78,9 @@ class Segmenter:
         self._features: PixelFeatures | None = None
         # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
         self._tagprop = TagShares(self.net.net, config.cnn_max_side) if config.class_tagprop else None
+        # A learned per-project head set (model/head.py HeadSet), set before set_image; None is the
+        # training-free model, exactly.
+        self.heads: Any = None
 
     # -- image -------------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, cnn: CnnOutput | None = None) -> CnnOutput:
@@ -92,10 +96,11 @@ class Segmenter:
                 cnn = self._tagprop.run(self._image)
         if self._needs_features:  # one pass gives the CAM and the features (a cached CAM is the same)
             kept = cnn.features if cnn is not None else None
-            if isinstance(kept, PixelFeatures) and kept.image_shape == self._image.shape[:2]:
+            fixed = getattr(self.heads, "fixed_dims", 0)  # a learned head reads the fixed projection too
+            if isinstance(kept, PixelFeatures) and kept.image_shape == self._image.shape[:2] and (kept.fixed or not fixed):
                 self._features = kept  # the caller's cached output of this very image: no second pass
             else:
-                self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side)
+                self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side, fixed_dims=fixed)
             if cnn is None:
                 cnn = CnnOutput(logits=self._features.logits, voc_cams=pool_voc_cams(self._features.cam))
             cnn = dataclasses.replace(cnn, features=self._features)
@@ -199,6 +204,9 @@ class Segmenter:
         k = len(jobs)
         for res, second in zip(done[: len(jobs)], seconds, strict=True):
             if second is None:
+                if isinstance(res, MaskResult) and res.learned is not None:
+                    learned = self.heads.rescore(res.learned, None)
+                    res.score = res.score if learned is None else learned
                 out.append(res)
                 continue
             alt_res, k = done[k], k + 1
@@ -206,6 +214,9 @@ class Segmenter:
                 if isinstance(alt_res, Exception):
                     raise alt_res  # the same prompt succeeded with the main technique: a bug, not bad input
                 res.score = mask_iou(res.mask, alt_res.mask)
+                if res.learned is not None:  # the learned score (model/head.py) reads the agreement
+                    learned = self.heads.rescore(res.learned, res.score)
+                    res.score = res.score if learned is None else learned
             out.append(res)
         return out
 
@@ -289,7 +300,9 @@ class Segmenter:
                 if previous.shape != (h, w):
                     raise ValueError(f"previous mask of shape {previous.shape} does not match the {w}x{h} image")
                 prev = previous.astype(np.float32)
-            extras = CutInputs(cam=cam, features=self._features, previous=prev, points=pts)
+            hook = self.heads.hook(voc_class) if self.heads is not None and not score and not interactive else None
+            fixed = None if hook is None or self._features is None else self._features.fixed_sampler()
+            extras = CutInputs(cam=cam, features=self._features, previous=prev, points=pts, head=hook, head_features=fixed)
         m, cut_fallback = self._cut(
             init, box_window(self.config.crop_margin, x0, y0, x1, y1, w, h), self._side("box", score), extras
         )
@@ -297,7 +310,9 @@ class Segmenter:
         m[y1:] = False
         m[:, :x0] = False
         m[:, x1:] = False
-        return MaskResult(m, tech, cam_score(m, cam), fallback or cut_fallback)
+        res = MaskResult(m, tech, cam_score(m, cam), fallback or cut_fallback)
+        res.learned = extras.head if extras is not None and cut_fallback is None else None
+        return res
 
     # -- tag task ----------------------------------------------------------------------------
     def segment_class(

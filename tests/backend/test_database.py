@@ -16,10 +16,11 @@ from backend.migrations import MIGRATIONS, adopt_unversioned
 from backend.store import Correction, Store, write_corrections
 from tests.pgserver import both
 
-# a later module's table, as the learned-heads code would add it
+# a later module's table, added as the next migration
+NEXT = max(n for n, _ in MIGRATIONS) + 1
 HEADS = (
-    2,
-    "CREATE TABLE heads (project TEXT NOT NULL, name TEXT NOT NULL, weights BLOB NOT NULL, fitted REAL NOT NULL,"
+    NEXT,
+    "CREATE TABLE probe_heads (project TEXT NOT NULL, name TEXT NOT NULL, weights BLOB NOT NULL, fitted REAL NOT NULL,"
     " n INTEGER NOT NULL, PRIMARY KEY (project, name))",
 )
 
@@ -34,24 +35,29 @@ def test_placeholders_become_psycopg_format_outside_quotes() -> None:
 @both
 def test_types_upserts_and_migrations_on_both_engines(tmp_path: Path, database_url: str) -> None:
     db = Database(database_url, tmp_path / "camcut.sqlite3")
-    assert db.migrate([*MIGRATIONS, HEADS]) == 2
-    assert db.migrate([*MIGRATIONS, HEADS]) == 2  # applied once
+    assert db.migrate([*MIGRATIONS, HEADS]) == NEXT
+    assert db.migrate([*MIGRATIONS, HEADS]) == NEXT  # applied once
     blob, fitted = bytes(range(256)) * 40, 1_764_590_000.123456  # a float64 timestamp: REAL must keep it
     upsert = (
-        "INSERT INTO heads VALUES (?,?,?,?,?) ON CONFLICT (project, name) DO UPDATE SET weights=excluded.weights,"
-        " fitted=excluded.fitted, n=heads.n + excluded.n"
+        "INSERT INTO probe_heads VALUES (?,?,?,?,?) ON CONFLICT (project, name) DO UPDATE SET weights=excluded.weights,"
+        " fitted=excluded.fitted, n=probe_heads.n + excluded.n"
     )
     with db.transaction() as tx:
         tx.execute(upsert, ("p", "dog", b"old", 0.0, 1))
         tx.execute(upsert, ("p", "dog", blob, fitted, 2**40))  # INTEGER is 64-bit on both
     with db.transaction(write=False) as tx:
-        weights, got, n = tx.execute("SELECT weights, fitted, n FROM heads WHERE project=?", ("p",)).fetchone()
+        weights, got, n = tx.execute("SELECT weights, fitted, n FROM probe_heads WHERE project=?", ("p",)).fetchone()
     assert bytes(weights) == blob and got == fitted and n == 2**40 + 1
     # TEXT compares byte-wise on both (updated_at strings decide what is newer); % and ? in literals
     with db.transaction() as tx:
-        assert tx.execute("SELECT COUNT(*) FROM heads WHERE name LIKE 'd%' AND project <> '?' AND n > ?", (0,)).fetchone()[0] == 1
-        tx.executemany("INSERT INTO heads VALUES (?,?,?,?,?)", [("q", k, b"", 0.0, 0) for k in ("a", "B", "_", "a.b", "a-b")])
-        order = [r[0] for r in tx.execute("SELECT name FROM heads WHERE project='q' ORDER BY name").fetchall()]
+        assert (
+            tx.execute("SELECT COUNT(*) FROM probe_heads WHERE name LIKE 'd%' AND project <> '?' AND n > ?", (0,)).fetchone()[0]
+            == 1
+        )
+        tx.executemany(
+            "INSERT INTO probe_heads VALUES (?,?,?,?,?)", [("q", k, b"", 0.0, 0) for k in ("a", "B", "_", "a.b", "a-b")]
+        )
+        order = [r[0] for r in tx.execute("SELECT name FROM probe_heads WHERE project='q' ORDER BY name").fetchall()]
     assert order == sorted(["a", "B", "_", "a.b", "a-b"])
 
 

@@ -1,0 +1,473 @@
+"""A light per-project pixel head learned from annotators' corrections (issue 14).
+
+The featcut core (model/featcut.py) is training-free: every model is fitted per image. A project's
+annotators, though, correct hundreds of masks of the same classes and scenes. This module learns
+from those corrections, on CPU, without touching the frozen network:
+
+* **Pixel features** (:func:`pixel_features`), per pixel of the cut's window: the core's own answer
+  (its unary log-odds and the signed distance to its mask), the class CAM, position in the box,
+  Lab colour (absolute and z-scored over the window), how much nearer a pixel is to the answer's
+  mean than to the ring's in the core's per-image features, and SqueezeNet hypercolumns under a
+  **fixed** projection (model/features.py ``project_fixed``). The per-image PCA the core uses is
+  not comparable across images (its axes follow each image), so a head fitted on many images
+  reads the fixed projection instead, plus only window-relative statistics of the PCA features.
+* **Head** (:class:`Head`): an MLP (one hidden layer) on those features plus the class one-hot,
+  fitted by :func:`fit_head` in torch with a bounded number of epochs and a time budget.
+* **Use**: the head's logit is the unary of one more max-flow cut with the core's own pairwise
+  term and hard labels (:meth:`Hook.refine`, called by featcut for a box answer; clicks keep
+  the core's own behaviour).
+* **Score** (:class:`Head` ``score_*``): a ridge regression predicting a mask's IoU from its
+  agreement with the second opinion, CAM inside / outside, area, the head's confidence and how
+  much the head changed the core's answer, and the class's prior IoU in the project.
+* **Gate** (:func:`fit_heads`): a new head set is fitted on all but the most recent corrections
+  and kept only if it beats the current one (or the training-free answer) on them.
+
+Everything a head holds is plain arrays (:meth:`Head.to_arrays`), so it is stored and loaded
+without pickle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from .graphcut import min_cut
+from .techniques import GC_BGD, GC_FGD
+
+FORMAT = 1  # of the stored arrays: a head of another format is refused, not misread
+SAMPLE_PIXELS = 768  # pixels kept per corrected object, on a regular grid over the cut window
+N_PIXEL = 63  # columns of pixel_features (with FIXED_DIMS = 16 per layer, 3 layers)
+SCORE_NAMES = ("agreement", "cam_in", "cam_out", "area", "head_in", "head_out", "head_vs_core", "core_in", "class_prior")
+HOLDOUT_FRACTION = 0.2  # the most recent share of corrections that judges a new head
+MIN_HOLDOUT, MAX_HOLDOUT = 10, 60
+MIN_OBJECTS = 20  # below this a project keeps the training-free model
+PER_CLASS_MIN = 40  # objects of one class (in the fit part) before it gets its own head
+MIN_GAIN = 0.005  # held-out mean IoU a new head must gain over the current one
+
+
+def _grid(h: int, w: int, n: int = SAMPLE_PIXELS) -> tuple[slice, slice]:
+    step = max(1, int(np.ceil(np.sqrt(h * w / n))))
+    return slice(step // 2, None, step), slice(step // 2, None, step)
+
+
+def pixel_features(
+    image: np.ndarray,
+    init: np.ndarray,
+    cam: np.ndarray | None,
+    fz: np.ndarray,
+    fixed: np.ndarray | None,
+    z: np.ndarray,
+    mask: np.ndarray,
+) -> np.ndarray:
+    """(h, w, N_PIXEL) float32 features of one cut window (see the module docstring)."""
+    h, w = init.shape
+    inbox = init != GC_BGD
+    ys, xs = np.nonzero(inbox)
+    if len(ys) == 0:
+        ys, xs = np.array([0, h - 1]), np.array([0, w - 1])
+    bx0, bx1, by0, by1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (xx + 0.5 - bx0) / max(1, bx1 - bx0)
+    v = (yy + 0.5 - by0) / max(1, by1 - by0)
+    side = np.clip(np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v)), -0.5, 0.5)
+    scale = float(np.sqrt(max(1, (bx1 - bx0) * (by1 - by0))))
+    m8 = mask.astype(np.uint8)
+    sd = cv2.distanceTransform(m8, cv2.DIST_L2, 3) - cv2.distanceTransform(1 - m8, cv2.DIST_L2, 3)
+    lab = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB) / 100.0
+    cols = [
+        np.clip(z / 10.0, -3, 3),
+        np.clip(sd / scale, -1, 1),
+        cam if cam is not None else np.zeros((h, w), np.float32),
+        inbox.astype(np.float32),
+        np.abs(u - 0.5) * 2,
+        np.abs(v - 0.5) * 2,
+        side,
+    ]
+    out = [np.stack(cols, axis=2), lab, fz[:, :, :3]]
+    ring = ~inbox if (~inbox).any() else ~mask
+    for f in (fz, fixed):
+        if f is None:
+            out.append(np.zeros((h, w, 1), np.float32))
+            continue
+        if mask.any() and ring.any():
+            df = ((f - f[mask].mean(axis=0)) ** 2).mean(axis=2)
+            db = ((f - f[ring].mean(axis=0)) ** 2).mean(axis=2)
+            rel = np.clip((db - df) / (df + db + 1e-6), -1, 1)
+        else:
+            rel = np.zeros((h, w), np.float32)
+        out.append(rel[:, :, None])
+    out.append(fixed if fixed is not None else np.zeros((h, w, N_PIXEL - 15), np.float32))
+    x = np.concatenate(out, axis=2).astype(np.float32)
+    if x.shape[2] != N_PIXEL:
+        raise ValueError(f"pixel features have {x.shape[2]} columns, expected {N_PIXEL}")
+    return x
+
+
+def mask_stats(
+    x: np.ndarray, head_logit: np.ndarray | None, mask: np.ndarray, agreement: float | None, prior: float
+) -> np.ndarray:
+    """Score features (SCORE_NAMES) of a mask from its window's grid pixels ``x`` (n, N_PIXEL),
+    the head's logits there (None: no head) and the mask there (n,) bool."""
+    inbox = x[:, 3] > 0.5
+    cam, core = x[:, 2], x[:, 1] > 0
+    m, out = mask & inbox, inbox & ~mask
+    mean = lambda a, s: float(a[s].mean()) if s.any() else 0.0  # noqa: E731
+    hp = 1 / (1 + np.exp(-head_logit)) if head_logit is not None else (core.astype(np.float32))
+    union = np.count_nonzero(m | core)
+    return np.array(
+        [
+            0.5 if agreement is None else agreement,
+            mean(cam, m),
+            mean(cam, out),
+            np.count_nonzero(m) / max(1, np.count_nonzero(inbox)),
+            mean(hp, m),
+            mean(hp, out),
+            1.0 if union == 0 else np.count_nonzero(m & core) / union,
+            mean(1 / (1 + np.exp(-np.clip(x[:, 0] * 10, -30, 30))), m),
+            prior,
+        ],
+        np.float32,
+    )
+
+
+def core_logit(x: np.ndarray) -> np.ndarray:
+    """The core's own unary log-odds (pixel_features column 0 is z / 10, clipped at +-3): the
+    head learns a correction of it, so a head that learnt nothing re-cuts the core's answer."""
+    return x[:, 0].astype(np.float32) * 10.0
+
+
+def grid_iou(pred: np.ndarray, y: np.ndarray) -> float:
+    union = np.count_nonzero(pred | y)
+    return 1.0 if union == 0 else np.count_nonzero(pred & y) / union
+
+
+@dataclass
+class ObjectSample:
+    """What one corrected object teaches: grid pixels' features and labels, and its answer's stats."""
+
+    voc_class: str
+    x: np.ndarray  # (n, N_PIXEL) float16
+    y: np.ndarray  # (n,) bool: the corrected mask there
+    agreement: float = 0.5  # the core answer's agreement with its second opinion
+    core_iou: float = 0.0  # full-resolution IoU of the training-free answer with the correction
+
+
+@dataclass
+class Head:
+    """An MLP head and its score model, as plain arrays (``to_arrays`` / ``from_arrays``)."""
+
+    classes: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+    core: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0], np.float32))  # a, b of a * z + b
+    score_w: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_NAMES) + 1, np.float32))
+    priors: dict[str, float] = field(default_factory=dict)
+
+    def _input(self, x: np.ndarray, voc_class: str) -> torch.Tensor:
+        onehot = np.zeros((x.shape[0], len(self.classes) + 1), np.float32)
+        onehot[:, self.classes.index(voc_class) if voc_class in self.classes else len(self.classes)] = 1.0
+        xs = (x.astype(np.float32) - self.mean) / self.std
+        return torch.from_numpy(np.concatenate([xs, onehot], axis=1))
+
+    def logits(self, x: np.ndarray, voc_class: str) -> np.ndarray:
+        """(n,) foreground logits of pixels ``x`` (n, N_PIXEL) of an object of ``voc_class``."""
+        with torch.inference_mode():
+            t = self._input(x, voc_class)
+            hid = torch.relu(t @ torch.from_numpy(self.w1) + torch.from_numpy(self.b1))
+            delta = (hid @ torch.from_numpy(self.w2) + torch.from_numpy(self.b2)).numpy().ravel()
+        return self.core[0] * core_logit(x) + self.core[1] + delta
+
+    def prior(self, voc_class: str) -> float:
+        return self.priors.get(voc_class, self.priors.get("", 0.7))
+
+    def score(self, stats: np.ndarray) -> float:
+        """Predicted IoU: the agreement (stats[0]) plus a learned, shrunk correction."""
+        return float(np.clip(stats[0] + self.score_w[0] + stats @ self.score_w[1:], 0.0, 1.0))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        names = sorted(self.priors)
+        return {
+            "format": np.array([FORMAT], np.int64),
+            "classes": np.array(self.classes, dtype=np.str_).reshape(-1),
+            "mean": self.mean, "std": self.std, "w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2,
+            "core": self.core, "score_w": self.score_w,
+            "prior_names": np.array(names, dtype=np.str_).reshape(-1),
+            "prior_values": np.array([self.priors[n] for n in names], np.float32),
+        }  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> Head:
+        if int(a["format"][0]) != FORMAT:
+            raise ValueError(f"head format {int(a['format'][0])}, expected {FORMAT}")
+        f32 = lambda k: np.asarray(a[k], np.float32)  # noqa: E731
+        if f32("mean").shape != (N_PIXEL,) or f32("w1").shape[0] != N_PIXEL + len(a["classes"]) + 1:
+            raise ValueError("head arrays do not match the pixel features")
+        priors = {str(n): float(v) for n, v in zip(a["prior_names"], a["prior_values"], strict=True)}
+        return cls(tuple(str(c) for c in a["classes"]), f32("mean"), f32("std"), f32("w1"), f32("b1"), f32("w2"),
+                   f32("b2"), f32("core"), f32("score_w"), priors)  # fmt: skip
+
+
+class Hook:
+    """One box answer's use of a head (None: record only), handed to the cut through CutInputs."""
+
+    def __init__(self, head: Head | None, voc_class: str | None) -> None:
+        self.head, self.voc_class = head, voc_class or ""
+        self.x: np.ndarray | None = None  # (h, w, N_PIXEL) of the window, once refined
+        self.mask: np.ndarray | None = None  # the answer at the window's working size
+        self.head_logit: np.ndarray | None = None
+        self.agreement: float | None = None  # set by HeadSet.rescore once the second opinion is known
+
+    def refine(
+        self,
+        image: np.ndarray,
+        init: np.ndarray,
+        cam: np.ndarray | None,
+        fz: np.ndarray,
+        fixed: np.ndarray | None,
+        z: np.ndarray,
+        mask: np.ndarray,
+        pair: list[np.ndarray],
+    ) -> np.ndarray:
+        """Called by featcut with the core's box answer: returns the head's re-cut (or the answer)."""
+        x = pixel_features(image, init, cam, fz, fixed, z, mask)
+        self.x = x
+        if self.head is None:
+            self.mask = mask
+            return mask
+        hz = self.head.logits(x.reshape(-1, N_PIXEL), self.voc_class).reshape(mask.shape)
+        self.head_logit = hz
+        out = min_cut(np.logaddexp(0.0, -hz), np.logaddexp(0.0, hz), pair, init == GC_FGD, init == GC_BGD)
+        self.mask = out
+        return out
+
+    def score(self, agreement: float | None) -> float | None:
+        """The learned score of the answer (None without a head or without a refine)."""
+        if self.head is None or self.x is None or self.mask is None or self.head_logit is None:
+            return None
+        gy, gx = _grid(*self.mask.shape)
+        stats = mask_stats(
+            self.x[gy, gx].reshape(-1, N_PIXEL),
+            self.head_logit[gy, gx].ravel(),
+            self.mask[gy, gx].ravel(),
+            agreement,
+            self.head.prior(self.voc_class),
+        )
+        return self.head.score(stats)
+
+    def sample(self, gt_window: np.ndarray, valid_window: np.ndarray | None, agreement: float, core_iou: float) -> ObjectSample:
+        """The training sample of this answer given the correction cropped to the cut's window
+        (any size: resized here to the working size)."""
+        if self.x is None:
+            raise ValueError("the cut did not reach the head (no featcut box answer)")
+        h, w = self.x.shape[:2]
+        y = cv2.resize(gt_window.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0.5
+        ok = np.ones((h, w), bool)
+        if valid_window is not None:
+            ok = cv2.resize(valid_window.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0.5
+        gy, gx = _grid(h, w)
+        keep = ok[gy, gx].ravel()
+        x = self.x[gy, gx].reshape(-1, N_PIXEL)[keep]
+        return ObjectSample(self.voc_class, x.astype(np.float16), y[gy, gx].ravel()[keep], agreement, core_iou)
+
+
+class HeadSet:
+    """What a Segmenter holds (``Segmenter.heads``): per-class heads with a project-wide one
+    (key ""), or none at all (record only). ``version`` names it in the model version."""
+
+    fixed_dims = 16  # model/features.py FIXED_DIMS: the Segmenter computes the fixed projection
+
+    def __init__(self, heads: dict[str, Head] | None = None, version: str = "") -> None:
+        self.heads, self.version = dict(heads or {}), version
+
+    def hook(self, voc_class: str | None) -> Hook:
+        return Hook(self.heads.get(voc_class or "", self.heads.get("")), voc_class)
+
+    def rescore(self, hook: Any, agreement: float | None) -> float | None:
+        """The learned score of an answer (None: keep the training-free one)."""
+        if isinstance(hook, Hook):
+            hook.agreement = agreement
+            return hook.score(agreement)
+        return None
+
+
+def correction_sample(
+    seg: Any, box: Any, voc_class: str, corrected: np.ndarray, valid: np.ndarray | None = None
+) -> ObjectSample | None:
+    """What one correction teaches: the training-free box answer of ``seg`` (a Segmenter whose
+    ``heads`` is a record-only ``HeadSet()``, set before ``set_image``) for ``box`` (model.prompts
+    Box), and ``corrected`` (H, W bool, the annotator's mask; ``valid``: pixels that count).
+    None when the answer did not come from the featcut box cut (a fallback, another cut)."""
+    from .results import mask_iou
+    from .windows import box_window
+
+    res = seg.segment_box(box, voc_class, agreement=True)
+    hook = res.learned
+    if not isinstance(hook, Hook) or hook.x is None:
+        return None
+    h, w = corrected.shape
+    x0, y0, x1, y1 = box.clip(w, h)
+    wx0, wy0, wx1, wy1 = box_window(seg.config.crop_margin, x0, y0, x1, y1, w, h) or (0, 0, w, h)
+    crop = np.s_[wy0:wy1, wx0:wx1]
+    ok = valid if valid is not None else np.ones_like(corrected, bool)
+    return hook.sample(corrected[crop], ok[crop], float(res.score), mask_iou(res.mask & ok, corrected))
+
+
+# -- fitting --------------------------------------------------------------------------------
+def _fit_mlp(
+    samples: Sequence[ObjectSample], classes: tuple[str, ...], hidden: int, epochs: int, budget_s: float, seed: int
+) -> Head:
+    x = np.concatenate([s.x for s in samples]).astype(np.float32)
+    y = np.concatenate([s.y for s in samples]).astype(np.float32)
+    # Every object weighs alike, whatever its window's pixel count.
+    wt = np.concatenate([np.full(len(s.y), 1.0 / max(1, len(s.y)), np.float32) for s in samples])
+    wt *= len(wt) / wt.sum()
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+    head = Head(classes, mean.astype(np.float32), std, np.zeros((1, 1), np.float32), np.zeros(1, np.float32),
+                np.zeros((1, 1), np.float32), np.zeros(1, np.float32))  # fmt: skip
+    cls = np.concatenate([np.full(len(s.y), s.voc_class, dtype=object) for s in samples])
+    parts = [head._input(x[cls == c], str(c)) for c in dict.fromkeys(cls.tolist())]
+    order = np.concatenate([np.nonzero(cls == c)[0] for c in dict.fromkeys(cls.tolist())])
+    xt = torch.cat(parts)
+    yt, wtt = torch.from_numpy(y[order]), torch.from_numpy(wt[order])
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    l1, l2 = torch.nn.Linear(xt.shape[1], hidden), torch.nn.Linear(hidden, 1)
+    net = torch.nn.Sequential(l1, torch.nn.ReLU(), l2)
+    torch.nn.init.zeros_(l2.weight)  # start as the core's own answer
+    torch.nn.init.zeros_(l2.bias)
+    zt = torch.from_numpy(core_logit(x)[order])
+    ab = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+    # Weight decay pulls the correction toward zero, i.e. toward the core's answer, so a head
+    # fitted on few corrections stays near the training-free model.
+    opt = torch.optim.Adam([{"params": net.parameters(), "weight_decay": 1e-3}, {"params": [ab], "weight_decay": 0.0}], lr=3e-3)
+    t0 = time.process_time()
+    batch = 4096
+    for _ in range(epochs):
+        perm = torch.randperm(len(yt), generator=gen)
+        for k in range(0, len(yt), batch):
+            idx = perm[k : k + batch]
+            logit = ab[0] * zt[idx] + ab[1] + net(xt[idx]).squeeze(1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, yt[idx], weight=wtt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if time.process_time() - t0 > budget_s:  # bounded in CPU time, whatever the load
+            break
+    head.w1 = l1.weight.detach().numpy().T.copy()
+    head.b1 = l1.bias.detach().numpy().copy()
+    head.w2 = l2.weight.detach().numpy().T.copy()
+    head.b2 = l2.bias.detach().numpy().copy()
+    head.core = ab.detach().numpy().astype(np.float32).copy()
+    return head
+
+
+def _fit_score(head: Head, samples: Sequence[ObjectSample], ridge: float = 20.0) -> None:
+    """Ridge regression of each object's grid IoU under the head minus its agreement on its mask
+    stats; ``ridge`` in objects, so with few corrections the score stays the agreement."""
+    rows, target = [], []
+    for s in samples:
+        x = s.x.astype(np.float32)
+        hz = head.logits(x, s.voc_class)
+        pred = (hz > 0) & (x[:, 3] > 0.5)
+        rows.append(mask_stats(x, hz, pred, s.agreement, head.prior(s.voc_class)))
+        target.append(grid_iou(pred, s.y))
+    a, t = np.array(rows, np.float64), np.array(target, np.float64)
+    mu, sd = a.mean(axis=0), a.std(axis=0) + 1e-6
+    an = (a - mu) / sd
+    r = t - a[:, 0]
+    coef = np.linalg.solve(an.T @ an + ridge * np.eye(a.shape[1]), an.T @ (r - r.mean()))
+    w = coef / sd
+    head.score_w = np.concatenate([[r.mean() * len(r) / (len(r) + ridge) - mu @ w], w]).astype(np.float32)
+
+
+def fit_head(samples: Sequence[ObjectSample], hidden: int = 64, epochs: int = 30, budget_s: float = 20.0, seed: int = 0) -> Head:
+    """A head (pixel MLP + score model) fitted on ``samples``."""
+    classes = tuple(sorted({s.voc_class for s in samples}))
+    head = _fit_mlp(samples, classes, hidden, epochs, budget_s, seed)
+    ious: dict[str, list[float]] = {}
+    for s in samples:
+        ious.setdefault(s.voc_class, []).append(s.core_iou)
+        ious.setdefault("", []).append(s.core_iou)
+    head.priors = {c: float(np.mean(v)) for c, v in ious.items()}
+    _fit_score(head, samples)
+    return head
+
+
+def heldout_iou(head: Head | None, samples: Sequence[ObjectSample]) -> float:
+    """Mean grid IoU on ``samples`` of the head's pixels (None: of the training-free answer).
+    No pairwise term here, so the comparison is conservative for a head."""
+    out = []
+    for s in samples:
+        x = s.x.astype(np.float32)
+        pred = (head.logits(x, s.voc_class) > 0) & (x[:, 3] > 0.5) if head is not None else x[:, 1] > 0
+        out.append(grid_iou(pred, s.y))
+    return float(np.mean(out)) if out else 0.0
+
+
+@dataclass
+class FitReport:
+    accepted: bool
+    heads: dict[str, Head]
+    holdout: int
+    new_iou: float
+    old_iou: float
+    seconds: float
+    classes: tuple[str, ...] = ()
+
+
+def fit_heads(
+    samples: Sequence[ObjectSample], current: dict[str, Head] | None = None, budget_s: float = 25.0, **kw: Any
+) -> FitReport:
+    """Fit a project head (and per-class heads where there is enough data) on all but the most
+    recent corrections (``samples`` oldest first); keep them only if they beat ``current`` (None
+    or {}: the training-free answer) on those held-out corrections."""
+    t0 = time.process_time()
+    n = len(samples)
+    if n < MIN_OBJECTS:
+        return FitReport(False, dict(current or {}), 0, 0.0, 0.0, 0.0)
+    k = int(min(MAX_HOLDOUT, max(MIN_HOLDOUT, round(HOLDOUT_FRACTION * n))))
+    fit, held = list(samples[: n - k]), list(samples[n - k :])
+    project = fit_head(fit, budget_s=budget_s * 0.6, **kw)
+    heads = {"": project}
+    old = current or {}
+
+    def served(hs: dict[str, Head], c: str) -> Head | None:
+        return hs.get(c, hs.get(""))
+
+    for c in sorted({s.voc_class for s in fit}):
+        own = [s for s in fit if s.voc_class == c]
+        test = [s for s in held if s.voc_class == c]
+        if len(own) < PER_CLASS_MIN or len(test) < MIN_HOLDOUT or time.process_time() - t0 > budget_s * 0.8:
+            continue
+        ch = fit_head(own, budget_s=budget_s * 0.1, **kw)
+        if heldout_iou(ch, test) > heldout_iou(project, test) + MIN_GAIN:
+            heads[c] = ch
+    new_iou = float(np.mean([heldout_iou(served(heads, s.voc_class), [s]) for s in held]))
+    old_iou = float(np.mean([heldout_iou(served(old, s.voc_class), [s]) for s in held]))
+    ok = new_iou > old_iou + MIN_GAIN
+    return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)))
+
+
+__all__ = [
+    "FitReport",
+    "Head",
+    "HeadSet",
+    "Hook",
+    "ObjectSample",
+    "correction_sample",
+    "fit_head",
+    "fit_heads",
+    "heldout_iou",
+    "pixel_features",
+]

@@ -1,0 +1,119 @@
+"""The learned head through the Flask app and the fake Label Studio, on real VOC masks.
+
+Corrections (VOC instance masks standing in for the annotator's, submitted with the predicted
+region ids) arrive by webhook and are re-read from LS; each box correction leaves a head sample
+in the store; once REFIT_EVERY are new the head is re-fitted (synchronously here:
+CAMCUT_WEBHOOK_SYNC). Checked: samples and heads are in the store as arrays that load without
+pickle; the model version changes exactly when the gate kept a head; a restarted app serves
+the same version; a project without corrections keeps the training-free model exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.learning import REFIT_EVERY, from_blob
+from backend.results import mask_to_rle
+from backend.store import Store
+from model.head import MIN_OBJECTS
+from tests.backend.conftest import LABEL_CONFIG, VOC, image_size, instance_masks, rect
+from tests.pgserver import both
+
+pytestmark = both  # the store on SQLite and on PostgreSQL
+
+LABELS = {"dog": "dog", "cat": "Cat", "person": "people", "chair": "chair"}
+
+
+def stems_with_objects(n_objects: int) -> list[str]:
+    """The first VOC images (sorted) whose instances are all of LABELS' classes, enough for n_objects."""
+    out, total = [], 0
+    for p in sorted((VOC / "SegmentationObject").glob("*.png")):
+        inst = instance_masks(p.stem)
+        if inst and all(c in LABELS for c, _ in inst):
+            out.append(p.stem)
+            total += len(inst)
+            if total >= n_objects:
+                break
+    return out
+
+
+def boxes_of(stem: str) -> list[tuple[str, np.ndarray, tuple[float, float, float, float]]]:
+    out = []
+    for c, m in instance_masks(stem):
+        ys, xs = np.nonzero(m)
+        out.append((c, m, (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))))
+    return out
+
+
+def predict(client: Any, stem: str, tid: int, project: str) -> dict[str, Any]:
+    w, h = image_size(stem)
+    rects = [rect(LABELS[c], b, w, h, f"b{i}") for i, (c, _, b) in enumerate(boxes_of(stem))]
+    task = {"id": tid, "data": {"image": f"/data/upload/1/{stem}.jpg"}, "predictions": [{"result": rects}]}
+    r = client.post("/predict", json={"tasks": [task], "project": project, "label_config": LABEL_CONFIG})
+    [pred] = r.get_json()["results"]
+    return pred
+
+
+def test_corrections_teach_a_head_kept_in_the_store(app_factory: Any, tmp_path: Path, ls_server: Any, database_url: str) -> None:
+    stems = stems_with_objects(MIN_OBJECTS + REFIT_EVERY)
+    # The threshold loop never adapts here (CAMCUT_MIN_CORRECTIONS out of reach): only the head may move the version.
+    app = app_factory(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000")
+    client = app.test_client()
+    other = stems[0]
+    untaught_before = predict(client, other, 9000, "43.1")
+    v0 = client.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"]
+    v_other = client.post("/setup", json={"project": "43.1", "schema": LABEL_CONFIG}).get_json()["model_version"]
+    assert v0 == v_other  # no corrections anywhere yet: one training-free version
+
+    ls_server.projects[42] = {"id": 42, "label_config": LABEL_CONFIG}
+    n_boxes = 0
+    for k, stem in enumerate(stems):
+        pred = predict(client, stem, 2000 + k, "42.1")
+        w, h = image_size(stem)
+        brush = [
+            {
+                "id": res["id"],
+                "type": "brushlabels",
+                "from_name": "mask",
+                "to_name": "image",
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {"format": "rle", "rle": mask_to_rle(gt), "brushlabels": [LABELS[c]]},
+            }
+            for res, (c, gt, _) in zip(pred["result"], boxes_of(stem), strict=False)
+        ]
+        n_boxes += len(brush)
+        task = {"id": 2000 + k, "data": {"image": f"/data/upload/1/{stem}.jpg"}, "project": 42}
+        ann = {"id": 3000 + k, "task": 2000 + k, "project": 42, "result": brush, "updated_at": "2025-02-01T00:00:00Z"}
+        ls_server.tasks[task["id"]], ls_server.annotations[ann["id"]] = task, ann
+        ev = {"action": "ANNOTATION_CREATED", "project": {"id": 42}, "annotation": {"id": ann["id"]}}
+        assert client.post("/webhook", json=ev).get_json()["status"] == "processed"
+
+    store = Store(tmp_path / "model_dir", database_url)
+    with store.transaction(write=False) as db:
+        samples = db.execute("SELECT arrays FROM head_samples WHERE project='42'").fetchall()
+        heads = db.execute("SELECT voc_class, version, arrays FROM heads WHERE project='42'").fetchall()
+        fit = db.execute("SELECT samples, accepted, detail FROM head_fits WHERE project='42'").fetchone()
+    assert 0 < len(samples) <= n_boxes
+    a = from_blob(samples[0][0])  # np.load(..., allow_pickle=False): arrays, nothing pickled
+    assert a["x"].dtype == np.float16 and a["y"].dtype == bool and len(a["x"]) == len(a["y"]) > 0
+    assert fit is not None, "no re-fit ran"
+    v1 = client.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"]
+    print("head fit:", fit, "version", v0, "->", v1)
+    if fit[1]:
+        assert heads and v1 != v0
+        assert all(from_blob(b)["format"][0] == 1 for _, _, b in heads)
+    else:
+        assert not heads and v1 == v0
+
+    # A restarted backend on the same MODEL_DIR serves the same version (the heads live in the store).
+    again = app_factory(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000").test_client()
+    assert again.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v1
+    # The project without corrections keeps the training-free model: same version, same masks.
+    assert client.post("/setup", json={"project": "43.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v0
+    untaught_after = predict(client, other, 9000, "43.1")
+    assert [r["value"]["rle"] for r in untaught_after["result"]] == [r["value"]["rle"] for r in untaught_before["result"]]
