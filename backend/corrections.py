@@ -359,7 +359,8 @@ class CorrectionLoop:
         items = [it for it in (self._corrected_region(r, h, w, predicted, rects) for r in brush) if it is not None]
         if not items:
             return []
-        seg = Segmenter(self.model.config, net=self.model.net)
+        # the served answer is re-made as it was served (tags on a large image at the working size)
+        seg = Segmenter(self.model.config, net=self.model.net, tag_work_pixels=self.model.settings.tag_work_pixels)
         seg.heads = self.model.learner.recorder()  # box answers also teach the learned head
         seg.set_image(img)
         corrections: list[Correction] = []

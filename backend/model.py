@@ -178,6 +178,7 @@ class CamCutModel:
             voc_module.MAPPING_VERSION,
             self.labels.version,
             json.dumps(sorted(f"{k}:{c}={a.technique.label}" for (k, c), a in adapted.items())),
+            f"tag_work_pixels={self.settings.tag_work_pixels}",  # tags on larger images are cut at that size
         ]
         head = self.learner.version(project)
         if head:  # a project without an accepted head keeps the training-free version exactly

@@ -167,3 +167,11 @@ def test_unknown_webhook_event(client: Any) -> None:
     assert r.status_code == 201
     r = client.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
     assert r.status_code == 400 and "annotation.id" in r.get_json()["error"]
+
+
+def test_model_version_follows_the_tag_working_size(app_factory: Any) -> None:
+    """CAMCUT_TAG_WORK_PIXELS changes the tag masks of large images, so it changes the version
+    (a prediction made at another working size is not the current model's)."""
+    base = setup_version(app_factory().test_client())
+    assert setup_version(app_factory().test_client()) == base
+    assert setup_version(app_factory(CAMCUT_TAG_WORK_PIXELS="1000000").test_client()) != base
