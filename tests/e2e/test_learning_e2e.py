@@ -195,3 +195,4 @@ def test_corrections_through_ls_reach_the_head_and_its_version(label_studio: Any
     # Not asserted: a gain. In-process (evaluator.learn's curve(), same images) the kept head moved
     # the scored mean IoU by +0.011 at 100 corrections and +0.001 at 120 (even -> odd), and by -0.030 at
     # 100 the other way (odd -> even): no N <= 120 gives a clear gain, so an assertion would be a coin.
+    # Here (two runs, the same kept head): 0.736 -> 0.694 on the 49 scored objects.
