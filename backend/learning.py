@@ -80,17 +80,22 @@ def write_samples(
 
 def load_samples(store: Store, project: str) -> list[ObjectSample]:
     """The project's samples, oldest first (the fit's hold-out is the most recent)."""
+    return _load_samples(store, project)[0]
+
+
+def _load_samples(store: Store, project: str) -> tuple[list[ObjectSample], float]:
+    """The samples and the newest one's ``created`` (what a fit on them has seen)."""
     with store.transaction(write=False) as db:
         rows = db.execute(
-            "SELECT voc_class, agreement, core_iou, arrays FROM head_samples WHERE project=? "
+            "SELECT voc_class, agreement, core_iou, arrays, created FROM head_samples WHERE project=? "
             "ORDER BY created, annotation_id, region_key",
             (project,),
         ).fetchall()
     out = []
-    for cls, agreement, core_iou, blob in rows:
+    for cls, agreement, core_iou, blob, _ in rows:
         a = from_blob(blob)
         out.append(ObjectSample(str(cls), a["x"].astype(np.float16), a["y"].astype(bool), float(agreement), float(core_iou)))
-    return out
+    return out, max((float(r[4]) for r in rows), default=0.0)
 
 
 class Learner:
@@ -142,7 +147,7 @@ class Learner:
     # -- fitting ------------------------------------------------------------------------------
     def refit(self, project: str) -> FitReport | None:
         """Fit the project's heads on its samples now; store them if they win the gate."""
-        samples = load_samples(self.store, project)
+        samples, seen = _load_samples(self.store, project)
         if not samples:
             return None
         current = self.heads(project)
@@ -166,7 +171,10 @@ class Learner:
             db.execute(
                 "INSERT INTO head_fits VALUES (?,?,?,?,?,?) ON CONFLICT (project) DO UPDATE SET version=excluded.version, "
                 "samples=excluded.samples, fitted=excluded.fitted, accepted=excluded.accepted, detail=excluded.detail",
-                (project, version, len(samples), time.time(), int(rep.accepted), detail),
+                # fitted = the newest sample the fit saw, not the time it ended: corrections stored
+                # while it ran are new to the next fit (they used to count as fitted, so a project
+                # could be left with >= REFIT_EVERY unfitted corrections and no re-fit due)
+                (project, version, len(samples), seen, int(rep.accepted), detail),
             )
         self.last[project] = rep
         log.info(

@@ -375,6 +375,7 @@ class CamCutModel:
                 f"{k}:{c}": {"technique": a.technique.label, "mean_iou": round(a.mean_iou, 4), "corrections": a.corrections}
                 for (k, c), a in self.adapted(project).items()
             }
+            entry["head"] = self.learner.status(project)  # samples stored, the kept head's version, the last re-fit
         return {
             "engine": self.config.version_key,
             "weights_sha256": self.net.weights.sha256,

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from .labelstudio import LabelStudioClient, LabelStudioError
 
 log = logging.getLogger("backend.version_sync")
+
+RETRY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 15.0)  # seconds before each retry of a refused PATCH (30 s in all)
 
 
 class VersionSync:
@@ -55,7 +58,19 @@ class VersionSync:
 
     def _run(self, pid: int, version: str) -> None:
         try:
-            self.sync(pid, version)
+            waits = (0.0, *RETRY_WAITS_S)
+            for n, wait in enumerate(waits, 1):
+                time.sleep(wait)  # a backoff in this background thread (LS is still storing), not a sync point
+                try:
+                    self.sync(pid, version)
+                    return
+                except LabelStudioError as exc:
+                    # LS 1.23.2 refuses (400 "Model version doesn't exist either as live model or as
+                    # static predictions") a version it has no prediction of yet: after a batch
+                    # /predict it stores our answers only once we have answered, so the PATCH that
+                    # follows the answer can come first. Seen with 20 tasks in one retrieve.
+                    if exc.status != 400 or n == len(waits):
+                        raise
         except LabelStudioError as exc:
             log.warning("project %s: cannot set Label Studio's model version to %s: %s", pid, version, exc)
         finally:

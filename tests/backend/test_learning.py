@@ -117,3 +117,34 @@ def test_corrections_teach_a_head_kept_in_the_store(app_factory: Any, tmp_path: 
     assert client.post("/setup", json={"project": "43.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v0
     untaught_after = predict(client, other, 9000, "43.1")
     assert [r["value"]["rle"] for r in untaught_after["result"]] == [r["value"]["rle"] for r in untaught_before["result"]]
+
+
+def test_corrections_stored_during_a_fit_are_new_to_the_next(tmp_path: Path, database_url: str, monkeypatch: Any) -> None:
+    """A re-fit takes up to FIT_BUDGET_S; corrections stored meanwhile were not in it. They used to
+    count as fitted (the fit was stamped with its end time), so REFIT_EVERY of them left no re-fit due."""
+    import backend.learning as learning
+    from model.head import N_PIXEL, ObjectSample
+
+    store = Store(tmp_path / "model_dir", database_url)
+    rng = np.random.default_rng(0)
+
+    def write(aid: int, n: int) -> None:
+        samples = [
+            (f"r{i}", ObjectSample("dog", rng.random((8, N_PIXEL)).astype(np.float16), rng.random(8) > 0.5)) for i in range(n)
+        ]
+        with store.transaction() as db:
+            learning.write_samples(db, "7", aid, "2025-02-01T00:00:00Z", samples)
+
+    real_fit = learning.fit_heads
+
+    def fit_while_corrections_arrive(*a: Any, **kw: Any) -> Any:
+        write(2, REFIT_EVERY)  # the webhook worker stores a new annotation's samples during the fit
+        return real_fit(*a, **kw)
+
+    write(1, REFIT_EVERY)
+    learner = learning.Learner(store, enabled=True)
+    assert learner.due() == ["7"]
+    monkeypatch.setattr(learning, "fit_heads", fit_while_corrections_arrive)
+    learner.refit("7")
+    assert learner.status("7")["last_fit"][1] == REFIT_EVERY  # the fit saw the first annotation only
+    assert learner.due() == ["7"], "the corrections stored during the fit are never fitted"

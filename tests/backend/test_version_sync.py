@@ -22,6 +22,7 @@ class FakeProjectApi:
     def __init__(self) -> None:
         self.model_version = "camcut"  # what Connect model sets: the backend's title
         self.patches: list[Any] = []
+        self.refuse = 0  # PATCHes refused as LS refuses a version it has no prediction of yet
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,6 +49,10 @@ class FakeProjectApi:
             def do_PATCH(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 fake.patches.append(body)
+                if fake.refuse > 0:
+                    fake.refuse -= 1
+                    msg = "Model version doesn't exist either as live model or as static predictions."
+                    return self._json({"detail": "Validation error", "validation_errors": {"model_version": [msg]}}, 400)
                 fake.model_version = body["model_version"]
                 self._json({"id": 7, "model_version": fake.model_version})
 
@@ -75,6 +80,19 @@ def test_title_then_new_version_are_replaced(api: FakeProjectApi) -> None:
     assert t is not None
     t.join(10)
     assert api.model_version == "camcut-default-bbb" and len(api.patches) == 2
+
+
+def test_a_patch_before_ls_stored_the_predictions_is_retried(api: FakeProjectApi, monkeypatch: Any) -> None:
+    """LS stores a batch's predictions after camcut answered, and refuses (400) a model_version
+    it has no prediction of: the PATCH that follows the answer could come first and was lost."""
+    import backend.version_sync as vs
+
+    monkeypatch.setattr(vs, "RETRY_WAITS_S", (0.01, 0.01, 0.01))
+    api.refuse = 2
+    t = VersionSync(LabelStudioClient(api.url, TOKEN)).schedule("7", "camcut-default-aaa")
+    assert t is not None
+    t.join(10)
+    assert api.model_version == "camcut-default-aaa" and len(api.patches) == 3
 
 
 def test_a_version_chosen_by_hand_is_left_alone(api: FakeProjectApi) -> None:
