@@ -43,9 +43,11 @@ def _serve(argv: list[str]) -> int:
 def _segment(argv: list[str]) -> int:
     from model.cli import main
 
-    # the served configuration by default (backend/config.py's CAMCUT_CONFIG default)
+    # the served configuration by default (CAMCUT_CONFIG, else its default in backend/config.py)
     if not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv = [*argv, "--config", "featcut"]
+        from backend.config import read_setting
+
+        argv = [*argv, "--config", read_setting("CAMCUT_CONFIG")]  # CAMCUT_CONFIG or its default
     return main(argv)
 
 
@@ -77,7 +79,7 @@ def _config(argv: list[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "serve": (_serve, "serve the Label Studio ML backend under gunicorn (= make run)"),
-    "segment": (_segment, "masks for one image from a box, a tag or the CNN's guesses (configuration `default`)"),
+    "segment": (_segment, "masks for one image from a box, a tag or the CNN's guesses (the served configuration)"),
     "eval": (_eval, "the PASCAL VOC evaluator (= python -m evaluator)"),
     "bench": (_bench, "speed, memory and quality of engine configurations (= python -m bench)"),
     "bulk": (_bulk, "pre-annotate a whole Label Studio project, resumably (= python -m backend.bulk)"),

@@ -17,6 +17,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "tagdiag.py": (["--limit", "1", "--step", "1"], "FP share"),
     "tta.py": (["1"], "1 images,"),
     "grabcut_cost.py": (["--sides", "100", "--runs", "1"], "100 px ("),
+    "featcut_negative.py": (["0", "2"], "objects; mean IoU before / GrabCut / featcut"),
 }
 
 
@@ -34,11 +35,25 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 # for one figure: here they are started (``--help``) or, for the tag scripts (positional
 # arguments, or libraries of the others), imported against today's engine.
 STARTS = ("featcut_box.py", "featcut_clicks.py")
+# needs a Dask cluster it starts itself (minutes): started with --help only
+HELPS = ("dask_task_overhead.py",)
 IMPORTS = ("tags_cache.py", "tags_common.py", "tags_cut.py", "tags_engine.py", "tags_latency.py", "tags_prop.py")
 
 
 def test_every_kept_script_is_tested() -> None:
-    assert sorted(p.name for p in (ROOT / "tools" / "experiments").glob("*.py")) == sorted([*RUNS, *STARTS, *IMPORTS])
+    assert sorted(p.name for p in (ROOT / "tools" / "experiments").glob("*.py")) == sorted([*RUNS, *STARTS, *HELPS, *IMPORTS])
+
+
+@pytest.mark.parametrize("script", HELPS)
+def test_script_starts(script: str) -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "experiments" / script), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "usage:" in r.stdout, r.stderr
 
 
 @pytest.mark.parametrize("script", STARTS)

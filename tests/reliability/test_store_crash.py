@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from backend.database import Database
+from backend.migrations import MIGRATIONS
 from backend.results import mask_to_rle
 from tests.backend.conftest import TOKEN, FakeLabelStudio, image_size, instance_masks
 from tests.pgserver import both
@@ -416,4 +417,4 @@ def test_processes_opening_a_new_store_at_once(tmp_path: Path, database_url: str
             assert p.returncode == 0, err[-2000:]
         db = Db(md, url)
         assert db.integrity() == "ok"
-        assert db.rows("SELECT version FROM schema_version") == [(1,)]
+        assert db.rows("SELECT version FROM schema_version ORDER BY version") == [(n,) for n, _ in MIGRATIONS]
