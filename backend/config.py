@@ -321,6 +321,13 @@ SETTINGS: tuple[Setting, ...] = (
         "corrections of a class needed before its threshold is re-chosen",
     ),
     Setting(
+        "head_min_corrections",
+        "CAMCUT_HEAD_MIN_CORRECTIONS",
+        "200",
+        integer(1),
+        "corrected box objects of a project before a learned head may be served (featcut); below, the training-free model",
+    ),
+    Setting(
         "adapt_thresholds",
         "CAMCUT_ADAPT_THRESHOLDS",
         "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
@@ -448,6 +455,7 @@ class Settings:
     min_class_probability: float
     max_classes: int
     min_corrections: int
+    head_min_corrections: int
     adapt_thresholds: tuple[float, ...]
     max_inflight: int
     cut_threads: int

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model.head import FitReport, Head, HeadSet, ObjectSample, correction_sample, fit_heads
+from model.head import MIN_OBJECTS, FitReport, Head, HeadSet, ObjectSample, correction_sample, fit_heads
 
 if TYPE_CHECKING:
     from model import Box, Segmenter
@@ -101,8 +101,9 @@ def _load_samples(store: Store, project: str) -> tuple[list[ObjectSample], float
 class Learner:
     """Per-project learned heads for one CamCutModel (its store and engine configuration)."""
 
-    def __init__(self, store: Store, enabled: bool) -> None:
+    def __init__(self, store: Store, enabled: bool, min_objects: int = MIN_OBJECTS) -> None:
         self.store = store
+        self.min_objects = min_objects  # corrected objects before a head may be kept (CAMCUT_HEAD_MIN_CORRECTIONS)
         # The head refines the featcut core's box answer: other cuts have nothing to learn here.
         self.enabled = enabled
         self._cache: dict[str, tuple[str, HeadSet | None]] = {}
@@ -151,7 +152,7 @@ class Learner:
         if not samples:
             return None
         current = self.heads(project)
-        rep = fit_heads(samples, current.heads if current else None, budget_s=FIT_BUDGET_S)
+        rep = fit_heads(samples, current.heads if current else None, budget_s=FIT_BUDGET_S, min_objects=self.min_objects)
         old = current.version if current else ""
         version = old
         if rep.accepted:

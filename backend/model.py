@@ -133,7 +133,8 @@ class CamCutModel:
         self.labels = LabelMap.from_file(settings.label_map)
         self.regions = RegionMaker(settings, self.labels, self.config, self.technique_for)  # prompts -> masks
         self.store = Store(settings.model_dir, settings.database_url)
-        self.learner = Learner(self.store, self.config.cut == "featcut")  # learned heads (backend/learning.py)
+        # learned heads (backend/learning.py)
+        self.learner = Learner(self.store, self.config.cut == "featcut", settings.head_min_corrections)
         self.fetcher = fetcher or ImageFetcher(settings)
         self.corrections = CorrectionLoop(self)
         self.version_sync = VersionSync(self.fetcher.client)  # LS's project model_version follows ours

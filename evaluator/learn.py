@@ -34,7 +34,7 @@ from scipy.stats import spearmanr
 
 from model import voc
 from model.engine import Segmenter, get_config
-from model.head import FitReport, Head, HeadSet, ObjectSample, correction_sample, fit_heads
+from model.head import MIN_OBJECTS, FitReport, Head, HeadSet, ObjectSample, correction_sample, fit_heads
 from model.results import mask_iou
 
 from .clicks import run_object, summarise
@@ -124,8 +124,10 @@ def curve(
     points: list[int],
     noc_every: int,
     noc_points: tuple[int, ...] = (0, 200),
+    min_objects: int = MIN_OBJECTS,
 ) -> list[dict[str, Any]]:
-    """One direction: teach from ``learn`` (root, ids), score ``score`` after each point."""
+    """One direction: teach from ``learn`` (root, ids), score ``score`` after each point
+    (``min_objects``: corrected objects before a head may be kept, as CAMCUT_HEAD_MIN_CORRECTIONS)."""
     t0 = time.perf_counter()
     samples = [s for ss in _map(pool, _collect, [(learn[0], i) for i in learn[1]]) for s in ss]
     print(f"  {len(samples)} corrections collected in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -136,7 +138,7 @@ def curve(
     for n in sorted({min(p, len(samples)) for p in points}):
         rep: FitReport | None = None
         if n > 0:
-            rep = fit_heads(samples[:n], heads)
+            rep = fit_heads(samples[:n], heads, min_objects=min_objects)
             heads = rep.heads
         key = (id(heads.get("")) if heads else 0, n in noc_points)
         if key not in cache:
@@ -215,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", default="0,25,50,100,200,all")
     ap.add_argument("--noc-every", type=int, default=3, help="NoC on every k-th scored image (0: none)")
     ap.add_argument("--noc-points", default="0,200", help="curve points where NoC is measured (it costs 20 cuts an object)")
+    ap.add_argument(
+        "--min-objects", type=int, default=MIN_OBJECTS, help="corrections before a head may be kept (the backend's rule)"
+    )
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="runs/learn")
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (learn, score) in directions.items():
         print(name, flush=True)
         noc_points = tuple(int(p) for p in a.noc_points.split(",") if p)
-        curves[name] = curve(pool, learn, score, points, a.noc_every, noc_points)
+        curves[name] = curve(pool, learn, score, points, a.noc_every, noc_points, a.min_objects)
     if pool is not None:
         pool.close()
         pool.join()

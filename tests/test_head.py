@@ -73,10 +73,12 @@ def test_untrained_head_is_the_core(samples: list[ObjectSample]) -> None:
 def test_gate_keeps_the_training_free_model_with_few_corrections(samples: list[ObjectSample]) -> None:
     rep = fit_heads(samples[: MIN_OBJECTS - 1])
     assert not rep.accepted and rep.heads == {}
+    rep = fit_heads(samples * 3, epochs=3, min_objects=3 * len(samples) + 1)
+    assert not rep.accepted and rep.heads == {} and rep.holdout == 0
 
 
 def test_gate_never_keeps_a_head_worse_on_the_held_out(samples: list[ObjectSample]) -> None:
-    rep = fit_heads(samples * 3, epochs=3)  # repeated so that there are MIN_OBJECTS
+    rep = fit_heads(samples * 3, epochs=3, min_objects=3 * len(samples))  # the gate past the size rule
     assert rep.holdout > 0
     assert rep.accepted == (rep.new_iou > rep.old_iou + 0.005)
     if not rep.accepted:

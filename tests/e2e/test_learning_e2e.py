@@ -96,7 +96,8 @@ def poll(cond: Any, what: str, timeout: float, tail: Any) -> Any:
 def backend(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CamcutBackend]:
     log_path = _REPO_ROOT / "out" / "e2e" / "backend-learning.log"
     server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-learning") / "model_dir")
-    server.env.update(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000")
+    # heads may be kept from 20 objects (served: 200), so that the kept-head path runs on 104
+    server.env.update(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000", CAMCUT_HEAD_MIN_CORRECTIONS="20")
     try:
         server.start()
     except RuntimeError as exc:
