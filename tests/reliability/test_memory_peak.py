@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,22 @@ def big_image(pixels: int) -> BenchImage:
     return BenchImage("big", buf.getvalue(), w, h, (), ())
 
 
+def predict_on_a_server(im: BenchImage, body: dict[str, Any], tmp_path: Path) -> tuple[dict[str, Any], float, float]:
+    """One /predict of ``body`` (its image served by a static Label Studio) on a real gunicorn
+    server: the task's answer, and the worker's VmHWM (MB) after start-up and after the request."""
+    ls = StaticImages([im])
+    try:
+        with Server("default", ls.url, tmp_path / "gunicorn.log", extra_env={"TIMEOUT": "0"}) as srv:
+            before = srv.memory()["VmHWM"]
+            r = requests.post(srv.url + "/predict", json=body, timeout=3000)
+            assert r.status_code == 200, r.text[:300]
+            [pred] = r.json()["results"]
+            peak = srv.memory()["VmHWM"]
+    finally:
+        ls.close()
+    return pred, before, peak
+
+
 @pytest.mark.slow
 def test_worker_peak_rss_under_the_largest_allowed_request(tmp_path: Path) -> None:
     s = Settings.from_env({})
@@ -47,16 +64,7 @@ def test_worker_peak_rss_under_the_largest_allowed_request(tmp_path: Path) -> No
         boxes.append(_rect(VOC_CLASSES[k % 20], Box(x0, y0, x0 + bw, y0 + bh), im.width, im.height, f"r{k}"))
     task = {"id": 1, "data": {"image": "/data/upload/bench/big.jpg"}, "annotations": [], "predictions": [{"result": boxes}]}
     body = {"project": "1.1", "label_config": LABEL_CONFIG, "tasks": [task]}
-    ls = StaticImages([im])
-    try:
-        with Server("default", ls.url, tmp_path / "gunicorn.log", extra_env={"TIMEOUT": "0"}) as srv:
-            before = srv.memory()["VmHWM"]
-            r = requests.post(srv.url + "/predict", json=body, timeout=3000)
-            assert r.status_code == 200, r.text[:300]
-            [pred] = r.json()["results"]
-            peak = srv.memory()["VmHWM"]
-    finally:
-        ls.close()
+    pred, before, peak = predict_on_a_server(im, body, tmp_path)
     print(
         f"\n{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP), {len(boxes)} boxes: "
         f"{len(pred['result'])} masks, worker VmHWM {before:.0f} MB after start -> {peak:.0f} MB"
@@ -73,16 +81,7 @@ def test_worker_peak_rss_under_every_tag_on_the_largest_image(tmp_path: Path) ->
     im = big_image(s.max_pixels)
     task = {"id": 1, "data": {"image": "/data/upload/bench/big.jpg", "tags": list(VOC_CLASSES)}, "annotations": []}
     body = {"project": "1.1", "label_config": LABEL_CONFIG, "tasks": [task]}
-    ls = StaticImages([im])
-    try:
-        with Server("default", ls.url, tmp_path / "gunicorn.log", extra_env={"TIMEOUT": "0"}) as srv:
-            before = srv.memory()["VmHWM"]
-            r = requests.post(srv.url + "/predict", json=body, timeout=3000)
-            assert r.status_code == 200, r.text[:300]
-            [pred] = r.json()["results"]
-            peak = srv.memory()["VmHWM"]
-    finally:
-        ls.close()
+    pred, before, peak = predict_on_a_server(im, body, tmp_path)
     masks = pred.get("result") or []
     print(
         f"\n{im.width}x{im.height} ({im.width * im.height / 1e6:.1f} MP), {len(VOC_CLASSES)} tags: "
