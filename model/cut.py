@@ -45,7 +45,7 @@ class CutInputs:
     # Hypercolumns: anything with ``window(window, (w, h)) -> (h, w, d)`` (model.features.
     # PixelFeatures), resampled straight to the cut's window and size: a full-resolution
     # (H, W, d) array would cost more to build than the cut itself.
-    features: WindowSampler | np.ndarray | None = None  # an (h, w, d) array once fitted to a window
+    features: WindowSampler | np.ndarray | None = None  # a BoundSampler (or array) once fitted to a window
     previous: np.ndarray | None = None  # (H, W) float32 in [0, 1]: the mask answered last
     # Clicks (x, y, positive) in the accompanying array's pixels, oldest first.
     points: tuple[tuple[float, float, bool], ...] = ()
@@ -110,6 +110,26 @@ def grown_window(x0: int, y0: int, x1: int, y1: int, margin: float, width: int, 
     return max(0, x0 - mx), max(0, y0 - my), min(width, x1 + mx), min(height, y1 + my)
 
 
+@dataclass(frozen=True)
+class BoundSampler:
+    """A sampler's features for one cut window at one size, fetched only when the cut reads
+    them: resampling (and, for PixelFeatures, the first PCA) is wasted on a cut that does not
+    (featcut's box answer models colour alone). ``window(None, size)`` is that window."""
+
+    source: WindowSampler
+    region: Window  # the cut window, in the source's image pixels
+    size: tuple[int, int]  # (w, h) the cut works at
+
+    def window(self, window: Window | None, size: tuple[int, int]) -> np.ndarray:
+        if window is None:
+            return self.source.window(self.region, size)
+        x0, y0, x1, y1 = window  # in the cut's pixels: back to the source's
+        rx0, ry0, rx1, ry1 = self.region
+        sx, sy = (rx1 - rx0) / self.size[0], (ry1 - ry0) / self.size[1]
+        inner = (round(rx0 + x0 * sx), round(ry0 + y0 * sy), round(rx0 + x1 * sx), round(ry0 + y1 * sy))
+        return self.source.window(inner, size)
+
+
 def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] | None) -> CutInputs | None:
     """Crop every array of ``extras`` to ``window`` and resize it to ``size`` (w, h) if given."""
     if extras is None:
@@ -127,8 +147,8 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
         elif isinstance(a, np.ndarray):
             a = a[y0:y1, x0:x1]
             changes[f.name] = a if size is None else cv2.resize(a, size, interpolation=cv2.INTER_LINEAR)
-        elif a is not None:  # a WindowSampler
-            changes[f.name] = a.window(window, out_size)
+        elif a is not None:  # a WindowSampler: read when the cut needs it
+            changes[f.name] = BoundSampler(a, window, out_size)
     return replace(extras, **changes)
 
 

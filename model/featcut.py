@@ -124,6 +124,19 @@ class FeatCut:
         self._priors: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def reads_features(self, points: tuple, head: Any) -> bool:
+        """Whether a cut with these clicks and head reads the hypercolumns: the click prior,
+        the logistic regression, feature columns in the GMMs or the pairwise term, and a learned
+        head do; the box answer of colour GMMs does not, and then they are not even resampled."""
+        p = self.p
+        return p.use_features and (
+            bool(points)
+            or head is not None
+            or p.unary in ("lr", "both")
+            or (p.unary in ("gmm", "both") and p.gmm_dims > 0)
+            or p.pairwise_features > 0
+        )
+
     def _inputs(self, image: np.ndarray, features: np.ndarray | None) -> tuple[tuple, np.ndarray, list[np.ndarray]]:
         """(cache key, z-scored Lab + hypercolumns, Potts weights) of a window."""
         use = self.p.use_features and features is not None
@@ -291,7 +304,10 @@ class FeatCutCut(Cut):
     def cut(self, image: np.ndarray, init: np.ndarray, extras: CutInputs | None = None) -> np.ndarray:
         if extras is None or extras.features is None:
             return run_grabcut(image, init, 1)
-        feats = extras.features if isinstance(extras.features, np.ndarray) else extras.features.window(None, image.shape[1::-1])
+        feats = None  # the same mask either way where the core does not read them (reads_features)
+        if self.core.reads_features(extras.points, extras.head):
+            f = extras.features
+            feats = f if isinstance(f, np.ndarray) else f.window(None, image.shape[1::-1])
         hf = extras.head_features
         hf = hf.window(None, image.shape[1::-1]) if hf is not None and not isinstance(hf, np.ndarray) else hf
         return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points, extras.head, hf)

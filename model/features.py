@@ -200,10 +200,14 @@ class PixelFeatures:
     """Reduced hypercolumn maps of one image, resampled on demand.
 
     ``maps[name]`` is (dims, h_l, w_l) at the layer's own resolution; all cover the whole image
-    of ``image_shape`` (h, w). ``logits`` and ``cam`` come from the same pass.
+    of ``image_shape`` (h, w). ``logits`` and ``cam`` come from the same pass. Made by
+    :meth:`of_image`, the maps are reduced on first use, not in the pass: a box answered by
+    colour models alone (featcut's box unary) never reads them, and the per-image PCA was 40% of
+    the pass's CPU. ``raw`` keeps the pass's layers for that, and for the tag propagation
+    (model/tagprop.py), which reads fire3 / fire5 from the same pass instead of running its own.
     """
 
-    maps: dict[str, np.ndarray]
+    _maps: dict[str, np.ndarray]  # {} until reduced, when ``raw`` is given
     image_shape: tuple[int, int]
     logits: np.ndarray
     cam: np.ndarray
@@ -212,6 +216,9 @@ class PixelFeatures:
     _windows: dict[tuple, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     fixed: dict[str, np.ndarray] = field(default_factory=dict)  # project_fixed maps (a learned head's)
+    raw: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # (c, h_l, w_l) per layer
+    input_shape: tuple[int, int] | None = None  # (h, w) the CNN saw
+    dims_per_layer: int = DEFAULT_DIMS
 
     @classmethod
     def of_image(
@@ -223,12 +230,20 @@ class PixelFeatures:
         dims: int = DEFAULT_DIMS,
         fixed_dims: int = 0,
     ) -> PixelFeatures:
-        """One CNN pass at ``max_side`` (as CamNet at that size), each layer PCA-reduced to ``dims``
-        (and, with ``fixed_dims``, also projected by :func:`project_fixed`)."""
+        """One CNN pass at ``max_side`` (as CamNet at that size); each layer is PCA-reduced to
+        ``dims`` when first read (and, with ``fixed_dims``, projected by :func:`project_fixed` now)."""
         p = forward_features(net, rgb, max_side, layers)
         h, w = np.asarray(rgb).shape[:2]
         fixed = {n: project_fixed(p.layers[n], fixed_dims) for n in layers} if fixed_dims > 0 else {}
-        return cls({n: reduce_layer(p.layers[n], dims) for n in layers}, (h, w), p.logits, p.cam, fixed)
+        return cls({}, (h, w), p.logits, p.cam, fixed, raw=dict(p.layers), input_shape=p.input_shape, dims_per_layer=dims)
+
+    @property
+    def maps(self) -> dict[str, np.ndarray]:
+        if not self._maps and self.raw:
+            with self._lock:  # a request's boxes are cut by several threads at once: reduce once
+                if not self._maps:
+                    self._maps = {n: reduce_layer(m, self.dims_per_layer) for n, m in self.raw.items()}
+        return self._maps
 
     def fixed_sampler(self) -> _Sampler | None:
         """The fixed projection as a window sampler (None when not computed)."""

@@ -101,6 +101,9 @@ class Segmenter:
                 self._features = kept  # the caller's cached output of this very image: no second pass
             else:
                 self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side, fixed_dims=fixed)
+            raw = self._features.raw
+            if self._tagprop is not None and "fire3" in raw and "fire5" in raw and self._features.input_shape:
+                self._tagprop.take(self._features.input_shape, raw["fire3"], raw["fire5"])
             if cnn is None:
                 cnn = CnnOutput(logits=self._features.logits, voc_cams=pool_voc_cams(self._features.cam))
             cnn = dataclasses.replace(cnn, features=self._features)

@@ -213,6 +213,13 @@ class TagShares:
             self._shares = {}
         return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam))
 
+    def take(self, input_shape: tuple[int, int], fire3: np.ndarray, fire5: np.ndarray) -> None:
+        """fire3 / fire5 of this image from a pass already run (the featcut configuration's
+        hypercolumn pass, model/features.py): tag mode then pays for one pass, not two."""
+        with self._lock:
+            self._fire = (input_shape, [fire3, fire5])
+            self._shares = {}
+
     def shares(self, seg: _SegmenterLike, tags: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
         """(tags in VOC order, their (K + 1, H, W) shares, background first)."""
         key = tuple(sorted({_canonical(c) for c in tags}, key=voc.voc_index))

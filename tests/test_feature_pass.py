@@ -1,0 +1,71 @@
+"""featcut's one CNN pass: the CAM, the hypercolumns and the tag propagation's fire maps come
+from it, and the per-image PCA runs only when a cut reads the features (real VOC images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.dataset import VocDataset
+from model import features, tagprop
+from model.engine import Seeds, Segmenter, get_config
+
+VOC = Path(__file__).resolve().parents[2] / "shared" / "voc2012" / "VOC2012"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return VocDataset(VOC).load("2007_000039")
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_tags_use_the_hypercolumn_pass_instead_of_a_second_one(sample, monkeypatch: pytest.MonkeyPatch) -> None:
+    seg = Segmenter(get_config("featcut"))
+    passes = _counting(monkeypatch, features, "forward_features")
+    monkeypatch.setattr(tagprop, "forward_features", features.forward_features)  # tagprop's own name for it
+    seg.set_image(sample.image)
+    res = seg.segment_classes([(sample.objects[0].name, None)])[0]
+    assert not isinstance(res, Exception) and res.mask.any()
+    assert len(passes) == 1  # was 2: tagprop ran the network again for fire3 / fire5
+
+
+def test_box_answer_skips_the_pca_and_a_click_runs_it_once(sample, monkeypatch: pytest.MonkeyPatch) -> None:
+    seg = Segmenter(get_config("featcut"))
+    reductions = _counting(monkeypatch, features, "reduce_layer")
+    seg.set_image(sample.image)
+    o = sample.objects[0]
+    first = seg.segment_box(o.box, o.name, agreement=True)
+    assert reductions == []  # colour GMMs answer a box: the features are never read
+    cx, cy = (o.box.x0 + o.box.x1) / 2, (o.box.y0 + o.box.y1) / 2
+    seg.segment_box(o.box, o.name, seeds=Seeds(((cx, cy),)), previous=first.mask)
+    assert len(reductions) == 3  # one per layer (fire3 / fire5 / fire9), at the first click
+    seg.segment_box(o.box, o.name, seeds=Seeds(((cx, cy), (cx + 5, cy))), previous=first.mask)
+    assert len(reductions) == 3  # kept for the next clicks on the image
+
+
+def test_box_mask_is_the_same_whether_or_not_the_features_are_read(sample) -> None:
+    """What makes skipping them safe: a cut that does not read them gives the same mask."""
+    seg = Segmenter(get_config("featcut"))
+    seg.set_image(sample.image)
+    core = seg.cutter.core  # type: ignore[attr-defined]
+    for o in sample.objects:
+        plain = seg.segment_box(o.box, o.name).mask
+        core.reads_features = lambda points, head: True  # force the resample + PCA path
+        try:
+            forced = seg.segment_box(o.box, o.name).mask
+        finally:
+            del core.reads_features
+        assert np.array_equal(plain, forced)
