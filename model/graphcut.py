@@ -69,6 +69,9 @@ def logistic_logits(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
     return (xt @ b[:-1] + b[-1]).numpy()
 
 
+QUADRATIC_MAX_DIMS = 8  # _component_loglik expands the Mahalanobis term up to this many dimensions
+
+
 def fit_gmm(x: np.ndarray, w: np.ndarray, k: int = 5, iterations: int = 4, reg: float = 1e-2) -> tuple[torch.Tensor, ...]:
     """A k-component full-covariance Gaussian mixture fitted to weighted samples (n, d).
 
@@ -105,14 +108,25 @@ def fit_gmm(x: np.ndarray, w: np.ndarray, k: int = 5, iterations: int = 4, reg: 
 
 
 def _component_loglik(xt: torch.Tensor, logpi: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """(n, k) log(pi_j N(x | mu_j, L_j L_j^T))."""
+    """(n, k) log(pi_j N(x | mu_j, L_j L_j^T)).
+
+    The Mahalanobis term (x - mu)^T P (x - mu), P = (L L^T)^-1, expanded in the pixels' own
+    quadratic monomials: x_i x_j (i <= j) and x_i once per image, then a single (n, m) x (m, k)
+    matmul gives every component's term. Per component, (x - mu) L^-T over all pixels cost 2.3x
+    more (12 -> 5 ms for a 160 x 120 window, 5 components, Lab; the same values to 1e-14).
+    """
     k, d = mu.shape
-    # L^-1 once per component (k tiny d x d solves), then one batched matmul over the pixels:
-    # a triangular solve against every pixel cost 3x more.
     linv = torch.linalg.solve_triangular(chol, torch.eye(d, dtype=chol.dtype).expand(k, d, d), upper=False)
-    sol = (xt[None] - mu[:, None]) @ linv.transpose(1, 2)  # (k, n, d)
-    maha = (sol**2).sum(2).T  # (n, k)
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(1)
+    if d > QUADRATIC_MAX_DIMS:  # d (d + 1) / 2 monomials per pixel would outweigh the k solves
+        sol = (xt[None] - mu[:, None]) @ linv.transpose(1, 2)  # (k, n, d)
+        return logpi[None] - 0.5 * ((sol**2).sum(2).T + logdet[None] + d * np.log(2 * np.pi))
+    prec = linv.transpose(1, 2) @ linv  # (k, d, d)
+    iu = torch.triu_indices(d, d)
+    twice = torch.where(iu[0] == iu[1], 1.0, 2.0).to(chol.dtype)  # off-diagonal terms appear twice in x^T P x
+    quad = xt[:, iu[0]] * xt[:, iu[1]]  # (n, m)
+    pm = (prec @ mu[:, :, None])[:, :, 0]  # (k, d): P mu
+    maha = quad @ (prec[:, iu[0], iu[1]] * twice).T - 2 * xt @ pm.T + (mu * pm).sum(1)[None]
     return logpi[None] - 0.5 * (maha + logdet[None] + d * np.log(2 * np.pi))
 
 

@@ -1,0 +1,33 @@
+"""The max-flow cut's colour models (model/graphcut.py) against their textbook formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.graphcut import QUADRATIC_MAX_DIMS, fit_gmm, gmm_loglik
+
+
+@pytest.mark.parametrize("d", [3, QUADRATIC_MAX_DIMS + 4])  # both ways of computing the Mahalanobis term
+def test_gmm_loglik_is_the_mixture_density(d: int) -> None:
+    rng = np.random.default_rng(d)
+    samples = np.concatenate([rng.standard_normal((400, d)) * s + c for s, c in ((0.5, -2.0), (1.0, 0.0), (2.0, 3.0))])
+    model = fit_gmm(samples.astype(np.float32), np.ones(len(samples)), k=3)
+    logpi, mu, chol = (t.numpy() for t in model)
+    x = rng.standard_normal((7, 5, d)).astype(np.float32) * 2
+    dens = np.zeros(x.shape[:2])
+    for lp, m, lo in zip(logpi, mu, chol, strict=True):
+        cov = lo @ lo.T
+        diff = x.astype(np.float64) - m
+        maha = np.einsum("...i,ij,...j->...", diff, np.linalg.inv(cov), diff)
+        dens += np.exp(lp) * np.exp(-0.5 * maha) / np.sqrt((2 * np.pi) ** d * np.linalg.det(cov))
+    assert np.allclose(gmm_loglik(x, model), np.log(dens), rtol=0, atol=1e-4)
+
+
+def test_gmm_fits_separate_clusters() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([[-4.0, 0, 0], [0, 4.0, 0], [4.0, 0, 0]])
+    samples = np.concatenate([rng.standard_normal((300, 3)) * 0.3 + c for c in centres]).astype(np.float32)
+    _, mu, _ = fit_gmm(samples, np.ones(len(samples)), k=3)
+    found = mu.numpy()
+    assert all(np.linalg.norm(found - c, axis=1).min() < 0.2 for c in centres)
