@@ -30,6 +30,9 @@ class BenchImage:
     height: int
     objects: tuple[tuple[str, Box], ...]  # (VOC class, pixel box), XML order
     classes: tuple[str, ...]  # GT classes present in SegmentationClass
+    # SegmentationObject (instance k + 1 is objects[k]; 255 void): where the click mode's
+    # simulated annotator clicks (evaluator/clicks.py's rule)
+    object_mask: np.ndarray | None = None
 
 
 def cores() -> int:
@@ -45,7 +48,7 @@ def load_images(voc_root: str | Path, limit: int | None, split: str = "train") -
         jpeg = (ds.root / "JPEGImages" / f"{i}.jpg").read_bytes()
         h, w = s.image.shape[:2]
         objs = tuple((o.name, o.box) for o in s.objects)
-        out.append(BenchImage(i, jpeg, w, h, objs, tuple(s.classes_present())))
+        out.append(BenchImage(i, jpeg, w, h, objs, tuple(s.classes_present()), s.object_mask))
     return out
 
 

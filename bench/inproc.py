@@ -13,6 +13,11 @@ backend does per task minus download, JSON and HTTP. Masks are made with ``agree
   (every VOC box of every image), as an annotator drawing boxes on an open image.
 * ``interactive_cold``: decode + set_image + segment_box(first VOC box) + RLE; one sample per
   image (the first box drawn on a newly opened image).
+* ``click``: the image set and each box answered (untimed), then one click where the clicks
+  task's annotator puts it (evaluator/clicks.py: the interior of the largest error region) +
+  RLE, with the box's answer as ``previous`` for a configuration that starts from it; one
+  sample per box, as an annotator correcting the mask camcut just gave (the issue's "one
+  interactive click with the image set").
 
 Configurations are interleaved round by round (round r runs every configuration), so slow
 drifts of the machine hit them alike. The first ``warmup`` images of each mode are run once,
@@ -28,14 +33,16 @@ import cv2
 import torch
 
 from backend.model import mask_to_rle
+from evaluator.clicks import next_click
 from model.cnn import CamNet
 from model.config import EngineConfig
 from model.image import decode_image
+from model.prompts import Seeds
 from model.segmenter import Segmenter
 
 from .common import BenchImage, cores, summarize
 
-MODES = ("box", "tag", "interactive", "interactive_cold")
+MODES = ("box", "tag", "interactive", "interactive_cold", "click")
 
 
 def _box(seg: Segmenter, im: BenchImage) -> list[float]:
@@ -72,11 +79,33 @@ def _cold(seg: Segmenter, im: BenchImage) -> list[float]:
     return [time.perf_counter() - t0]
 
 
+def _click(seg: Segmenter, im: BenchImage) -> list[float]:
+    seg.set_image(decode_image(im.jpeg))
+    if im.object_mask is None:
+        raise ValueError(f"{im.image_id}: the click mode needs the object masks")
+    valid = im.object_mask != 255
+    out = []
+    for k, (name, box) in enumerate(im.objects):
+        truth = im.object_mask == k + 1
+        answer = seg.segment_box(box, name, agreement=True).mask
+        click = next_click(answer, truth, valid) if truth.any() else None
+        if click is None:  # no pixels of its own, or already perfect: nothing to click
+            continue
+        x, y, positive = click
+        seeds = Seeds(((x, y),), ()) if positive else Seeds((), ((x, y),))
+        previous = answer if seg.answers_from_previous else None
+        t0 = time.perf_counter()
+        mask_to_rle(seg.segment_box(box, name, seeds=seeds, agreement=True, previous=previous).mask)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 RUNNERS: dict[str, Callable[[Segmenter, BenchImage], list[float]]] = {
     "box": _box,
     "tag": _tag,
     "interactive": _interactive,
     "interactive_cold": _cold,
+    "click": _click,
 }
 
 

@@ -13,6 +13,7 @@ TARGETS = {
     "speedup.box": (">=", 5.0),
     "quality.object_miou": (">=", "baseline"),
     "interactive.p95": ("<=", 100.0),
+    "click.p95": ("<=", 100.0),
     "tag.p50": ("<=", 150.0),
     "http_overhead.box": ("<=", 10.0),
     "memory.rss_peak": ("<=", 500.0),
@@ -41,6 +42,7 @@ METRICS: list[Metric] = [
     *_lat("tag", "Tag mode (decode+CNN+GT classes+RLE)"),
     *_lat("interactive", "Interactive box, image set (box+RLE)"),
     *_lat("interactive_cold", "Interactive box, cold (decode+CNN+box+RLE)"),
+    *_lat("click", "Interactive click on the box's answer, image set (click+RLE)"),
     *_lat("http_box", "HTTP /predict, boxes"),
     *_lat("http_tag", "HTTP /predict, tags"),
     *_lat("http_interactive", "HTTP /predict, interactive box"),
@@ -63,7 +65,7 @@ def flatten(section_results: dict[str, dict[str, Any]], baseline: str) -> dict[s
     out: dict[str, dict[str, float]] = {}
     for cfg, res in section_results.items():
         v: dict[str, float] = {}
-        for mode in ("box", "tag", "interactive", "interactive_cold", "http_box", "http_tag", "http_interactive"):
+        for mode in ("box", "tag", "interactive", "interactive_cold", "click", "http_box", "http_tag", "http_interactive"):
             if mode in res:
                 for s in ("p50", "p95", "max"):
                     v[f"{mode}.{s}"] = res[mode][s]

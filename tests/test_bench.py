@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 VOC_ROOT = REPO.parent / "shared" / "voc2012" / "VOC2012"
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 
-LATENCY_MODES = ("box", "tag", "interactive", "interactive_cold", "http_box", "http_tag", "http_interactive")
+LATENCY_MODES = ("box", "tag", "interactive", "interactive_cold", "click", "http_box", "http_tag", "http_interactive")
 # The HTTP overhead is measured inside each request (client latency - server compute), so it is
 # positive like every other figure; only the RSS growth can be negative.
 MAY_BE_NEGATIVE = ("memory.rss_growth",)
@@ -51,6 +51,7 @@ def _fake(box_p50: float, miou: float, late_growth: float = 0.5) -> dict:
         "tag": lat,
         "interactive": lat,
         "interactive_cold": lat,
+        "click": lat,
         "http_box": {"p50": box_p50 + 4, "p95": 1.0, "max": 1.0},
         "http_box_overhead": {"p50": 4.0, "p95": 5.0, "max": 6.0},
         "throughput": {"images_per_s": 1000 / box_p50},
