@@ -23,7 +23,9 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    least ``keep``, plus every pixel where its share is at least ``add``. GrabCut knows colour
    edges, the walk knows which regions the network groups with the CAM's peak; each vetoes
    the other's confident mistakes. (A multi-label Potts cut and per-image feature models on
-   the shares were measured and scored lower: see the notes.)
+   the shares, the same cut with today's masks in its unary, per-tag colour GMMs fitted to the
+   confident shares, and a background fed by non-VOC ImageNet CAMs were measured and scored
+   lower: README "The feature cut", tools/experiments/tags_bg.py.)
 
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
