@@ -56,6 +56,9 @@ class EngineConfig:
     # propagated by a random walk on SqueezeNet's fire3/fire5 features, background a label of
     # its own (model/tagprop.py; 37.3 vs 33.8 tag mIoU on the 205 VOC images, /work/notes/tags-results.md).
     class_tagprop: bool = False
+    # Tags (with class_tagprop): CAMs of more CNN passes at these multiples of the first pass's
+    # side averaged into the propagated scores (model/tagprop.py TagParams.scales).
+    class_tag_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -138,7 +141,9 @@ QUALITY = dataclasses.replace(
 # GrabCut masks gated by CAMs spread over SqueezeNet features (class_tagprop, model/tagprop.py);
 # clicks without a box: default's GrabCut. The backend serves it (CAMCUT_CONFIG's default): it beats
 # "default" on boxes, tags and clicks (README "The feature cut").
-FEATCUT = dataclasses.replace(DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True)
+FEATCUT = dataclasses.replace(
+    DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True, class_tag_scales=(1.5,)
+)
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(
     {"reference": REFERENCE, "default": DEFAULT, "quality": QUALITY, "featcut": FEATCUT}

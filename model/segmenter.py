@@ -28,7 +28,7 @@ from .image import to_rgb_uint8
 from .pool import run_jobs
 from .prompts import Box, BoxPrompt, Seeds
 from .results import MaskResult, Task, cam_score, cam_thresholds, known_class, mask_iou, second_opinion
-from .tagprop import TagShares
+from .tagprop import TagParams, TagShares
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, digitize
 from .windows import box_window, tag_window
 
@@ -77,7 +77,8 @@ class Segmenter:
         self._needs_features = bool(getattr(self.cutter, "needs_features", False))
         self._features: PixelFeatures | None = None
         # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
-        self._tagprop = TagShares(self.net.net, config.cnn_max_side) if config.class_tagprop else None
+        tag_params = TagParams(scales=config.class_tag_scales)
+        self._tagprop = TagShares(self.net.net, config.cnn_max_side, tag_params) if config.class_tagprop else None
         # A learned per-project head set (model/head.py HeadSet), set before set_image; None is the
         # training-free model, exactly.
         self.heads: Any = None

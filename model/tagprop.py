@@ -6,8 +6,12 @@ Why: the class task's GrabCut masks come from the coarse 1/16 CAM and 80% of the
 false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/tags-results.md):
 
 1. **Scores.** Each tag's raw CAM is resampled to a grid at 1/``grid`` of the CNN input and
-   divided by its maximum; background starts as (1 - max tag score)^alpha (AffinityNet's
-   background, Ahn & Kwak 2018): "no tag sees anything here".
+   divided by its maximum; with ``scales`` (the featcut preset: 1.5) the CAMs of one more pass
+   at that multiple of the CNN input's side are averaged in the same way (the multi-scale CAM
+   of weakly supervised segmentation: at 480 px the network sees the object larger and its CAM
+   covers more of it; 38.0 vs 37.3 tag mIoU, a gain on all four halves, README "The feature
+   cut"). Background starts as (1 - max tag score)^alpha (AffinityNet's background, Ahn & Kwak
+   2018): "no tag sees anything here".
 2. **Propagation.** A random walk on a feature graph spreads the scores over each object's
    extent. The affinity between grid cells within ``radius`` is the cosine similarity of their
    L2-normalised hypercolumns (fire3 + fire5 of the CAM's own pass) raised to ``beta``. The
@@ -19,7 +23,9 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    least ``keep``, plus every pixel where its share is at least ``add``. GrabCut knows colour
    edges, the walk knows which regions the network groups with the CAM's peak; each vetoes
    the other's confident mistakes. (A multi-label Potts cut and per-image feature models on
-   the shares were measured and scored lower: see the notes.)
+   the shares, the same cut with today's masks in its unary, per-tag colour GMMs fitted to the
+   confident shares, and a background fed by non-VOC ImageNet CAMs were measured and scored
+   lower: README "The feature cut", tools/experiments/tags_bg.py.)
 
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
@@ -32,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -54,6 +61,10 @@ class TagParams:
     alpha: float = 4.0  # background = (1 - max tag score)^alpha before propagation
     keep: float = 0.3  # today's mask pixel survives where the tag's share is at least this
     add: float = 0.5  # a pixel joins the tag where its share is a majority
+    # CAMs of more passes at these multiples of the CNN input's longer side, averaged with the
+    # first pass's (each divided by its maximum); () = the first pass alone. 1.5 gained on all
+    # four halves; 0.5 lost 4 points, 2 lost on half A, a flipped pass added nothing over 1.5.
+    scales: tuple[float, ...] = ()
 
 
 def _l2n(f: np.ndarray) -> np.ndarray:
@@ -128,10 +139,35 @@ def initial_scores(cams: np.ndarray, size: tuple[int, int], alpha: float) -> np.
     return np.concatenate([bg[None], s]).astype(np.float32)
 
 
-def tag_scores(cnn_shape: tuple[int, int], cams: np.ndarray, aff_layers: list[np.ndarray], params: TagParams) -> np.ndarray:
-    """(K + 1, gh, gw) propagated scores on the grid, background first, each in [0, 1]."""
+def multiscale(cams: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """Raw (K, h_i, w_i) CAMs of the same tags from passes at several scales -> (K, size[1], size[0]):
+    the mean of each pass's map resampled to ``size`` and divided by that tag's maximum in it.
+
+    A tag with no CAM in the first pass (``cams[0]``) stays all zero: the Segmenter reports it
+    as "no_cam" from that pass, so it must not take pixels from the other tags either."""
+    out = []
+    for c in cams:
+        m = resize_maps(np.maximum(c, 0), size).clip(min=0)
+        peak = m.reshape(len(m), -1).max(1)
+        out.append(m / np.where(peak > 0, peak, 1.0)[:, None, None])
+    first = out[0].reshape(len(out[0]), -1).max(1) > 0
+    return (np.mean(out, axis=0) * first[:, None, None]).astype(np.float32)
+
+
+def tag_scores(
+    cnn_shape: tuple[int, int],
+    cams: np.ndarray,
+    aff_layers: list[np.ndarray],
+    params: TagParams,
+    extra_cams: Sequence[np.ndarray] = (),
+) -> np.ndarray:
+    """(K + 1, gh, gw) propagated scores on the grid, background first, each in [0, 1].
+
+    ``extra_cams``: the same tags' raw CAMs from passes at other scales (each spanning the image)."""
     cnn_h, cnn_w = cnn_shape
     gsize = (max(2, int(np.ceil(cnn_w / params.grid))), max(2, int(np.ceil(cnn_h / params.grid))))
+    if len(extra_cams) and len(cams):
+        cams = multiscale([cams, *extra_cams], gsize)
     s = initial_scores(cams, gsize, params.alpha)
     if params.steps > 0:
         s = propagate(s, affinity_features(aff_layers, gsize), params)
@@ -157,13 +193,25 @@ def propagated_shares(
     layers: list[np.ndarray],
     image_shape: tuple[int, int],
     params: TagParams = TagParams(),
+    extra_cams: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
     """(K + 1, H, W) shares of background and of each tag (``cams`` order) at the image size.
 
     ``cnn_shape``: (h, w) of the CNN input; ``cams``: (K, h16, w16) raw CAMs of the tags from that
-    pass; ``layers``: the pass's raw fire3 and fire5 outputs (all maps span the whole image).
+    pass; ``layers``: the pass's raw fire3 and fire5 outputs; ``extra_cams``: the tags' raw CAMs
+    from the passes at ``params.scales`` (all maps span the whole image).
     """
-    return shares(tag_scores(cnn_shape, cams, layers, params), image_shape)
+    return shares(tag_scores(cnn_shape, cams, layers, params, extra_cams), image_shape)
+
+
+def scaled_input(image: np.ndarray, cnn_shape: tuple[int, int], scale: float) -> np.ndarray:
+    """``image`` resized so its longer side is ``scale`` x the first pass's (upsampled when the
+    image is smaller: the point of the pass is that the network sees the object larger)."""
+    h, w = image.shape[:2]
+    side = max(32, round(scale * max(cnn_shape)))
+    f = side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
 
 
 def _canonical(name: str) -> str:
@@ -196,12 +244,14 @@ class TagShares:
         self.params = params
         self._lock = threading.Lock()
         self._fire: tuple[tuple[int, int], list[np.ndarray]] | None = None
+        self._scaled: list[np.ndarray] | None = None  # (20, h, w) VOC CAMs per params.scales
         self._shares: dict[tuple[str, ...], np.ndarray] = {}
 
     def reset(self) -> None:
-        """A new image: forget its fire maps and shares."""
+        """A new image: forget its fire maps, scaled CAMs and shares."""
         with self._lock:
             self._fire = None
+            self._scaled = None
             self._shares = {}
 
     def run(self, image: np.ndarray) -> CnnOutput:
@@ -210,6 +260,7 @@ class TagShares:
         p = forward_features(self.net, image, self.cnn_max_side, ("fire3", "fire5"))
         with self._lock:
             self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
+            self._scaled = None
             self._shares = {}
         return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam))
 
@@ -229,8 +280,15 @@ class TagShares:
                     p = forward_features(self.net, seg.image, self.cnn_max_side, ("fire3", "fire5"))
                     self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
                 cnn_shape, layers = self._fire
-                cams = np.asarray(seg.cnn.voc_cams)[[voc.voc_index(c) - 1 for c in key]]  # type: ignore[attr-defined]
-                self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params)
+                if self._scaled is None:  # paid once per image, and only when tags are asked
+                    self._scaled = [
+                        pool_voc_cams(forward_features(self.net, scaled_input(seg.image, cnn_shape, f), None, ()).cam)
+                        for f in self.params.scales
+                    ]
+                idx = [voc.voc_index(c) - 1 for c in key]
+                cams = np.asarray(seg.cnn.voc_cams)[idx]  # type: ignore[attr-defined]
+                extra = [c[idx] for c in self._scaled]
+                self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params, extra)
             return key, self._shares[key]
 
     def gate(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> np.ndarray:
@@ -245,8 +303,10 @@ __all__ = [
     "TagShares",
     "gate",
     "initial_scores",
+    "multiscale",
     "propagate",
     "propagated_shares",
+    "scaled_input",
     "shares",
     "tag_scores",
     "transition",

@@ -36,6 +36,7 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_exclusive": (True, False),
     "class_window_margin": (0.5,),
     "class_tagprop": (True, False),
+    "class_tag_scales": ((1.5,), ()),
 }
 
 

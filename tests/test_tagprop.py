@@ -14,11 +14,13 @@ from model import voc
 from model.cnn import CamNet, CnnOutput
 from model.config import get_config
 from model.segmenter import Segmenter
-from model.tagprop import TagParams, TagShares, gate, propagated_shares
+from model.tagprop import TagParams, TagShares, gate, multiscale, propagated_shares, scaled_input
 
 VOC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "voc2012" / "VOC2012"
 CAT = "2007_000876"  # one cat; today's mask spills over the sofa (IoU 0.27), tagprop 0.60
-MOTO = "2007_000733"  # motorbike + person; today 0.01 / 0.23, tagprop 0.34 / 0.34
+MOTO = "2007_000733"  # motorbike + person; today 0.01 / 0.23, tagprop 0.34 / 0.34, + the 1.5x CAM 0.51 / 0.34
+ONE = TagParams()  # the first pass alone
+SCALED = TagParams(scales=(1.5,))  # featcut's tag path (EngineConfig.class_tag_scales)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +38,13 @@ def _iou(mask: np.ndarray, sample: VocSample, name: str) -> float:
 Masks = tuple[VocSample, dict[str, np.ndarray], dict[str, tuple[str | None, np.ndarray]]]
 
 
-def _masks(net: CamNet, image_id: str, cnn: CnnOutput | None = None) -> Masks:
+def _masks(net: CamNet, image_id: str, cnn: CnnOutput | None = None, params: TagParams = ONE) -> Masks:
     """(sample, today's default masks, tagprop's masks) of the image's ground-truth tags."""
     s = VocDataset(VOC_ROOT).load(image_id)
     seg = Segmenter(get_config("default"), net=net)
     seg.set_image(s.image, cnn)
     tags = s.classes_present()
-    shares = TagShares(net.net, seg.config.cnn_max_side)
+    shares = TagShares(net.net, seg.config.cnn_max_side, params)
     today: dict[str, np.ndarray] = {}
     results: dict[str, tuple[str | None, np.ndarray]] = {}
     for c in tags:
@@ -53,13 +55,13 @@ def _masks(net: CamNet, image_id: str, cnn: CnnOutput | None = None) -> Masks:
     return s, today, results
 
 
-_DONE: dict[str, Masks] = {}
+_DONE: dict[tuple[str, TagParams], Masks] = {}
 
 
-def _cached(net: CamNet, image_id: str) -> Masks:
-    if image_id not in _DONE:
-        _DONE[image_id] = _masks(net, image_id)
-    return _DONE[image_id]
+def _cached(net: CamNet, image_id: str, params: TagParams = ONE) -> Masks:
+    if (image_id, params) not in _DONE:
+        _DONE[image_id, params] = _masks(net, image_id, params=params)
+    return _DONE[image_id, params]
 
 
 def test_a_tagged_cat_overlaps_its_ground_truth_better_than_today(net) -> None:
@@ -140,3 +142,62 @@ def test_the_config_option_gives_the_gated_masks_and_leaves_default_alone(net) -
         assert np.array_equal(off.segment_class(c, others=tags).mask, today[c]), c  # default untouched
     res = on.segment_classes([(c, None) for c in tags], agreement=True)
     assert all(not isinstance(r, Exception) and 0.0 <= r.score <= 1.0 for r in res)
+
+
+# The CAM at a second scale (TagParams.scales, featcut's class_tag_scales): README "The feature cut".
+
+
+def test_the_second_scale_brings_in_the_motorbike_one_scale_misses(net) -> None:
+    """At 320 px the motorbike's CAM peaks on a part and the walk gives it a third of the bike;
+    at 480 px the network sees it larger and its CAM spans more of it."""
+    s, _, one = _cached(net, MOTO)
+    _, _, two = _cached(net, MOTO, SCALED)
+    assert _iou(two["motorbike"][1], s, "motorbike") > 0.45  # measured 0.51 (the cached records)
+    assert _iou(two["motorbike"][1], s, "motorbike") > _iou(one["motorbike"][1], s, "motorbike") + 0.1  # 0.34
+    assert _iou(two["person"][1], s, "person") > 0.28  # the competing tag keeps its level (0.34)
+
+
+def test_the_second_scale_is_deterministic(net) -> None:
+    _, _, a = _cached(net, MOTO, SCALED)
+    _, _, b = _masks(net, MOTO, params=SCALED)
+    for name in a:
+        assert np.array_equal(a[name][1], b[name][1]), name
+
+
+def test_a_tag_without_cam_in_the_first_pass_gets_no_share_from_the_second(net) -> None:
+    """The 1.5x pass re-computes every CAM from the image, so it sees the motorbike even when the
+    first pass's CAM was zeroed: the tag is "no_cam" and must not take the person's pixels."""
+    s = VocDataset(VOC_ROOT).load(MOTO)
+    seg = Segmenter(get_config("default"), net=net)
+    real = seg.set_image(s.image)
+    cams = real.voc_cams.copy()
+    cams[voc.voc_index("motorbike") - 1] = 0.0
+    seg.set_image(s.image, CnnOutput(logits=real.logits, voc_cams=cams))
+    _, share = TagShares(net.net, seg.config.cnn_max_side, SCALED).shares(seg, ("motorbike", "person"))
+    assert not share[1].any()  # motorbike (VOC order: before person)
+    _, _, out = _masks(net, MOTO, CnnOutput(logits=real.logits, voc_cams=cams), SCALED)
+    assert out["motorbike"][0] == "no_cam" and not out["motorbike"][1].any()
+    assert _iou(out["person"][1], s, "person") > 0.2
+
+
+def test_multiscale_averages_each_pass_divided_by_its_peak() -> None:
+    a = np.zeros((2, 4, 4), np.float32)
+    a[0, 0, 0], a[1] = 2.0, 0.0
+    b = np.zeros((2, 8, 8), np.float32)
+    b[0, :4, :4], b[1, 4:, 4:] = 10.0, 3.0  # tag 1 fires only in the second pass
+    m = multiscale([a, b], (4, 4))
+    assert m.shape == (2, 4, 4)
+    assert m[0, 0, 0] == pytest.approx(1.0) and m[0, 1, 1] == pytest.approx(0.5) and m[0, 3, 3] == 0
+    assert not m[1].any()
+
+
+def test_scaled_input_upsamples_a_small_image_to_the_scale() -> None:
+    img = np.zeros((100, 200, 3), np.uint8)
+    assert scaled_input(img, (100, 200), 1.5).shape == (150, 300, 3)
+    assert scaled_input(np.zeros((375, 500, 3), np.uint8), (240, 320), 1.5).shape == (360, 480, 3)
+
+
+def test_featcut_serves_the_second_scale_and_its_version_says_so() -> None:
+    featcut = get_config("featcut")
+    assert featcut.class_tagprop and featcut.class_tag_scales == (1.5,)
+    assert featcut.version_key != dataclasses.replace(featcut, class_tag_scales=()).version_key

@@ -1,8 +1,9 @@
 """Tag mode latency per image, today's `default` vs today + tagprop, as bench/inproc.py's tag mode.
 
 Per image: decode JPEG + set_image + segment_classes(every GT class, agreement=True), with
-`default` and with `default` + class_tagprop=True (TagShares: one more SqueezeNet pass for
-fire3/fire5, the propagation, the gate of each mask and of its second opinion).
+`default`, with `default` + class_tagprop=True (TagShares: fire3/fire5 of the same pass, the
+propagation, the gate of each mask and of its second opinion) and + class_tag_scales=(1.5,)
+(featcut's tag path: one more SqueezeNet pass at 480 px for the second-scale CAM).
 
     .venv/bin/python tools/experiments/tags_latency.py [N_IMAGES] [ROUNDS]
 """
@@ -43,6 +44,9 @@ def main() -> None:
         "default": Segmenter(get_config("default"), net=net, threads=cores),
         "default + class_tagprop": Segmenter(
             dataclasses.replace(get_config("default"), class_tagprop=True), net=net, threads=cores
+        ),
+        "+ class_tag_scales (1.5,)": Segmenter(
+            dataclasses.replace(get_config("default"), class_tagprop=True, class_tag_scales=(1.5,)), net=net, threads=cores
         ),
     }
     images = []
