@@ -72,6 +72,7 @@ def correction_samples(seg: Segmenter, sample: VocSample) -> list[ObjectSample]:
         if gt.any():
             s = correction_sample(seg, obj.box, obj.name, gt, valid)
             if s is not None:  # None: a fallback (tiny box, no background), nothing the head would see
+                s.group = sample.image_id  # one image = one annotation: the gate holds out whole images
                 out.append(s)
     return out
 
