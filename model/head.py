@@ -320,7 +320,7 @@ class Hook:
         keep = ok[gy, gx].ravel()
         x = self.x[gy, gx].reshape(-1, N_PIXEL)[keep]
         uv = self.uv[gy, gx].reshape(-1, 2)[keep]
-        shape = shapeprior.box_shape(y, self.box)
+        shape = shapeprior.box_shape(y, self.box, ok)
         return ObjectSample(self.voc_class, x.astype(np.float16), y[gy, gx].ravel()[keep], agreement, core_iou,
                             uv.astype(np.float16), shape.astype(np.float16))  # fmt: skip
 

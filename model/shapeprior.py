@@ -27,14 +27,22 @@ CLIP = 0.03  # probabilities kept in [CLIP, 1 - CLIP]: a prior never forbids a p
 MAX_WEIGHT = 2.0  # a bound on the fitted weight (the core's own unary is the main term)
 
 
-def box_shape(mask_window: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def box_shape(mask_window: np.ndarray, box: tuple[int, int, int, int], valid: np.ndarray | None = None) -> np.ndarray:
     """(SIZE, SIZE) float32: the share of each cell of the box (x0, x1, y0, y1 in the window)
-    covered by the mask (INTER_AREA: every pixel of the box counts)."""
+    covered by the mask (INTER_AREA: every pixel of the box counts), over the ``valid`` pixels
+    only (VOC's void: a crowd's unlabelled people are not background); a cell without any valid
+    pixel takes the box's mean."""
     x0, x1, y0, y1 = box
     crop = mask_window[y0:y1, x0:x1].astype(np.float32)
     if crop.size == 0:
         return np.full((SIZE, SIZE), 0.5, np.float32)
-    return cv2.resize(crop, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    ok = np.ones_like(crop) if valid is None else valid[y0:y1, x0:x1].astype(np.float32)
+    if ok.sum() == 0:
+        return np.full((SIZE, SIZE), 0.5, np.float32)
+    num = cv2.resize(crop * ok, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    den = cv2.resize(ok, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    mean = float((crop * ok).sum() / ok.sum())
+    return np.where(den > 1e-3, num / np.maximum(den, 1e-3), mean).astype(np.float32)
 
 
 def logit(p: np.ndarray) -> np.ndarray:

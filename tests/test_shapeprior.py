@@ -53,3 +53,14 @@ def test_sample_map_reads_the_cells_at_box_coordinates() -> None:
     u = np.array([0.1, 0.9, -0.5, 1.5])
     got = sp.sample_map(m, u, np.full(4, 0.5))
     assert np.allclose(got, [1.0, 0.0, 1.0, 0.0])  # outside the box: the nearest cell
+
+
+def test_box_shape_leaves_void_pixels_out() -> None:
+    win = np.zeros((40, 40), bool)
+    win[:, :20] = True
+    valid = np.ones((40, 40), bool)
+    valid[:, 20:30] = False  # void: neither object nor background
+    got = sp.box_shape(win, (0, 40, 0, 40), valid)
+    assert np.allclose(got[:, : sp.SIZE // 2], 1.0) and np.allclose(got[:, -4:], 0.0)
+    # cells wholly void take the mean over the valid pixels (2/3 object), not 0 (background)
+    assert np.allclose(got[:, 13:17], 2 / 3, atol=1e-3)
