@@ -179,7 +179,7 @@ class Learner:
                 db.execute("DELETE FROM heads WHERE project=?", (project,))
                 for c, b in blobs.items():
                     db.execute("INSERT INTO heads VALUES (?,?,?,?)", (project, c, version, b))
-            detail = f"held-out IoU {rep.new_iou:.4f} vs {rep.old_iou:.4f} on {rep.holdout}, {rep.seconds:.1f} s CPU"
+            detail = f"{rep.kind} held-out IoU {rep.new_iou:.4f} vs {rep.old_iou:.4f} on {rep.holdout}, {rep.seconds:.1f} s CPU"
             db.execute(
                 "INSERT INTO head_fits VALUES (?,?,?,?,?,?) ON CONFLICT (project) DO UPDATE SET version=excluded.version, "
                 "samples=excluded.samples, fitted=excluded.fitted, accepted=excluded.accepted, detail=excluded.detail",

@@ -527,6 +527,7 @@ class FitReport:
     old_iou: float
     seconds: float
     classes: tuple[str, ...] = ()
+    kind: str = ""  # the best candidate: "prior" (shape prior over the core) or "mlp" (MLP + prior)
 
 
 def gate(new: np.ndarray, cur: np.ndarray) -> bool:
@@ -605,7 +606,8 @@ def fit_heads(
             maps = shapeprior.class_maps([np.asarray(s.shape, np.float32) for s in have], [s.voc_class for s in have])
             for h in heads.values():
                 h.shape_maps = maps
-    return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)))
+    kind = ("prior", "mlp")[best]
+    return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)), kind)
 
 
 __all__ = [

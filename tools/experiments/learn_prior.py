@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from model.head import ObjectSample, fit_head, heldout_iou, prior_head
+from model.head import ObjectSample, fit_head, fit_heads, heldout_iou, prior_head
 
 
 def collect(voc: str, limit: int | None) -> list[ObjectSample]:
@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--cache", default="runs/learn_prior_samples.npz")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--points", default="25,50,100,200")
+    ap.add_argument("--what", default="prior,mlp", help="prior, mlp (MLP alone and MLP + prior), gated (fit_heads' kept set)")
     a = ap.parse_args()
     cache = Path(a.cache)
     if cache.exists():
@@ -102,7 +103,12 @@ def main() -> int:
             ph = prior_head(part)
             tp = time.process_time() - t0
             row = f"  n={n:4d}  prior {heldout_iou(ph, score) - base:+.4f} (w {ph.shape_w:.2f}, {tp:.1f} s)"
-            if n >= 50:
+            if "gated" in a.what:
+                rep = fit_heads(part, min_objects=0)
+                hs = rep.heads
+                gain = float(np.mean([heldout_iou(hs.get(s.voc_class, hs.get("")), [s]) for s in score])) - base
+                row += f"  gated {gain:+.4f} ({'kept ' + rep.kind if rep.accepted else 'none'}, {rep.seconds:.1f} s)"
+            if n >= 50 and "mlp" in a.what:
                 t0 = time.process_time()
                 mh = fit_head(part, shape=False)
                 row += f"  mlp {heldout_iou(mh, score) - base:+.4f}"
