@@ -51,6 +51,10 @@ MIN_HOLDOUT, MAX_HOLDOUT = 10, 60
 # (docs/results/learn) gained on both halves only from 200 (+2.1 / +0.5; at 100: +0.4 / -1.0), and
 # the real-Label-Studio e2e at 104 objects lost 0.04 mean IoU on other images: 200 is that rule.
 MIN_OBJECTS = 200
+# The MLP candidate is fitted only from this many corrections: the only full-cut curve (session 4)
+# gained on both halves first at 200, and end to end an MLP head kept at 42 corrections (+0.038
+# held out on 10 objects, past the 2-SE gate) lost 0.044 mean IoU on 63 other objects.
+MLP_MIN_OBJECTS = 200
 PER_CLASS_MIN = 40  # objects of one class (in the fit part) before it gets its own head
 MIN_GAIN = 0.005  # held-out mean IoU a new head must gain over the current one
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # candidate weights of the shape prior's log-odds
@@ -568,7 +572,8 @@ def fit_heads(
     **kw: Any,
 ) -> FitReport:
     """Fit candidate head sets on all but the most recent corrections (``samples`` oldest first):
-    the shape prior alone over the core (:func:`prior_head`) and, with ``mlp``, the MLP head with
+    the shape prior alone over the core (:func:`prior_head`) and, with ``mlp`` and from
+    MLP_MIN_OBJECTS corrections, the MLP head with
     the prior (plus per-class heads where there is enough data); the best of them on those
     held-out corrections is kept only if it beats ``current`` (None or {}: the training-free
     answer) there. A kept set's prior maps are then re-made from every sample (its weight stays
@@ -588,7 +593,7 @@ def fit_heads(
         return np.array([heldout_iou(served(hs, s.voc_class), [s]) for s in held])
 
     candidates = [{"": prior_head(fit)}]
-    if mlp:
+    if mlp and n >= MLP_MIN_OBJECTS:
         project = fit_head(fit, budget_s=budget_s * 0.6, **kw)
         heads = {"": project}
         for c in sorted({s.voc_class for s in fit}):

@@ -157,3 +157,13 @@ def test_the_gate_does_not_keep_a_gain_within_its_noise() -> None:
     assert not gate(lucky, cur)
     assert gate(cur + 0.01, cur)  # a consistent gain
     assert not gate(cur - 0.01, cur)
+
+
+def test_no_mlp_head_from_few_corrections(samples: list[ObjectSample]) -> None:
+    """End to end an MLP head kept at 42 corrections lost 0.044 IoU on other images."""
+    from model.head import MLP_MIN_OBJECTS
+
+    few = (samples * 3)[: MLP_MIN_OBJECTS - 1]
+    rep = fit_heads(few, epochs=2, min_objects=0)
+    assert rep.kind == "prior"
+    assert all(h.w1.shape[1] == 0 for h in rep.heads.values())  # whatever was kept has no MLP
