@@ -68,7 +68,7 @@ def write_samples(
             "INSERT INTO head_samples VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (project, annotation_id, region_key) DO UPDATE SET "
             "voc_class=excluded.voc_class, agreement=excluded.agreement, core_iou=excluded.core_iou, "
             "arrays=excluded.arrays, updated_at=excluded.updated_at, created=excluded.created",
-            (project, annotation_id, key, s.voc_class, s.agreement, s.core_iou, to_blob({"x": s.x, "y": s.y}), updated_at, now),
+            (project, annotation_id, key, s.voc_class, s.agreement, s.core_iou, to_blob(_arrays(s)), updated_at, now),
         )
     # Bounded per project: keep the MAX_SAMPLES most recent objects.
     row = db.execute(
@@ -76,6 +76,13 @@ def write_samples(
     ).fetchone()
     if row is not None:
         db.execute("DELETE FROM head_samples WHERE project=? AND created < ?", (project, row[0]))
+
+
+def _arrays(s: ObjectSample) -> dict[str, np.ndarray]:
+    a = {"x": s.x, "y": s.y}
+    if s.uv is not None and s.shape is not None:  # the shape prior's (model/shapeprior.py)
+        a["uv"], a["shape"] = s.uv, s.shape
+    return a
 
 
 def load_samples(store: Store, project: str) -> list[ObjectSample]:
@@ -87,14 +94,18 @@ def _load_samples(store: Store, project: str) -> tuple[list[ObjectSample], float
     """The samples and the newest one's ``created`` (what a fit on them has seen)."""
     with store.transaction(write=False) as db:
         rows = db.execute(
-            "SELECT voc_class, agreement, core_iou, arrays, created FROM head_samples WHERE project=? "
+            "SELECT voc_class, agreement, core_iou, arrays, created, annotation_id FROM head_samples WHERE project=? "
             "ORDER BY created, annotation_id, region_key",
             (project,),
         ).fetchall()
     out = []
-    for cls, agreement, core_iou, blob, _ in rows:
+    for cls, agreement, core_iou, blob, _, annotation in rows:
         a = from_blob(blob)
-        out.append(ObjectSample(str(cls), a["x"].astype(np.float16), a["y"].astype(bool), float(agreement), float(core_iou)))
+        # Samples stored before the shape prior have no uv / shape: they teach the MLP only.
+        uv = a["uv"].astype(np.float16) if "uv" in a else None
+        shape = a["shape"].astype(np.float16) if "shape" in a else None
+        out.append(ObjectSample(str(cls), a["x"].astype(np.float16), a["y"].astype(bool), float(agreement),
+                                float(core_iou), uv, shape, f"a{annotation}"))  # fmt: skip
     return out, max((float(r[4]) for r in rows), default=0.0)
 
 
@@ -168,7 +179,7 @@ class Learner:
                 db.execute("DELETE FROM heads WHERE project=?", (project,))
                 for c, b in blobs.items():
                     db.execute("INSERT INTO heads VALUES (?,?,?,?)", (project, c, version, b))
-            detail = f"held-out IoU {rep.new_iou:.4f} vs {rep.old_iou:.4f} on {rep.holdout}, {rep.seconds:.1f} s CPU"
+            detail = f"{rep.kind} held-out IoU {rep.new_iou:.4f} vs {rep.old_iou:.4f} on {rep.holdout}, {rep.seconds:.1f} s CPU"
             db.execute(
                 "INSERT INTO head_fits VALUES (?,?,?,?,?,?) ON CONFLICT (project) DO UPDATE SET version=excluded.version, "
                 "samples=excluded.samples, fitted=excluded.fitted, accepted=excluded.accepted, detail=excluded.detail",

@@ -72,6 +72,7 @@ def correction_samples(seg: Segmenter, sample: VocSample) -> list[ObjectSample]:
         if gt.any():
             s = correction_sample(seg, obj.box, obj.name, gt, valid)
             if s is not None:  # None: a fallback (tiny box, no background), nothing the head would see
+                s.group = sample.image_id  # one image = one annotation: the gate holds out whole images
                 out.append(s)
     return out
 
@@ -162,7 +163,8 @@ def curve(
         row = {"corrections": n, **cache[key]}
         if rep is not None:
             row.update(accepted=rep.accepted, holdout=rep.holdout, heldout_new=round(rep.new_iou, 4),
-                       heldout_old=round(rep.old_iou, 4), fit_cpu_s=round(rep.seconds, 1), heads=list(rep.classes))  # fmt: skip
+                       heldout_old=round(rep.old_iou, 4), fit_cpu_s=round(rep.seconds, 1), heads=list(rep.classes),
+                       kind=rep.kind)  # fmt: skip
         rows.append(row)
         print("  " + json.dumps(row), flush=True)
     return rows

@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import shapeprior
 from .graphcut import min_cut
 from .techniques import GC_BGD, GC_FGD
 
@@ -50,13 +51,33 @@ MIN_HOLDOUT, MAX_HOLDOUT = 10, 60
 # (docs/results/learn) gained on both halves only from 200 (+2.1 / +0.5; at 100: +0.4 / -1.0), and
 # the real-Label-Studio e2e at 104 objects lost 0.04 mean IoU on other images: 200 is that rule.
 MIN_OBJECTS = 200
+# The MLP candidate is fitted only from this many corrections: the only full-cut curve (session 4)
+# gained on both halves first at 200, and end to end an MLP head kept at 42 corrections (+0.038
+# held out on 10 objects, past the 2-SE gate) lost 0.044 mean IoU on 63 other objects.
+MLP_MIN_OBJECTS = 200
 PER_CLASS_MIN = 40  # objects of one class (in the fit part) before it gets its own head
 MIN_GAIN = 0.005  # held-out mean IoU a new head must gain over the current one
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # candidate weights of the shape prior's log-odds
+GATE_Z = 2.0  # ... and in standard errors of its per-object gains (one-sided, ~97.5%)
 
 
 def _grid(h: int, w: int, n: int = SAMPLE_PIXELS) -> tuple[slice, slice]:
     step = max(1, int(np.ceil(np.sqrt(h * w / n))))
     return slice(step // 2, None, step), slice(step // 2, None, step)
+
+
+def box_uv(init: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """(h, w) box coordinates u, v of a cut window's pixels (0..1 across the box, which is where
+    ``init`` is not hard background) and the box (x0, x1, y0, y1) in the window."""
+    h, w = init.shape
+    ys, xs = np.nonzero(init != GC_BGD)
+    if len(ys) == 0:
+        ys, xs = np.array([0, h - 1]), np.array([0, w - 1])
+    bx0, bx1, by0, by1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u = (xx + 0.5 - bx0) / max(1, bx1 - bx0)
+    v = (yy + 0.5 - by0) / max(1, by1 - by0)
+    return u, v, (bx0, bx1, by0, by1)
 
 
 def pixel_features(
@@ -71,13 +92,7 @@ def pixel_features(
     """(h, w, N_PIXEL) float32 features of one cut window (see the module docstring)."""
     h, w = init.shape
     inbox = init != GC_BGD
-    ys, xs = np.nonzero(inbox)
-    if len(ys) == 0:
-        ys, xs = np.array([0, h - 1]), np.array([0, w - 1])
-    bx0, bx1, by0, by1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    u = (xx + 0.5 - bx0) / max(1, bx1 - bx0)
-    v = (yy + 0.5 - by0) / max(1, by1 - by0)
+    u, v, (bx0, bx1, by0, by1) = box_uv(init)
     side = np.clip(np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v)), -0.5, 0.5)
     scale = float(np.sqrt(max(1, (bx1 - bx0) * (by1 - by0))))
     m8 = mask.astype(np.uint8)
@@ -159,6 +174,9 @@ class ObjectSample:
     y: np.ndarray  # (n,) bool: the corrected mask there
     agreement: float = 0.5  # the core answer's agreement with its second opinion
     core_iou: float = 0.0  # full-resolution IoU of the training-free answer with the correction
+    uv: np.ndarray | None = None  # (n, 2) float16: the grid pixels' box coordinates (None: stored before the prior)
+    shape: np.ndarray | None = None  # (SIZE, SIZE) float16: the correction resampled to its box (model/shapeprior.py)
+    group: str = ""  # the image (annotation) it came from: the gate holds out whole images
 
 
 @dataclass
@@ -175,6 +193,16 @@ class Head:
     core: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0], np.float32))  # a, b of a * z + b
     score_w: np.ndarray = field(default_factory=lambda: np.zeros(len(SCORE_NAMES) + 1, np.float32))
     priors: dict[str, float] = field(default_factory=dict)
+    shape_maps: dict[str, np.ndarray] = field(default_factory=dict)  # per class and "" (model/shapeprior.py)
+    shape_w: float = 0.0  # weight of the shape prior's log-odds in the unary (0: no prior)
+
+    def shape_logit(self, voc_class: str, uv: np.ndarray | None) -> np.ndarray | float:
+        """The shape prior's term at box coordinates ``uv`` (n, 2) (0.0: no prior, or no uv)."""
+        m = self.shape_maps.get(voc_class, self.shape_maps.get(""))
+        if uv is None or m is None or self.shape_w <= 0:
+            return 0.0
+        uv = np.asarray(uv, np.float32)
+        return self.shape_w * shapeprior.logit(shapeprior.sample_map(m, uv[:, 0], uv[:, 1]))
 
     def _input(self, x: np.ndarray, voc_class: str) -> torch.Tensor:
         onehot = np.zeros((x.shape[0], len(self.classes) + 1), np.float32)
@@ -182,13 +210,16 @@ class Head:
         xs = (x.astype(np.float32) - self.mean) / self.std
         return torch.from_numpy(np.concatenate([xs, onehot], axis=1))
 
-    def logits(self, x: np.ndarray, voc_class: str) -> np.ndarray:
-        """(n,) foreground logits of pixels ``x`` (n, N_PIXEL) of an object of ``voc_class``."""
+    def logits(self, x: np.ndarray, voc_class: str, uv: np.ndarray | None = None) -> np.ndarray:
+        """(n,) foreground logits of pixels ``x`` (n, N_PIXEL) of an object of ``voc_class``
+        (``uv``: their box coordinates, for the shape prior)."""
+        if self.w1.shape[1] == 0:  # no MLP: the core's answer and the shape prior
+            return core_logit(x) + self.shape_logit(voc_class, uv)
         with torch.inference_mode():
             t = self._input(x, voc_class)
             hid = torch.relu(t @ torch.from_numpy(self.w1) + torch.from_numpy(self.b1))
             delta = (hid @ torch.from_numpy(self.w2) + torch.from_numpy(self.b2)).numpy().ravel()
-        return self.core[0] * core_logit(x) + self.core[1] + delta
+        return self.core[0] * core_logit(x) + self.core[1] + delta + self.shape_logit(voc_class, uv)
 
     def prior(self, voc_class: str) -> float:
         return self.priors.get(voc_class, self.priors.get("", 0.7))
@@ -206,6 +237,10 @@ class Head:
             "core": self.core, "score_w": self.score_w,
             "prior_names": np.array(names, dtype=np.str_).reshape(-1),
             "prior_values": np.array([self.priors[n] for n in names], np.float32),
+            "shape_names": np.array(sorted(self.shape_maps), dtype=np.str_).reshape(-1),
+            "shape_maps": np.array([self.shape_maps[n] for n in sorted(self.shape_maps)], np.float32).reshape(
+                -1, shapeprior.SIZE, shapeprior.SIZE),
+            "shape_w": np.array([self.shape_w], np.float32),
         }  # fmt: skip
 
     @classmethod
@@ -216,8 +251,15 @@ class Head:
         if f32("mean").shape != (N_PIXEL,) or f32("w1").shape[0] != N_PIXEL + len(a["classes"]) + 1:
             raise ValueError("head arrays do not match the pixel features")
         priors = {str(n): float(v) for n, v in zip(a["prior_names"], a["prior_values"], strict=True)}
+        # A head stored before the shape prior has none of its arrays: it loads without a prior.
+        maps = {}
+        if "shape_names" in a:
+            if np.asarray(a["shape_maps"]).shape[1:] != (shapeprior.SIZE, shapeprior.SIZE):
+                raise ValueError("shape prior maps of another size")
+            maps = {str(n): f32("shape_maps")[i] for i, n in enumerate(a["shape_names"])}
+        sw = float(f32("shape_w")[0]) if "shape_w" in a else 0.0
         return cls(tuple(str(c) for c in a["classes"]), f32("mean"), f32("std"), f32("w1"), f32("b1"), f32("w2"),
-                   f32("b2"), f32("core"), f32("score_w"), priors)  # fmt: skip
+                   f32("b2"), f32("core"), f32("score_w"), priors, maps, sw)  # fmt: skip
 
 
 class Hook:
@@ -226,6 +268,8 @@ class Hook:
     def __init__(self, head: Head | None, voc_class: str | None) -> None:
         self.head, self.voc_class = head, voc_class or ""
         self.x: np.ndarray | None = None  # (h, w, N_PIXEL) of the window, once refined
+        self.uv: np.ndarray | None = None  # (h, w, 2) box coordinates of the window's pixels
+        self.box: tuple[int, int, int, int] = (0, 0, 0, 0)  # the box in the window (x0, x1, y0, y1)
         self.mask: np.ndarray | None = None  # the answer at the window's working size
         self.head_logit: np.ndarray | None = None
         self.agreement: float | None = None  # set by HeadSet.rescore once the second opinion is known
@@ -243,11 +287,12 @@ class Hook:
     ) -> np.ndarray:
         """Called by featcut with the core's box answer: returns the head's re-cut (or the answer)."""
         x = pixel_features(image, init, cam, fz, fixed, z, mask)
-        self.x = x
+        u, v, self.box = box_uv(init)
+        self.x, self.uv = x, np.stack([u, v], axis=2)
         if self.head is None:
             self.mask = mask
             return mask
-        hz = self.head.logits(x.reshape(-1, N_PIXEL), self.voc_class).reshape(mask.shape)
+        hz = self.head.logits(x.reshape(-1, N_PIXEL), self.voc_class, self.uv.reshape(-1, 2)).reshape(mask.shape)
         self.head_logit = hz
         out = min_cut(np.logaddexp(0.0, -hz), np.logaddexp(0.0, hz), pair, init == GC_FGD, init == GC_BGD)
         self.mask = out
@@ -270,7 +315,7 @@ class Hook:
     def sample(self, gt_window: np.ndarray, valid_window: np.ndarray | None, agreement: float, core_iou: float) -> ObjectSample:
         """The training sample of this answer given the correction cropped to the cut's window
         (any size: resized here to the working size)."""
-        if self.x is None:
+        if self.x is None or self.uv is None:
             raise ValueError("the cut did not reach the head (no featcut box answer)")
         h, w = self.x.shape[:2]
         y = cv2.resize(gt_window.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA) > 0.5
@@ -280,7 +325,10 @@ class Hook:
         gy, gx = _grid(h, w)
         keep = ok[gy, gx].ravel()
         x = self.x[gy, gx].reshape(-1, N_PIXEL)[keep]
-        return ObjectSample(self.voc_class, x.astype(np.float16), y[gy, gx].ravel()[keep], agreement, core_iou)
+        uv = self.uv[gy, gx].reshape(-1, 2)[keep]
+        shape = shapeprior.box_shape(y, self.box, ok)
+        return ObjectSample(self.voc_class, x.astype(np.float16), y[gy, gx].ravel()[keep], agreement, core_iou,
+                            uv.astype(np.float16), shape.astype(np.float16))  # fmt: skip
 
 
 class HeadSet:
@@ -304,16 +352,17 @@ class HeadSet:
 
 
 def correction_sample(
-    seg: Any, box: Any, voc_class: str, corrected: np.ndarray, valid: np.ndarray | None = None
+    seg: Any, box: Any, voc_class: str, corrected: np.ndarray, valid: np.ndarray | None = None, agreement: bool = True
 ) -> ObjectSample | None:
     """What one correction teaches: the training-free box answer of ``seg`` (a Segmenter whose
     ``heads`` is a record-only ``HeadSet()``, set before ``set_image``) for ``box`` (model.prompts
-    Box), and ``corrected`` (H, W bool, the annotator's mask; ``valid``: pixels that count).
+    Box), and ``corrected`` (H, W bool, the annotator's mask; ``valid``: pixels that count;
+    ``agreement`` False skips the second-opinion cut, for experiments that do not fit a score).
     None when the answer did not come from the featcut box cut (a fallback, another cut)."""
     from .results import mask_iou
     from .windows import box_window
 
-    res = seg.segment_box(box, voc_class, agreement=True)
+    res = seg.segment_box(box, voc_class, agreement=agreement)  # False: no second opinion (score unknown)
     hook = res.learned
     if not isinstance(hook, Hook) or hook.x is None:
         return None
@@ -381,8 +430,8 @@ def _fit_score(head: Head, samples: Sequence[ObjectSample], ridge: float = 20.0)
     rows, target = [], []
     for s in samples:
         x = s.x.astype(np.float32)
-        hz = head.logits(x, s.voc_class)
-        pred = (hz > 0) & (x[:, 3] > 0.5)
+        hz = head.logits(x, s.voc_class, s.uv)
+        pred = cut_estimate(x, hz)
         rows.append(mask_stats(x, hz, pred, s.agreement, head.prior(s.voc_class)))
         target.append(grid_iou(pred, s.y))
     a, t = np.array(rows, np.float64), np.array(target, np.float64)
@@ -394,10 +443,61 @@ def _fit_score(head: Head, samples: Sequence[ObjectSample], ridge: float = 20.0)
     head.score_w = np.concatenate([[r.mean() * len(r) / (len(r) + ridge) - mu @ w], w]).astype(np.float32)
 
 
-def fit_head(samples: Sequence[ObjectSample], hidden: int = 64, epochs: int = 30, budget_s: float = 20.0, seed: int = 0) -> Head:
-    """A head (pixel MLP + score model) fitted on ``samples``."""
+def _fit_prior(head: Head, samples: Sequence[ObjectSample]) -> None:
+    """The shape prior's maps (all of ``samples``) and weight (on leave-one-out maps, on top of
+    the head's own logits) of ``head``; samples stored before the prior (no uv) do not count."""
+    have = [s for s in samples if s.uv is not None and s.shape is not None]
+    head.shape_maps, head.shape_w = {}, 0.0
+    if len(have) < 2:
+        return
+    shapes = [np.asarray(s.shape, np.float32) for s in have]
+    classes = [s.voc_class for s in have]
+    loo = shapeprior.loo_maps(shapes, classes)
+    rows = []
+    for s, m in zip(have, loo, strict=True):
+        x, uv = s.x.astype(np.float32), np.asarray(s.uv, np.float32)
+        rows.append((x, head.logits(x, s.voc_class), shapeprior.logit(shapeprior.sample_map(m, uv[:, 0], uv[:, 1])), s.y))
+    # The weight is the one of PRIOR_WEIGHTS whose estimated served masks (cut_estimate, on the
+    # leave-one-out maps) have the best mean IoU: a logistic fit of it (shapeprior.fit_weight)
+    # improved the pixels' likelihood but lost 0.03 object IoU on the other half of the images.
+    best, best_iou = 0.0, -1.0
+    for w in PRIOR_WEIGHTS:
+        iou = float(np.mean([grid_iou(cut_estimate(x, b + w * p), y) for x, b, p, y in rows]))
+        if iou > best_iou + 1e-4:
+            best, best_iou = w, iou
+    head.shape_w = best
+    head.shape_maps = shapeprior.class_maps(shapes, classes)
+
+
+def prior_head(samples: Sequence[ObjectSample]) -> Head:
+    """A head without an MLP: the core's own unary plus the shape prior (and the score model).
+    It has a handful of numbers per class to learn, so it helps from few corrections."""
+    z = np.zeros(N_PIXEL, np.float32)
+    head = Head((), z, np.ones(N_PIXEL, np.float32), np.zeros((N_PIXEL + 1, 0), np.float32), np.zeros(0, np.float32),
+                np.zeros((0, 1), np.float32), np.zeros(1, np.float32))  # fmt: skip
+    _fit_prior(head, samples)
+    _fit_priors_and_score(head, samples)
+    return head
+
+
+def _fit_priors_and_score(head: Head, samples: Sequence[ObjectSample]) -> None:
+    ious: dict[str, list[float]] = {}
+    for s in samples:
+        ious.setdefault(s.voc_class, []).append(s.core_iou)
+        ious.setdefault("", []).append(s.core_iou)
+    head.priors = {c: float(np.mean(v)) for c, v in ious.items()}
+    _fit_score(head, samples)
+
+
+def fit_head(
+    samples: Sequence[ObjectSample], hidden: int = 64, epochs: int = 30, budget_s: float = 20.0, seed: int = 0,
+    shape: bool = True,
+) -> Head:  # fmt: skip
+    """A head (pixel MLP, shape prior unless ``shape`` is False, score model) fitted on ``samples``."""
     classes = tuple(sorted({s.voc_class for s in samples}))
     head = _fit_mlp(samples, classes, hidden, epochs, budget_s, seed)
+    if shape:
+        _fit_prior(head, samples)
     ious: dict[str, list[float]] = {}
     for s in samples:
         ious.setdefault(s.voc_class, []).append(s.core_iou)
@@ -407,13 +507,23 @@ def fit_head(samples: Sequence[ObjectSample], hidden: int = 64, epochs: int = 30
     return head
 
 
+def cut_estimate(x: np.ndarray, hz: np.ndarray) -> np.ndarray:
+    """The served mask a head's logits ``hz`` would give at grid pixels ``x``, estimated without
+    the pairwise term: the core's answer (column 1, with its pairwise term), and the head's own
+    sign where its unary disagrees in sign with the core's. Judging the head's bare unary against
+    the core's cut instead charged every head with the pairwise term's whole smoothing."""
+    core = x[:, 1] > 0
+    flip = (hz > 0) != (core_logit(x) > 0)  # where the head's unary decides otherwise than the core's
+    return np.where(flip, hz > 0, core) & (x[:, 3] > 0.5)
+
+
 def heldout_iou(head: Head | None, samples: Sequence[ObjectSample]) -> float:
-    """Mean grid IoU on ``samples`` of the head's pixels (None: of the training-free answer).
-    No pairwise term here, so the comparison is conservative for a head."""
+    """Mean grid IoU on ``samples`` of the head's estimated answer (:func:`cut_estimate`; None:
+    of the training-free answer)."""
     out = []
     for s in samples:
         x = s.x.astype(np.float32)
-        pred = (head.logits(x, s.voc_class) > 0) & (x[:, 3] > 0.5) if head is not None else x[:, 1] > 0
+        pred = cut_estimate(x, head.logits(x, s.voc_class, s.uv)) if head is not None else x[:, 1] > 0
         out.append(grid_iou(pred, s.y))
     return float(np.mean(out)) if out else 0.0
 
@@ -427,6 +537,30 @@ class FitReport:
     old_iou: float
     seconds: float
     classes: tuple[str, ...] = ()
+    kind: str = ""  # the best candidate: "prior" (shape prior over the core) or "mlp" (MLP + prior)
+
+
+def gate(new: np.ndarray, cur: np.ndarray) -> bool:
+    """Whether per-object held-out IoUs ``new`` beat ``cur``: the mean gain past MIN_GAIN and
+    past GATE_Z standard errors of the per-object gains. On 10-20 held-out objects a 0.005 mean
+    gain is noise (the e2e's head kept at 80 corrections on that rule gained 0.006 held out and
+    lost 0.011 mean IoU on other images)."""
+    diff = np.asarray(new, np.float64) - np.asarray(cur, np.float64)
+    if len(diff) < 2:
+        return False
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    return float(diff.mean()) > max(MIN_GAIN, GATE_Z * se)
+
+
+def _holdout(samples: Sequence[ObjectSample]) -> int:
+    """How many of the most recent ``samples`` judge a new head: HOLDOUT_FRACTION of them, moved
+    back to an image's first object so that no image is both fitted and judged (its objects share
+    a scene, so a split image made the held-out judgement optimistic)."""
+    n = len(samples)
+    k = int(min(MAX_HOLDOUT, max(MIN_HOLDOUT, round(HOLDOUT_FRACTION * n))))
+    while 0 < k < n - 1 and samples[n - k].group and samples[n - k].group == samples[n - k - 1].group:
+        k += 1
+    return k
 
 
 def fit_heads(
@@ -434,36 +568,57 @@ def fit_heads(
     current: dict[str, Head] | None = None,
     budget_s: float = 25.0,
     min_objects: int = MIN_OBJECTS,
+    mlp: bool = True,
     **kw: Any,
 ) -> FitReport:
-    """Fit a project head (and per-class heads where there is enough data) on all but the most
-    recent corrections (``samples`` oldest first); keep them only if they beat ``current`` (None
-    or {}: the training-free answer) on those held-out corrections."""
+    """Fit candidate head sets on all but the most recent corrections (``samples`` oldest first):
+    the shape prior alone over the core (:func:`prior_head`) and, with ``mlp`` and from
+    MLP_MIN_OBJECTS corrections, the MLP head with
+    the prior (plus per-class heads where there is enough data); the best of them on those
+    held-out corrections is kept only if it beats ``current`` (None or {}: the training-free
+    answer) there. A kept set's prior maps are then re-made from every sample (its weight stays
+    the held-out-checked one), so the newest corrections count at once."""
     t0 = time.process_time()
     n = len(samples)
     if n < min_objects:
         return FitReport(False, dict(current or {}), 0, 0.0, 0.0, 0.0)
-    k = int(min(MAX_HOLDOUT, max(MIN_HOLDOUT, round(HOLDOUT_FRACTION * n))))
+    k = _holdout(samples)
     fit, held = list(samples[: n - k]), list(samples[n - k :])
-    project = fit_head(fit, budget_s=budget_s * 0.6, **kw)
-    heads = {"": project}
     old = current or {}
 
     def served(hs: dict[str, Head], c: str) -> Head | None:
         return hs.get(c, hs.get(""))
 
-    for c in sorted({s.voc_class for s in fit}):
-        own = [s for s in fit if s.voc_class == c]
-        test = [s for s in held if s.voc_class == c]
-        if len(own) < PER_CLASS_MIN or len(test) < MIN_HOLDOUT or time.process_time() - t0 > budget_s * 0.8:
-            continue
-        ch = fit_head(own, budget_s=budget_s * 0.1, **kw)
-        if heldout_iou(ch, test) > heldout_iou(project, test) + MIN_GAIN:
-            heads[c] = ch
-    new_iou = float(np.mean([heldout_iou(served(heads, s.voc_class), [s]) for s in held]))
-    old_iou = float(np.mean([heldout_iou(served(old, s.voc_class), [s]) for s in held]))
-    ok = new_iou > old_iou + MIN_GAIN
-    return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)))
+    def judge(hs: dict[str, Head]) -> np.ndarray:
+        return np.array([heldout_iou(served(hs, s.voc_class), [s]) for s in held])
+
+    candidates = [{"": prior_head(fit)}]
+    if mlp and n >= MLP_MIN_OBJECTS:
+        project = fit_head(fit, budget_s=budget_s * 0.6, **kw)
+        heads = {"": project}
+        for c in sorted({s.voc_class for s in fit}):
+            own = [s for s in fit if s.voc_class == c]
+            test = [s for s in held if s.voc_class == c]
+            if len(own) < PER_CLASS_MIN or len(test) < MIN_HOLDOUT or time.process_time() - t0 > budget_s * 0.8:
+                continue
+            ch = fit_head(own, budget_s=budget_s * 0.1, **kw)
+            if heldout_iou(ch, test) > heldout_iou(project, test) + MIN_GAIN:
+                heads[c] = ch
+        candidates.append(heads)
+    per = [judge(hs) for hs in candidates]
+    best = int(np.argmax([p.mean() for p in per]))
+    heads, new = candidates[best], per[best]
+    cur = judge(old)
+    new_iou, old_iou = float(new.mean()), float(cur.mean())
+    ok = gate(new, cur)
+    if ok:
+        have = [s for s in samples if s.uv is not None and s.shape is not None]
+        if have:
+            maps = shapeprior.class_maps([np.asarray(s.shape, np.float32) for s in have], [s.voc_class for s in have])
+            for h in heads.values():
+                h.shape_maps = maps
+    kind = ("prior", "mlp")[best]
+    return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)), kind)
 
 
 __all__ = [
@@ -475,6 +630,8 @@ __all__ = [
     "correction_sample",
     "fit_head",
     "fit_heads",
+    "gate",
     "heldout_iou",
     "pixel_features",
+    "prior_head",
 ]

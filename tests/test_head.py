@@ -6,8 +6,20 @@ import numpy as np
 import pytest
 
 from evaluator.dataset import VocDataset
+from model import shapeprior
 from model.engine import Segmenter, get_config
-from model.head import MIN_OBJECTS, N_PIXEL, Head, HeadSet, ObjectSample, correction_sample, fit_head, fit_heads
+from model.head import (
+    MIN_OBJECTS,
+    N_PIXEL,
+    Head,
+    HeadSet,
+    ObjectSample,
+    correction_sample,
+    fit_head,
+    fit_heads,
+    heldout_iou,
+    prior_head,
+)
 from tests.backend.conftest import VOC
 
 
@@ -25,6 +37,7 @@ def samples() -> list[ObjectSample]:
             if gt.any():
                 got = correction_sample(seg, obj.box, obj.name, gt, s.object_mask != 255)
                 if got is not None:
+                    got.group = image_id
                     out.append(got)
     return out
 
@@ -80,6 +93,77 @@ def test_gate_keeps_the_training_free_model_with_few_corrections(samples: list[O
 def test_gate_never_keeps_a_head_worse_on_the_held_out(samples: list[ObjectSample]) -> None:
     rep = fit_heads(samples * 3, epochs=3, min_objects=3 * len(samples))  # the gate past the size rule
     assert rep.holdout > 0
-    assert rep.accepted == (rep.new_iou > rep.old_iou + 0.005)
+    if rep.accepted:
+        assert rep.new_iou > rep.old_iou + 0.005
     if not rep.accepted:
         assert rep.heads == {}
+
+
+def test_samples_carry_box_coordinates_and_the_corrected_shape(samples: list[ObjectSample]) -> None:
+    diffs = []
+    for s in samples:
+        assert s.uv is not None and s.shape is not None
+        assert s.uv.shape == (len(s.y), 2) and s.shape.shape == (shapeprior.SIZE, shapeprior.SIZE)
+        inbox = s.x[:, 3] > 0.5
+        uv = s.uv.astype(np.float32)[inbox]
+        assert (uv > -0.05).all() and (uv < 1.05).all()  # in the box: box coordinates 0..1
+        diffs.append(abs(float(s.shape.astype(np.float32).mean()) - float(s.y[inbox].mean())))
+    # the shape is the correction: its mean cover is the grid's in-box foreground share (up to the
+    # grid's coarseness on small boxes and VOC's void border, which the grid leaves out)
+    assert float(np.median(diffs)) < 0.05 and max(diffs) < 0.25
+
+
+def test_a_head_that_is_the_core_is_judged_as_the_core(samples: list[ObjectSample]) -> None:
+    """The gate judged a head by its bare unary against the core's cut (with its pairwise term):
+    even a head equal to the core lost to it, and a head's gain was the wrong quantity."""
+    head = fit_head(samples, epochs=0, shape=False)  # logits = the core's unary
+    assert heldout_iou(head, samples) == pytest.approx(heldout_iou(None, samples), abs=1e-9)
+
+
+def test_prior_head_round_trips_and_an_old_head_loads_without_a_prior(samples: list[ObjectSample]) -> None:
+    head = prior_head(samples)
+    assert head.shape_maps and set(head.shape_maps) >= {"", samples[0].voc_class}
+    again = Head.from_arrays(head.to_arrays())
+    s = samples[0]
+    x = s.x.astype(np.float32)
+    assert np.allclose(head.logits(x, s.voc_class, s.uv), again.logits(x, s.voc_class, s.uv))
+    full = fit_head(samples, epochs=1)
+    old = {k: v for k, v in full.to_arrays().items() if not k.startswith("shape_")}  # stored before the prior
+    loaded = Head.from_arrays(old)
+    assert loaded.shape_w == 0.0
+    full.shape_w = 0.0
+    assert np.allclose(loaded.logits(x, s.voc_class, s.uv), full.logits(x, s.voc_class, s.uv))
+
+
+def test_the_gate_holds_out_whole_images(samples: list[ObjectSample]) -> None:
+    many = []
+    for r in range(4):  # 4 copies of the images, as different images
+        for s in samples:
+            c = ObjectSample(s.voc_class, s.x, s.y, s.agreement, s.core_iou, s.uv, s.shape, f"{r}-{s.group}")
+            many.append(c)
+    rep = fit_heads(many, epochs=1, min_objects=len(many), mlp=False)
+    k = rep.holdout
+    assert 0 < k < len(many)
+    assert many[-k].group != many[-k - 1].group  # no image both fitted and judged
+
+
+def test_the_gate_does_not_keep_a_gain_within_its_noise() -> None:
+    """One object's gain moving the mean past 0.005 kept a head that lost on other images."""
+    from model.head import gate
+
+    cur = np.full(16, 0.5)
+    lucky = cur.copy()
+    lucky[0] += 0.1  # +0.00625 on average, all of it one object
+    assert not gate(lucky, cur)
+    assert gate(cur + 0.01, cur)  # a consistent gain
+    assert not gate(cur - 0.01, cur)
+
+
+def test_no_mlp_head_from_few_corrections(samples: list[ObjectSample]) -> None:
+    """End to end an MLP head kept at 42 corrections lost 0.044 IoU on other images."""
+    from model.head import MLP_MIN_OBJECTS
+
+    few = (samples * 3)[: MLP_MIN_OBJECTS - 1]
+    rep = fit_heads(few, epochs=2, min_objects=0)
+    assert rep.kind == "prior"
+    assert all(h.w1.shape[1] == 0 for h in rep.heads.values())  # whatever was kept has no MLP

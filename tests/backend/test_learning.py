@@ -152,3 +152,25 @@ def test_corrections_stored_during_a_fit_are_new_to_the_next(tmp_path: Path, dat
     learner.refit("7")
     assert learner.status("7")["last_fit"][1] == REFIT_EVERY  # the fit saw the first annotation only
     assert learner.due() == ["7"], "the corrections stored during the fit are never fitted"
+
+
+def test_samples_keep_the_shape_prior_arrays_and_their_image(tmp_path: Path, database_url: str) -> None:
+    """The shape prior (model/shapeprior.py) needs each sample's box coordinates and corrected
+    shape, and the gate holds out whole annotations: all three survive the store (as arrays)."""
+    import backend.learning as learning
+    from model.head import N_PIXEL, ObjectSample
+    from model.shapeprior import SIZE
+
+    store = Store(tmp_path / "model_dir", database_url)
+    rng = np.random.default_rng(1)
+    s = ObjectSample(
+        "dog", rng.random((8, N_PIXEL)).astype(np.float16), rng.random(8) > 0.5, 0.7, 0.6,
+        rng.random((8, 2)).astype(np.float16), rng.random((SIZE, SIZE)).astype(np.float16),
+    )  # fmt: skip
+    with store.transaction() as db:
+        learning.write_samples(db, "7", 42, "2025-02-01T00:00:00Z", [("r0", s), ("r1", s)])
+    got = learning.load_samples(store, "7")
+    assert len(got) == 2
+    assert got[0].uv is not None and np.array_equal(got[0].uv, s.uv)
+    assert got[0].shape is not None and np.array_equal(got[0].shape, s.shape)
+    assert got[0].group == got[1].group != ""  # one annotation: one image

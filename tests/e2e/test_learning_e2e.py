@@ -1,9 +1,11 @@
 """End to end, the learned head (issue 14) with a real Label Studio 1.23.2 and camcut under gunicorn.
 
-A project with the 20 VOC classes; the teaching images and the scored images are real VOC
-train images chosen by a rule, not by hand: the split's sorted ids are halved as
-``evaluator.learn --halves`` halves them (even / odd positions), the first ``N_TEACH`` images of
-the even half teach and the first ``N_SCORED`` of the odd half are scored (no image in both).
+A one-class project, as real projects often are: ``person`` (the rule: the most frequent class
+of the shared images, 153 of 579 objects). The teaching and scored images are real VOC train
+images chosen by a rule, not by hand: the split's sorted ids are halved as ``evaluator.learn
+--halves`` halves them (even / odd positions); every even-half image with a person teaches (40
+images, 90 persons) and every odd-half image with a person is scored (42 images, 63 persons);
+no image is in both. Only the person boxes are predicted and corrected.
 
 1. camcut's predictions for the scored tasks are retrieved through LS (from their VOC boxes)
    and scored against the VOC instance masks (mean IoU over objects);
@@ -15,8 +17,8 @@ the even half teach and the first ``N_SCORED`` of the odd half are scored (no im
    ``head``: samples stored, the last fit's sample count, whether it was kept);
 4. the model version changes iff the gate kept a head; if kept, LS's project ``model_version``
    follows, and predictions retrieved again through LS (new model version) on the scored tasks
-   differ; their mean IoU before / after is printed, not asserted (see the end of the test: no
-   number of corrections <= 120 gives a clear gain in-process, so a gain is not shown here).
+   differ; their mean IoU before / after is printed, not asserted (see the end of the test: the
+   gain is not shown).
 
 The threshold loop never adapts here (``CAMCUT_MIN_CORRECTIONS`` out of reach): only the head
 may move the version or the masks.
@@ -42,14 +44,12 @@ if str(_REPO_ROOT) not in sys.path:
 
 from backend.learning import REFIT_EVERY  # noqa: E402
 from backend.results import mask_to_rle  # noqa: E402
-from model.voc import VOC_CLASSES  # noqa: E402
 from tests.e2e.label_studio import VOC_ROOT, CamcutBackend, create_voc_project, voc_rectangles  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-N_TEACH = 34  # teaching images (first of the even half): the first 100+ objects (the curve's 100 point)
-N_SCORED = 20  # scored images (first of the odd half): 49 objects
-CLASSES = "".join(f'<Label value="{c}"/>' for c in VOC_CLASSES)
+CLASS = "person"
+CLASSES = f'<Label value="{CLASS}"/>'
 LABEL_CONFIG = f"""<View>
   <Image name="image" value="$image" zoom="true"/>
   <RectangleLabels name="box" toName="image">{CLASSES}</RectangleLabels>
@@ -58,8 +58,14 @@ LABEL_CONFIG = f"""<View>
 
 
 def halves() -> tuple[list[str], list[str]]:
+    """The even and odd halves' images with a CLASS object."""
     ids = [s.strip() for s in (VOC_ROOT / "ImageSets" / "Segmentation" / "train.txt").read_text().splitlines() if s.strip()]
-    return ids[0::2], ids[1::2]
+    return [s for s in ids[0::2] if rects(s)], [s for s in ids[1::2] if rects(s)]
+
+
+def rects(stem: str) -> list[dict[str, Any]]:
+    """The image's CLASS boxes (ids ``voc<i>``: i is the object's XML index)."""
+    return voc_rectangles(VOC_ROOT / "Annotations" / f"{stem}.xml", labels=[CLASS])
 
 
 def instances(stem: str) -> tuple[list[np.ndarray], np.ndarray]:
@@ -122,7 +128,7 @@ def scored_ious(ls: Any, by_stem: dict[str, int], version: str) -> list[float]:
 
 
 def annotation(stem: str) -> list[dict[str, Any]]:
-    rects = voc_rectangles(VOC_ROOT / "Annotations" / f"{stem}.xml")
+    boxes = rects(stem)
     gts, _ = instances(stem)
     brush = [
         {
@@ -132,25 +138,32 @@ def annotation(stem: str) -> list[dict[str, Any]]:
             "from_name": "mask",
             "value": {"format": "rle", "rle": mask_to_rle(g), "brushlabels": r["value"]["rectanglelabels"]},
         }
-        for i, (r, g) in enumerate(zip(rects, gts, strict=True))
-        if g.any()
+        for i, r in enumerate(boxes)
+        if (g := gts[int(r["id"][3:])]).any()
     ]
-    return rects + brush
+    return boxes + brush
+
+
+def retrieve(ls: Any, pid: int, tasks: list[int]) -> None:
+    """LS's retrieve action a few tasks at a time: one batched /predict of all 42 outlasts the
+    harness's HTTP timeout on a loaded machine."""
+    for k in range(0, len(tasks), 7):
+        ls.retrieve_predictions(pid, tasks[k : k + 7])
 
 
 def test_corrections_through_ls_reach_the_head_and_its_version(label_studio: Any, backend: CamcutBackend) -> None:
     t0 = time.monotonic()
     even, odd = halves()
-    teach, scored = even[:N_TEACH], odd[:N_SCORED]
+    teach, scored = even, odd
     proj, by_stem = create_voc_project(
-        label_studio, "camcut learning e2e", teach + scored, labels=VOC_CLASSES, label_config=LABEL_CONFIG
+        label_studio, "camcut learning e2e", teach + scored, labels=(CLASS,), label_config=LABEL_CONFIG
     )
     pid = proj["id"]
     label_studio.connect_ml_backend(pid, backend.url, title="camcut", timeout=600)
     assert any(h["url"].rstrip("/") == f"{backend.url}/webhook" for h in label_studio.list_webhooks(pid))
     scored_tasks = {s: by_stem[s] for s in scored}
 
-    label_studio.retrieve_predictions(pid, list(scored_tasks.values()))
+    retrieve(label_studio, pid, list(scored_tasks.values()))
     v0 = metrics(backend)["projects"][str(pid)]["model_version"]
     assert v0.startswith("camcut-featcut-")
     # LS's project follows camcut's version (backend/version_sync.py, a background PATCH)
@@ -171,7 +184,7 @@ def test_corrections_through_ls_reach_the_head_and_its_version(label_studio: Any
         # no re-fit due any more: fewer than REFIT_EVERY samples newer than the last fit
         return entry if done and fit and head["samples"] - fit[1] < REFIT_EVERY else None
 
-    entry = poll(settled, "every annotation learned and the re-fits done", 600, backend.tail)
+    entry = poll(settled, "every annotation learned and the re-fits done", 1800, backend.tail)  # loaded machine
     head = entry["head"]
     v1 = entry["model_version"]
     kept = bool(head["version"])
@@ -182,7 +195,7 @@ def test_corrections_through_ls_reach_the_head_and_its_version(label_studio: Any
     if not kept:  # the training-free model, unchanged: nothing new to retrieve or score
         print(f"e2e learning: no head kept, last fit {head['last_fit']}; {time.monotonic() - t0:.0f} s (loaded machine)")
         return
-    label_studio.retrieve_predictions(pid, list(scored_tasks.values()))
+    retrieve(label_studio, pid, list(scored_tasks.values()))
     poll(lambda: label_studio.get_project(pid)["model_version"] == v1, "LS's project following", 60, backend.tail)
     after = scored_ious(label_studio, scored_tasks, v1)
     gain = float(np.mean(after) - np.mean(before))
@@ -193,7 +206,9 @@ def test_corrections_through_ls_reach_the_head_and_its_version(label_studio: Any
         f"{np.mean(after):.4f} ({gain:+.4f}), {better} better, {worse} worse; {time.monotonic() - t0:.0f} s (loaded machine)"
     )
     assert better + worse > 0  # a kept head changes the masks LS gets
-    # Not asserted: a gain. In-process (evaluator.learn's curve(), same images) the kept head moved
-    # the scored mean IoU by +0.011 at 100 corrections and +0.001 at 120 (even -> odd), and by -0.030 at
-    # 100 the other way (odd -> even): no N <= 120 gives a clear gain, so an assertion would be a coin.
-    # Here (two runs, the same kept head): 0.736 -> 0.694 on the 49 scored objects.
+    # Not asserted: a gain, because none was measured. On this person project (session 5, shape
+    # prior + MLP candidates, the gate of then: mean held-out gain > 0.005) the head kept at 80
+    # corrections moved the 63 scored persons 0.6951 -> 0.6845 (35 better, 27 worse). The gate now
+    # also asks for 2 standard errors of the per-object gain (model/head.py ``gate``); with it, run 2
+    # kept an MLP head at 42 corrections: 0.6951 -> 0.6509 (25 better, 38 worse), so the MLP
+    # candidate now needs 200 corrections (model/head.py MLP_MIN_OBJECTS; not run again here).
