@@ -1,5 +1,5 @@
-"""Fixtures for the backend tests: one CamNet per session, a fake Label Studio on 127.0.0.1
-serving real VOC JPEGs, and an app factory.
+"""Fixtures for the backend tests: a fake Label Studio on 127.0.0.1 serving real VOC JPEGs, the
+store's engine and an app factory (the session's CamNet and PostgreSQL server: tests/conftest.py).
 
 The fake LS (``ls_server``) answers what a backend asks LS for:
   /data/upload/<stem>.jpg            VOC image, needs ``Authorization: Token <KEY>`` or a Bearer access token
@@ -245,23 +245,10 @@ class FakeLabelStudio:
 
 
 @pytest.fixture(scope="session")
-def camnet() -> CamNet:
-    return CamNet()
-
-
-@pytest.fixture(scope="session")
 def ls_server() -> Iterator[FakeLabelStudio]:
     s = FakeLabelStudio()
     yield s
     s.close()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A real PostgreSQL server on loopback for the session (tests/pgserver.py)."""
-    s = PostgresServer()
-    yield s
-    s.stop()
 
 
 @pytest.fixture

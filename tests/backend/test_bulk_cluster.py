@@ -9,7 +9,6 @@ resumed) is tests/e2e/test_bulk_cluster_e2e.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from bench.cluster import LocalDaskCluster, free_port
 from tests.backend import test_bulk
 from tests.backend.conftest import LABEL_CONFIG, TOKEN
 from tests.backend.test_bulk import PROJECT, STEMS, FakeLS, box_task, run, state_lines
+from tests.conftest import restore_workers
 
 # test_bulk.py's fixtures: the fake LS with 4 VOC box tasks and a bad one (99), its env, the client's model
 fake_ls, env, model = test_bulk.fake_ls, test_bulk.env, test_bulk.model
@@ -32,10 +32,10 @@ fake_ls, env, model = test_bulk.fake_ls, test_bulk.env, test_bulk.model
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDaskCluster]:
-    with LocalDaskCluster(workers=2, log_dir=tmp_path_factory.mktemp("dask")) as c:
-        yield c
+@pytest.fixture
+def cluster(dask_cluster: LocalDaskCluster) -> LocalDaskCluster:
+    """The session's cluster (tests/conftest.py; the e2e cluster test uses it too): two workers."""
+    return dask_cluster
 
 
 def masks(result: list[dict[str, Any]]) -> list[np.ndarray]:
@@ -116,8 +116,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_writes_nothing_twice(
         assert any(recs[t]["worker"] != killed["address"] for t in rerun), (killed, recs)
     finally:
         fake.close()
-        cluster.add_worker()  # the module's cluster has two workers again for the other tests
-        cluster.wait_for_workers(2)
+        restore_workers(cluster)  # the session's cluster has two workers again for the other tests
 
 
 def test_unreachable_scheduler_is_a_usage_error(

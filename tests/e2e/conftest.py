@@ -30,6 +30,7 @@ if str(_REPO_ROOT) not in sys.path:
 
 from tests.e2e.label_studio import (  # noqa: E402
     LS_VERSION,
+    CamcutBackend,
     LabelStudioError,
     LabelStudioServer,
     ensure_installed,
@@ -69,6 +70,25 @@ def label_studio():
             (log_path.parent / "label-studio-timings.json").write_text(json.dumps(_TIMINGS, indent=1))
         except OSError:
             pass
+
+
+@pytest.fixture(scope="session")
+def camcut_backend(label_studio, tmp_path_factory):
+    """camcut under gunicorn with the default settings, one for the session (a start costs 15-40 s
+    loaded): test_backend_e2e, test_ux_e2e, test_browser_ux and test_browser_smart each make their
+    own Label Studio project and connect it, and camcut keeps its state per project. Modules that
+    need other settings (basic auth, the learned head) start their own."""
+    log_path = Path(os.environ.get("CAMCUT_BACKEND_LOG", _REPO_ROOT / "out" / "e2e" / "backend.log"))
+    server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-backend") / "model_dir")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert label_studio.token not in log_path.read_text(errors="replace"), "the API key leaked into the backend log"
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -8,7 +8,6 @@ rectangle. Every returned mask is decoded with the SDK and compared with the VOC
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,18 +56,12 @@ def best_iou(mask: np.ndarray, stem: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def backend(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log_path = Path(os.environ.get("CAMCUT_BACKEND_LOG", _REPO_ROOT / "out" / "e2e" / "backend.log"))
-    server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-backend") / "model_dir")
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield server.url
-    finally:
-        server.stop()
-    assert label_studio.token not in log_path.read_text(errors="replace"), "the API key leaked into the backend log"
+def backend(label_studio: Any, camcut_backend: CamcutBackend) -> Iterator[str]:
+    """The session's camcut (tests/e2e/conftest.py); the log is checked here for this module's
+    requests and again when the session stops it."""
+    yield camcut_backend.url
+    log = camcut_backend.log_path.read_text(errors="replace")
+    assert label_studio.token not in log, "the API key leaked into the backend log"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ Dependencies: ``make browser-deps`` (Debian chromium + chromium-driver, requirem
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -96,27 +95,20 @@ def driver() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def setup(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    log_path = Path(os.environ.get("CAMCUT_BACKEND_LOG", OUT / "backend-smart.log"))
-    server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-smart") / "model_dir")
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        proj = label_studio.create_project("camcut smart tools", example_config())
-        [tid] = label_studio.upload_files(proj["id"], [VOC_ROOT / "JPEGImages" / f"{STEM}.jpg"])
-        ml = label_studio.connect_ml_backend(
-            proj["id"], server.url, title="camcut", is_interactive=True, timeout=300, use_for_predictions=False
-        )
-        # no prediction on opening the task (tasks/api.py predicts when either is on): every mask
-        # on the page answers a prompt
-        label_studio.update_project(proj["id"], evaluate_predictions_automatically=False, show_collab_predictions=False)
-        for p in label_studio.list_predictions(tid):  # one made while connecting: a clean canvas
-            label_studio.delete(f"/api/predictions/{p['id']}/")
-        yield {"project": proj["id"], "task": tid, "ml": ml, "server": server}
-    finally:
-        server.stop()
+def setup(label_studio: Any, camcut_backend: CamcutBackend) -> dict[str, Any]:
+    """This module's project on the session's camcut (tests/e2e/conftest.py)."""
+    server = camcut_backend
+    proj = label_studio.create_project("camcut smart tools", example_config())
+    [tid] = label_studio.upload_files(proj["id"], [VOC_ROOT / "JPEGImages" / f"{STEM}.jpg"])
+    ml = label_studio.connect_ml_backend(
+        proj["id"], server.url, title="camcut", is_interactive=True, timeout=300, use_for_predictions=False
+    )
+    # no prediction on opening the task (tasks/api.py predicts when either is on): every mask
+    # on the page answers a prompt
+    label_studio.update_project(proj["id"], evaluate_predictions_automatically=False, show_collab_predictions=False)
+    for p in label_studio.list_predictions(tid):  # one made while connecting: a clean canvas
+        label_studio.delete(f"/api/predictions/{p['id']}/")
+    return {"project": proj["id"], "task": tid, "ml": ml, "server": server}
 
 
 class Page:

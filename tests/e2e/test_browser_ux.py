@@ -9,7 +9,6 @@ Dependencies: ``make browser-deps`` (Debian chromium + chromium-driver, requirem
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -56,57 +55,50 @@ def driver() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def setup(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    log_path = Path(os.environ.get("CAMCUT_BACKEND_LOG", _REPO_ROOT / "out" / "e2e" / "backend-browser.log"))
-    server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-browser") / "model_dir")
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        proj, by_stem = create_voc_project(label_studio, "camcut browser", STEMS)
-        pid = proj["id"]
-        label_studio.update_project(pid, show_collab_predictions=True)
-        label_studio.connect_ml_backend(
-            pid, server.url, title="camcut", is_interactive=True, timeout=300, use_for_predictions=False
-        )  # as the UI does it: nothing set by hand
-        label_studio.retrieve_predictions(pid)
-        until("model version synced", lambda: str(label_studio.get_project(pid)["model_version"]).startswith("camcut-"))
-        views = label_studio.get("/api/dm/views/", params={"project": pid})
-        data = {
-            "title": "by score",
-            "ordering": ["tasks:predictions_score"],
-            "type": "list",
-            "target": "tasks",
-            "hiddenColumns": {
-                "explore": [
-                    "tasks:inner_id",
-                    "tasks:annotations_results",
-                    "tasks:annotations_ids",
-                    "tasks:predictions_model_versions",
-                    "tasks:predictions_results",
-                    "tasks:file_upload",
-                    "tasks:storage_filename",
-                    "tasks:created_at",
-                    "tasks:updated_at",
-                    "tasks:updated_by",
-                    "tasks:avg_lead_time",
-                    "tasks:draft_exists",
-                    "tasks:annotators",
-                    "tasks:cancelled_annotations",
-                ],
-                "labeling": [],
-            },
-            "filters": {"conjunction": "and", "items": []},
-        }
-        view = (
-            label_studio.post("/api/dm/views/", json={"project": pid, "data": data})
-            if not views
-            else label_studio.patch(f"/api/dm/views/{views[0]['id']}/", json={"project": pid, "data": data})
-        )
-        yield {"project": pid, "tasks": by_stem, "view": view["id"]}
-    finally:
-        server.stop()
+def setup(label_studio: Any, camcut_backend: CamcutBackend) -> dict[str, Any]:
+    """This module's project on the session's camcut (tests/e2e/conftest.py)."""
+    server = camcut_backend
+    proj, by_stem = create_voc_project(label_studio, "camcut browser", STEMS)
+    pid = proj["id"]
+    label_studio.update_project(pid, show_collab_predictions=True)
+    label_studio.connect_ml_backend(
+        pid, server.url, title="camcut", is_interactive=True, timeout=300, use_for_predictions=False
+    )  # as the UI does it: nothing set by hand
+    label_studio.retrieve_predictions(pid)
+    until("model version synced", lambda: str(label_studio.get_project(pid)["model_version"]).startswith("camcut-"))
+    views = label_studio.get("/api/dm/views/", params={"project": pid})
+    data = {
+        "title": "by score",
+        "ordering": ["tasks:predictions_score"],
+        "type": "list",
+        "target": "tasks",
+        "hiddenColumns": {
+            "explore": [
+                "tasks:inner_id",
+                "tasks:annotations_results",
+                "tasks:annotations_ids",
+                "tasks:predictions_model_versions",
+                "tasks:predictions_results",
+                "tasks:file_upload",
+                "tasks:storage_filename",
+                "tasks:created_at",
+                "tasks:updated_at",
+                "tasks:updated_by",
+                "tasks:avg_lead_time",
+                "tasks:draft_exists",
+                "tasks:annotators",
+                "tasks:cancelled_annotations",
+            ],
+            "labeling": [],
+        },
+        "filters": {"conjunction": "and", "items": []},
+    }
+    view = (
+        label_studio.post("/api/dm/views/", json={"project": pid, "data": data})
+        if not views
+        else label_studio.patch(f"/api/dm/views/{views[0]['id']}/", json={"project": pid, "data": data})
+    )
+    return {"project": pid, "tasks": by_stem, "view": view["id"]}
 
 
 def scores_by_task(label_studio: Any, tasks: dict[str, int]) -> dict[int, float]:

@@ -10,10 +10,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +50,9 @@ def until(what: str, check: Any, timeout: float = 60.0) -> Any:
 
 
 @pytest.fixture(scope="module")
-def backend(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log_path = Path(os.environ.get("CAMCUT_BACKEND_LOG", _REPO_ROOT / "out" / "e2e" / "backend-ux.log"))
-    server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-ux") / "model_dir")
-    try:
-        server.start()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    try:
-        yield server.url
-    finally:
-        server.stop()
+def backend(camcut_backend: CamcutBackend) -> str:
+    """The session's camcut (tests/e2e/conftest.py): this module's project is its own."""
+    return camcut_backend.url
 
 
 @pytest.fixture(scope="module")

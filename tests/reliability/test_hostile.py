@@ -102,7 +102,11 @@ def test_wildcard_hosts_resolving_to_private_addresses(
     for u, res in zip(urls, out, strict=False):
         assert "result" not in res and "non-public address" in res["error"], (u, res)
     assert sorted(resolved) == sorted(table)  # names resolved by the policy, literal IPs not even that
-    assert len(fault_server.requests) == n and loopback_only == []
+    # the fault server is also this app's Label Studio: camcut's background version sync may read
+    # /api/projects/<id>/ there at any moment (seen in a full run: 91 == 90). No refused URL is
+    # under that path, so every request to them is still counted.
+    fetched = [p for p in fault_server.requests[n:] if not p.startswith("/api/projects/")]
+    assert fetched == [] and loopback_only == []
 
 
 # ------------------------------------------------------------------------------------ image files
