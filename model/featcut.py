@@ -66,16 +66,12 @@ class FeatCutParams:
     gmm_dims: int = 0  # hypercolumn dimensions per layer the GMMs see beside Lab (0: colour only)
     gmm_weight: float = 1.0
     lr_weight: float = 1.0
-    # The first LR fit from a box sees as foreground only pixels with CAM >= this (None: the
-    # whole F PF foreground): the CNN features then learn "like the CAM's peak" vs "like the ring"
-    lr_fg_cam: float | None = None
-    # Box tightness prior (Lempitsky et al. 2009): a drawn box is tight, so every row and column
-    # of it crosses the object. From a box (no clicks yet) each cut is repeated up to
-    # ``tight_rounds`` times, adding ``tight_step`` nats of foreground preference along every box
-    # row / column the mask misses (a dual step on "each row and column holds >= 1 foreground
-    # pixel"): the most foreground-like pixels of a missed line come in first. 0: off.
-    tight_rounds: int = 0
-    tight_step: float = 1.0
+    # The first fit from a box (GMMs and LR) sees as foreground only the pixels with CAM >= this
+    # (None: the whole F PF foreground, CAM >= 0.01, nearly all of the box): the foreground model
+    # then learns "like the CAM's core" rather than "like anything in the box", so background
+    # inside the box is no longer half of it (too-big masks were 36 of the 41 failures, README).
+    # The cut still starts from F PF; later EM rounds re-fit on the whole cut.
+    fit_fg_cam: float | None = 0.3
     extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
 
 
@@ -222,8 +218,6 @@ class FeatCut:
         near_click = np.maximum(prior[True], prior[False])
 
         prev = previous > 0.5 if previous is not None else None
-        if p.extra.get("start_cam") and cam is not None and prev is None and not points:
-            start = hard_fg | ((init == GC_PR_FGD) & (cam >= float(p.extra["start_cam"])))
         if prev is not None:
             target = prev & inbox
             iterations = p.click_em_iterations
@@ -248,8 +242,8 @@ class FeatCut:
         if f.shape[2] > fz.shape[2]:
             gmm_cols.append(f.shape[2] - 1)
         unsure = None
-        if prev is None and cam is not None and p.lr_fg_cam is not None:
-            unsure = inbox & (cam >= p.cam_bg) & (cam < p.lr_fg_cam) & ~clicked
+        if prev is None and cam is not None and p.fit_fg_cam is not None:
+            unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -266,21 +260,15 @@ class FeatCut:
             if p.unary in ("gmm", "both") and ys.any() and not ys.all():
                 g = f[:, :, gmm_cols]
                 gs = xs[:, gmm_cols]
-                if p.extra.get("unsure_gmm") and it == 0 and unsure is not None:
-                    keep = wl > 0
-                    fg_m = fit_gmm(gs[ys & keep], ws[ys & keep], p.gmm_components)
-                else:
-                    fg_m = fit_gmm(gs[ys], ws[ys], p.gmm_components)
+                fit_fg = ys
+                if unsure is not None and it == 0 and np.count_nonzero(ys & (wl > 0)) >= 10 * len(gmm_cols):
+                    fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
+                fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components)
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
                 z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
-            if p.extra.get("cam_prior") and cam is not None and prev is None and not points:
-                z = z + float(p.extra["cam_prior"]) * (2.0 * cam - 1.0)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
-            if p.tight_rounds > 0 and prev is None and not points and (it == iterations - 1 or not p.extra.get("tight_last")):
-                mask = self._tight_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg, inbox)
-            else:
-                mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
+            mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
             target = mask & inbox
         if head is not None and prev is None and not points:  # a learned head re-cuts a box answer (model/head.py)
             mask = head.refine(image, init, cam, fz, head_features, z, mask, pair)
@@ -289,39 +277,6 @@ class FeatCut:
             _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
             keep = np.unique(comp[anchor & mask])
             mask = np.isin(comp, keep[keep > 0])
-        return mask
-
-
-    def _tight_cut(
-        self,
-        cost_fg: np.ndarray,
-        cost_bg: np.ndarray,
-        pair: list[np.ndarray],
-        hard_fg: np.ndarray,
-        hard_bg: np.ndarray,
-        inbox: np.ndarray,
-    ) -> np.ndarray:
-        """min-cut with the box tightness prior: subgradient steps on the dual of "every row and
-        column of the box holds a foreground pixel" (Lempitsky et al. 2009 solve it as an LP; a few
-        max-flows with a per-line bias are the cheap form). Lines that stay empty after
-        ``tight_rounds`` steps stay empty (an occluded side is allowed)."""
-        p = self.p
-        mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
-        rows, cols = np.flatnonzero(inbox.any(axis=1)), np.flatnonzero(inbox.any(axis=0))
-        if rows.size == 0 or (rows.size == inbox.shape[0] and cols.size == inbox.shape[1]):
-            return mask  # no box, or the box is the whole window (a whole-image box is not drawn tight)
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        rb, cb = np.zeros(r1 - r0), np.zeros(c1 - c0)
-        for _ in range(p.tight_rounds):
-            m = mask[r0:r1, c0:c1]
-            miss_r, miss_c = ~m.any(axis=1), ~m.any(axis=0)
-            if not (miss_r.any() or miss_c.any()):
-                break
-            rb += p.tight_step * miss_r
-            cb += p.tight_step * miss_c
-            bias = np.zeros_like(cost_fg)
-            bias[r0:r1, c0:c1] = rb[:, None] + cb[None, :]
-            mask = min_cut(cost_fg - bias, cost_bg, pair, hard_fg, hard_bg)
         return mask
 
 

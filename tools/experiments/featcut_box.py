@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def image_features(seg: Segmenter, image_id: str, image: np.ndarray, side: int, 
     pf = PixelFeatures.of_image(seg.net.net, image, side, dims=dims)
     vc = pool_voc_cams(pf.cam)
     tmp = p.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, logits=pf.logits, voc_cams=vc, **{f"m_{k}": v for k, v in pf.maps.items()})
+    arrays = {"logits": pf.logits, "voc_cams": vc, **{f"m_{k}": v for k, v in pf.maps.items()}}
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
     os.replace(tmp, p)
     return PixelFeatures(pf.maps, image.shape[:2], pf.logits, vc)
 
@@ -91,7 +93,7 @@ def _init(variants: list[tuple[str, dict]], with_default: bool, side: int, dims:
     )
 
 
-def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str, float]]:
+def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str, float], list[tuple]]:
     k, image_id = job
     ds, seg = _W["ds"], _W["seg"]
     sample = ds.load(image_id)
@@ -125,8 +127,13 @@ def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str,
             if _W["diag"]:
                 inter, union = (m & gt & valid).sum(), ((m | gt) & valid).sum()
                 b = np.s_[y0:y1, x0:x1]
-                cover = lambda a: (a[b].any(axis=1).mean() + a[b].any(axis=0).mean()) / 2  # noqa: E731
-                diag.append((name, o.name, inter / max(union, 1), (m & valid).sum() / max((gt & valid).sum(), 1), cover(gt), cover(m)))
+
+                def cover(a: np.ndarray, b: tuple = b) -> float:  # share of the box's rows / columns a crosses
+                    return float(a[b].any(axis=1).mean() + a[b].any(axis=0).mean()) / 2
+
+                diag.append(
+                    (name, o.name, inter / max(union, 1), (m & valid).sum() / max((gt & valid).sum(), 1), cover(gt), cover(m))
+                )
         counts[name] = c
         secs[name] = time.perf_counter() - t0
     return k % 2, counts, secs, diag
@@ -151,6 +158,7 @@ def main() -> int:
     t0 = time.perf_counter()
     args = (variants, a.default, a.cnn_side, a.dims, a.diag)
     diags: list[tuple] = []
+    results: Iterable[tuple[int, dict[str, BinaryCounts], dict[str, float], list[tuple]]]
     if a.workers <= 1:
         _init(*args)
         results = map(_work, jobs)
@@ -178,7 +186,11 @@ def main() -> int:
     if a.diag:
         for n in names:
             c = totals[(n, 2)]
-            print(n, "per class:", " ".join(f"{voc.VOC_CLASSES[i][:6]} {100 * c.iou()[i]:.0f}" for i in range(len(c.seen)) if c.seen[i]))
+            print(
+                n,
+                "per class:",
+                " ".join(f"{voc.VOC_CLASSES[i][:6]} {100 * c.iou()[i]:.0f}" for i in range(len(c.seen)) if c.seen[i]),
+            )
             d = [r for r in diags if r[0] == n]
             if not d:
                 continue
