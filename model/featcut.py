@@ -66,9 +66,12 @@ class FeatCutParams:
     gmm_dims: int = 0  # hypercolumn dimensions per layer the GMMs see beside Lab (0: colour only)
     gmm_weight: float = 1.0
     lr_weight: float = 1.0
-    # The first LR fit from a box sees as foreground only pixels with CAM >= this (None: the
-    # whole F PF foreground): the CNN features then learn "like the CAM's peak" vs "like the ring"
-    lr_fg_cam: float | None = None
+    # The first fit from a box (GMMs and LR) sees as foreground only the pixels with CAM >= this
+    # (None: the whole F PF foreground, CAM >= 0.01, nearly all of the box): the foreground model
+    # then learns "like the CAM's core" rather than "like anything in the box", so background
+    # inside the box is no longer half of it (too-big masks were 36 of the 41 failures, README).
+    # The cut still starts from F PF; later EM rounds re-fit on the whole cut.
+    fit_fg_cam: float | None = 0.3
     extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
 
 
@@ -305,8 +308,8 @@ class FeatCut:
         if f.shape[2] > fz.shape[2]:
             gmm_cols.append(f.shape[2] - 1)
         unsure = None
-        if prev is None and cam is not None and p.lr_fg_cam is not None:
-            unsure = inbox & (cam >= p.cam_bg) & (cam < p.lr_fg_cam) & ~clicked
+        if prev is None and cam is not None and p.fit_fg_cam is not None:
+            unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -323,7 +326,10 @@ class FeatCut:
             if p.unary in ("gmm", "both") and ys.any() and not ys.all():
                 g = f[:, :, gmm_cols]
                 gs = xs[:, gmm_cols]
-                fg_m = fit_gmm(gs[ys], ws[ys], p.gmm_components)
+                fit_fg = ys
+                if unsure is not None and it == 0 and np.count_nonzero(ys & (wl > 0)) >= 10 * len(gmm_cols):
+                    fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
+                fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components)
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
                 z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]

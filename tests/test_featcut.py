@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from evaluator.clicks import iou, next_click
 from evaluator.dataset import VocDataset, VocSample
 from model import Box, CnnOutput, Seeds, Segmenter
 from model.config import get_config
+from model.featcut import FeatCutCut
 from model.features import PixelFeatures, reduce_layer
 from model.graphcut import min_cut, potts_weights
 
@@ -75,12 +77,36 @@ def test_box_masks_beat_a_floor_and_are_deterministic(ds: VocDataset, seg: Segme
     assert np.array_equal(a, seg.segment_box(o.box, o.name).mask)  # the window cache changes nothing
 
 
+def test_box_foreground_model_starts_from_the_cams_core(ds: VocDataset, seg: Segmenter) -> None:
+    """A bird on a branch against sky (2007_000363, first box): fitted to the whole F PF
+    foreground (nearly all of the box) the colour model took sky and branch for the bird (IoU
+    0.67, the mask too big); fitted first to the CAM's core (CAM >= fit_fg_cam) it does not."""
+    s = ds.load("2007_000363")
+    seg.set_image(s.image)
+    o = s.objects[0]
+    gt, valid = s.object_mask == o.instance, s.object_mask != 255
+    assert isinstance(seg.cutter, FeatCutCut) and seg.cutter.core.p.fit_fg_cam is not None  # served: from the core
+    served = seg.segment_box(o.box, o.name).mask
+    old = Segmenter(get_config("featcut"), net=seg.net)
+    assert isinstance(old.cutter, FeatCutCut)
+    old.cutter.core.p = dataclasses.replace(old.cutter.core.p, fit_fg_cam=None)
+    old.set_image(s.image)
+    whole = old.segment_box(o.box, o.name).mask
+    assert iou(served, gt, valid) > 0.85 and iou(whole, gt, valid) < 0.75
+    assert whole.sum() > 1.2 * served.sum()  # the failure it fixes: a mask too big
+    again = Segmenter(get_config("featcut"), net=seg.net)
+    again.set_image(s.image)
+    assert np.array_equal(served, again.segment_box(o.box, o.name).mask)  # deterministic
+
+
 def test_edge_cases_keep_their_defined_results(ds: VocDataset, seg: Segmenter) -> None:
     s: VocSample = ds.load("2007_000039")
     h, w = s.image.shape[:2]
     seg.set_image(s.image)
     tiny = seg.segment_box(Box(10, 10, 12, 40), "tvmonitor")
     assert tiny.fallback == "box_too_small" and tiny.mask.sum() == 2 * 30
+    small = seg.segment_box(Box(200, 150, 209, 159), "tvmonitor").mask  # the CAM's core: a few pixels
+    assert small.shape == (h, w) and not small[:150].any() and not small[:, 209:].any()
     whole = seg.segment_box(Box(0, 0, w, h), "tvmonitor")
     assert whole.mask.shape == (h, w) and 0 < whole.mask.sum() < h * w
     grey = s.image.mean(axis=2).astype(np.uint8)

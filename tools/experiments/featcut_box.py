@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def image_features(seg: Segmenter, image_id: str, image: np.ndarray, side: int, 
     pf = PixelFeatures.of_image(seg.net.net, image, side, dims=dims)
     vc = pool_voc_cams(pf.cam)
     tmp = p.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, logits=pf.logits, voc_cams=vc, **{f"m_{k}": v for k, v in pf.maps.items()})
+    arrays = {"logits": pf.logits, "voc_cams": vc, **{f"m_{k}": v for k, v in pf.maps.items()}}
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
     os.replace(tmp, p)
     return PixelFeatures(pf.maps, image.shape[:2], pf.logits, vc)
 
@@ -77,7 +79,7 @@ def image_features(seg: Segmenter, image_id: str, image: np.ndarray, side: int, 
 _W: dict = {}
 
 
-def _init(variants: list[tuple[str, dict]], with_default: bool, side: int, dims: int) -> None:
+def _init(variants: list[tuple[str, dict]], with_default: bool, side: int, dims: int, diag: bool = False) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     _W.update(
@@ -87,10 +89,11 @@ def _init(variants: list[tuple[str, dict]], with_default: bool, side: int, dims:
         default=with_default,
         side=side,
         dims=dims,
+        diag=diag,
     )
 
 
-def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str, float]]:
+def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str, float], list[tuple]]:
     k, image_id = job
     ds, seg = _W["ds"], _W["seg"]
     sample = ds.load(image_id)
@@ -100,6 +103,7 @@ def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str,
     counts: dict[str, BinaryCounts] = {}
     secs: dict[str, float] = {}
     objs = [o for o in sample.objects]
+    diag: list[tuple] = []
     if _W["default"]:
         c = BinaryCounts.zeros()
         t0 = time.perf_counter()
@@ -118,10 +122,21 @@ def _work(job: tuple[int, str]) -> tuple[int, dict[str, BinaryCounts], dict[str,
             x0, y0, x1, y1 = o.box.clip(w, h)
             cam, ev = seg.class_cam(o.name, (x0, y0, x1, y1))
             m = segment(core, sample.image, pf if params.use_features else None, Prompt((x0, y0, x1, y1)), cam if ev else None)
-            c.add(voc.voc_index(o.name) - 1, m, sample.object_mask == o.instance, valid)
+            gt = sample.object_mask == o.instance
+            c.add(voc.voc_index(o.name) - 1, m, gt, valid)
+            if _W["diag"]:
+                inter, union = (m & gt & valid).sum(), ((m | gt) & valid).sum()
+                b = np.s_[y0:y1, x0:x1]
+
+                def cover(a: np.ndarray, b: tuple = b) -> float:  # share of the box's rows / columns a crosses
+                    return float(a[b].any(axis=1).mean() + a[b].any(axis=0).mean()) / 2
+
+                diag.append(
+                    (name, o.name, inter / max(union, 1), (m & valid).sum() / max((gt & valid).sum(), 1), cover(gt), cover(m))
+                )
         counts[name] = c
         secs[name] = time.perf_counter() - t0
-    return k % 2, counts, secs
+    return k % 2, counts, secs, diag
 
 
 def main() -> int:
@@ -133,6 +148,7 @@ def main() -> int:
     ap.add_argument("--cnn-side", type=int, default=320)
     ap.add_argument("--dims", type=int, default=8)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--diag", action="store_true", help="per-class IoU and per-object failure kinds")
     a = ap.parse_args()
     variants = [parse_variant(v) for v in a.variant]
     ids = VocDataset(VOC_ROOT).ids("train")[: a.limit]
@@ -140,14 +156,17 @@ def main() -> int:
     totals: dict[tuple[str, int], BinaryCounts] = {}
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
-    args = (variants, a.default, a.cnn_side, a.dims)
+    args = (variants, a.default, a.cnn_side, a.dims, a.diag)
+    diags: list[tuple] = []
+    results: Iterable[tuple[int, dict[str, BinaryCounts], dict[str, float], list[tuple]]]
     if a.workers <= 1:
         _init(*args)
         results = map(_work, jobs)
     else:
         pool = get_context("spawn").Pool(a.workers, initializer=_init, initargs=args)
         results = pool.imap_unordered(_work, jobs)
-    for half, counts, sec in results:
+    for half, counts, sec, dg in results:
+        diags += dg
         for name, c in counts.items():
             for key in ((name, half), (name, 2)):
                 if key in totals:
@@ -164,6 +183,24 @@ def main() -> int:
         m = [100 * float(np.nanmean(totals[(n, hh)].iou()[totals[(n, hh)].seen])) for hh in (2, 0, 1)]
         out[n] = m
         print(f"| {n} | {m[0]:.1f} | {m[1]:.1f} | {m[2]:.1f} | {secs[n] / len(ids) * 1e3:.0f} ms |")
+    if a.diag:
+        for n in names:
+            c = totals[(n, 2)]
+            print(
+                n,
+                "per class:",
+                " ".join(f"{voc.VOC_CLASSES[i][:6]} {100 * c.iou()[i]:.0f}" for i in range(len(c.seen)) if c.seen[i]),
+            )
+            d = [r for r in diags if r[0] == n]
+            if not d:
+                continue
+            iou, ratio, gcov, mcov = (np.array([r[k] for r in d]) for k in (2, 3, 4, 5))
+            bad = iou < 0.7
+            print(
+                f"{n}: {len(d)} objects, IoU<0.7: {bad.sum()} (too big x1.2: {(bad & (ratio > 1.2)).sum()}, "
+                f"too small x0.8: {(bad & (ratio < 0.8)).sum()}, other: {(bad & (ratio >= 0.8) & (ratio <= 1.2)).sum()}); "
+                f"box-line cover gt {gcov.mean():.3f} mask {mcov.mean():.3f}, mask < gt by 0.05: {(mcov < gcov - 0.05).sum()}"
+            )
     if a.json:
         Path(a.json).write_text(json.dumps({"variants": dict(variants), "miou": out, "images": len(ids)}, indent=1))
     return 0
