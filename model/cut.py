@@ -112,22 +112,17 @@ def grown_window(x0: int, y0: int, x1: int, y1: int, margin: float, width: int, 
 
 @dataclass(frozen=True)
 class BoundSampler:
-    """A sampler's features for one cut window at one size, fetched only when the cut reads
-    them: resampling (and, for PixelFeatures, the first PCA) is wasted on a cut that does not
-    (featcut's box answer models colour alone). ``window(None, size)`` is that window."""
+    """A sampler's features for one cut window, fetched (at the size the cut asks for) only when
+    the cut reads them: resampling (and, for PixelFeatures, the first PCA) is wasted on a cut that
+    does not (featcut's box answer models colour alone). ``window(None, size)`` is that window."""
 
     source: WindowSampler
     region: Window  # the cut window, in the source's image pixels
-    size: tuple[int, int]  # (w, h) the cut works at
 
     def window(self, window: Window | None, size: tuple[int, int]) -> np.ndarray:
-        if window is None:
-            return self.source.window(self.region, size)
-        x0, y0, x1, y1 = window  # in the cut's pixels: back to the source's
-        rx0, ry0, rx1, ry1 = self.region
-        sx, sy = (rx1 - rx0) / self.size[0], (ry1 - ry0) / self.size[1]
-        inner = (round(rx0 + x0 * sx), round(ry0 + y0 * sy), round(rx0 + x1 * sx), round(ry0 + y1 * sy))
-        return self.source.window(inner, size)
+        if window is not None:  # the cut asks for its whole window; nothing reads a part of it
+            raise ValueError("a BoundSampler is bound to one window: ask for window None")
+        return self.source.window(self.region, size)
 
 
 def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] | None) -> CutInputs | None:
@@ -148,7 +143,7 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
             a = a[y0:y1, x0:x1]
             changes[f.name] = a if size is None else cv2.resize(a, size, interpolation=cv2.INTER_LINEAR)
         elif a is not None:  # a WindowSampler: read when the cut needs it
-            changes[f.name] = BoundSampler(a, window, out_size)
+            changes[f.name] = BoundSampler(a, window)
     return replace(extras, **changes)
 
 
