@@ -448,7 +448,7 @@ class Segmenter:
 
         A cut that answers from the previous mask (featcut) gets the prompt as a box prompt: the
         box the clicks, the ``previous`` mask (H, W bool: the mask this object got last) and the
-        class CAM stand for (model/featcut.py ``click_box``), the seeds and ``previous`` in the
+        class CAM stand for (model/featcut.py ``click_window``), the seeds and ``previous`` in the
         cut, the configuration's box technique (``technique``, a tag technique for whole-image
         cuts, is not used there). The GrabCut configurations ignore ``previous``: the initial
         mask is the tag task's digitized CAM when a class is given (else all probable
