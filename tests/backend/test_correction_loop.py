@@ -61,11 +61,15 @@ def held_out_iou(client: Any, stems: list[str]) -> tuple[float, set[str]]:
     return float(np.mean(ious)), techs
 
 
-@pytest.mark.parametrize("start", ["", "fpf 0.2"], ids=["served-default", "poor-start-fpf-0.2"])
+# The poor start is F PF 0.1: since featcut's first foreground fit sees only the CAM's core
+# (fit_fg_cam), F PF 0.2 is no longer poor on these held-out cats (mean IoU, one call per box: t 0.1 /
+# 0.2 / 0.3 / 0.5 / 0.6 / 0.7 / 0.9 = 0.649 / 0.690 / 0.681 / 0.708 / 0.699 / 0.695 / 0.697), so its
+# corrections could not show the 0.01 gain the loop must make; at 0.1 they can.
+@pytest.mark.parametrize("start", ["", "fpf 0.1"], ids=["served-default", "poor-start-fpf-0.1"])
 @both  # the store on SQLite and on PostgreSQL
 def test_corrections_improve_held_out_predictions(app_factory: Any, tmp_path: Path, start: str, ls_server: Any) -> None:
     """From the default technique (already near the best t: must not get worse) and from a
-    poorly chosen one (CAMCUT_BOX_TECHNIQUE=fpf 0.2: corrections must make it strictly better)."""
+    poorly chosen one (CAMCUT_BOX_TECHNIQUE=fpf 0.1: corrections must make it strictly better)."""
     stems = cat_stems()
     assert len(stems) == 12
     train, held = stems[:4], stems[4:]
