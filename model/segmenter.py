@@ -21,7 +21,7 @@ from . import voc
 from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pool_voc_cams
 from .config import REFERENCE, EngineConfig
 from .cut import Cut, CutInputs, Window, make_cut, windowed_cut
-from .featcut import click_region, click_window, continues, widen
+from .featcut import widen
 from .features import PixelFeatures
 from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
@@ -437,37 +437,21 @@ class Segmenter:
         return MaskResult(m, tech, cam_score(m, cam), fallback)
 
     # -- interactive clicks / strokes without a box ----------------------------------------------
-    def segment_seeds(
-        self,
-        seeds: Seeds,
-        voc_class: str | None = None,
-        technique: Technique | None = None,
-        previous: np.ndarray | None = None,
-    ) -> MaskResult:
+    def segment_seeds(self, seeds: Seeds, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
         """Mask from clicks / strokes alone (no box).
 
-        A cut that answers from the previous mask (featcut) gets the prompt as a box prompt: the
-        box the clicks, the ``previous`` mask (H, W bool: the mask this object got last) and the
-        class CAM stand for (model/featcut.py ``click_window``), the seeds and ``previous`` in the
-        cut, the configuration's box technique (``technique``, a tag technique for whole-image
-        cuts, is not used there). The GrabCut configurations ignore ``previous``: the initial
-        mask is the tag task's digitized CAM when a class is given (else all probable
-        background), with positive seeds as definite foreground and negative seeds as definite
-        background; the cut decides the rest. The result keeps only the connected regions that
-        touch a positive seed, since a click names one object.
+        The initial mask is the tag task's digitized CAM when a class is given (else all
+        probable background), with positive seeds as definite foreground and negative seeds as
+        definite background; the cut decides the rest. The result keeps only the connected
+        regions that touch a positive seed, since a click names one object.
         """
         tech = technique or self.config.class_technique
         h, w = self.image.shape[:2]
         if seeds.is_empty():
             raise ValueError("no clicks or strokes given")
         pos, neg = seeds.rasterize(h, w)
-        if previous is not None and previous.shape != (h, w):
-            raise ValueError(f"previous mask of shape {previous.shape} does not match the {w}x{h} image")
-        rich = self._features is not None
-        if not pos.any() and not (rich and previous is not None and previous.any()):
+        if not pos.any():
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_positive_seed")
-        if rich:
-            return self._seeds_as_box(seeds, pos, neg, voc_class, previous)
         cam = None
         init = np.full((h, w), GC_PR_BGD, np.uint8)
         if voc_class is not None and tech.kind != "grabcut":
@@ -485,42 +469,6 @@ class Segmenter:
         keep = np.unique(comp[pos & m])
         m = np.isin(comp, keep[keep > 0])
         return MaskResult(m, tech, cam_score(m, cam))
-
-    def _seeds_as_box(
-        self, seeds: Seeds, pos: np.ndarray, neg: np.ndarray, voc_class: str | None, previous: np.ndarray | None
-    ) -> MaskResult:
-        """featcut's click-only answer: one featcut cut in the window the clicks stand for.
-
-        No box says what is background, so the initial mask is probable background, except the
-        CAM's region holding the click (model/featcut.py ``click_region``) and the previous mask
-        (probable foreground) and the seeds (definite); the core's click prior and EM rounds
-        decide the rest, as after a click in a box.
-        """
-        h, w = pos.shape
-        tech = self.config.box_technique if voc_class is not None else Technique("grabcut")
-        cam = None
-        if voc_class is not None:
-            cam, evidence = self.class_cam(voc_class)  # normalised over the image: no box bounds it
-            cam = cam if evidence else None
-        prev = None if previous is None else np.asarray(previous, bool)
-        if prev is not None and not continues(prev, pos):
-            prev = None  # clicks far from the last mask name another object: answered afresh
-        region = click_region(pos, cam)
-        window = click_window(pos, region, prev)
-        init = np.full((h, w), GC_PR_BGD, np.uint8)
-        init[region] = GC_PR_FGD
-        if prev is not None:
-            init[prev] = GC_PR_FGD
-        init[pos] = GC_FGD
-        init[neg] = GC_BGD
-        x0, y0, x1, y1 = window
-        groups = ((True, seeds.positive_points), (False, seeds.negative_points))
-        pts = tuple((float(x), float(y), p) for p, group in groups for x, y in group if x0 <= x < x1 and y0 <= y < y1)
-        extras = CutInputs(
-            cam=cam, features=self._features, previous=None if prev is None else prev.astype(np.float32), points=pts
-        )
-        m, fallback = self._cut(init, window, self._side("box", False), extras)
-        return MaskResult(m, tech, cam_score(m, cam), fallback)
 
 
 def _upsampled(res: MaskResult, w: int, h: int) -> MaskResult:
