@@ -498,12 +498,7 @@ def fit_head(
     head = _fit_mlp(samples, classes, hidden, epochs, budget_s, seed)
     if shape:
         _fit_prior(head, samples)
-    ious: dict[str, list[float]] = {}
-    for s in samples:
-        ious.setdefault(s.voc_class, []).append(s.core_iou)
-        ious.setdefault("", []).append(s.core_iou)
-    head.priors = {c: float(np.mean(v)) for c, v in ious.items()}
-    _fit_score(head, samples)
+    _fit_priors_and_score(head, samples)
     return head
 
 
