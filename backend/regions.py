@@ -39,6 +39,16 @@ def last_mask_for_box(
     return None
 
 
+def last_mask_for_clicks(answered: list[PredictedRegion], label: str, h: int, w: int) -> np.ndarray | None:
+    """The newest click mask camcut predicted for this task under the same label, decoded at the
+    image's size; None if none. The engine decides whether the new clicks continue it
+    (``Segmenter.segment_seeds``): the clicks' counterpart of :func:`last_mask_for_box`."""
+    for r in reversed(answered):
+        if r.kind == "seeds" and r.label == label:
+            return decode_brush(r.rle, r.height, r.width, h, w)
+    return None
+
+
 @dataclass(frozen=True)
 class AdaptedTechnique:
     """The technique the corrections of a project chose for one (kind, VOC class)."""
@@ -291,11 +301,14 @@ class RegionMaker:
         if label and cls is None:
             out.warnings.append(f"label {label!r} has no engine class: GrabCut from the clicks alone")
         tech = self.technique_for(adapted, "class", cls) if cls else self.config.class_technique
-        res = seg.segment_seeds(seeds, cls, tech)
+        name = self.brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
+        # As for boxes: more clicks on an object refine the mask camcut answered for it, where the
+        # cut starts from it (featcut); its newest click mask of the same brush label.
+        start = last_mask_for_clicks(previous(), name, h, w) if seg.answers_from_previous else None
+        res = seg.segment_seeds(seeds, cls, tech, previous=start)
         if not res.mask.any():
             out.warnings.append(f"no mask from the clicks ({res.fallback or 'empty'}); add a positive click")
             return
-        name = self.brush_label(label, cls, schema, out) if label else schema.brush_labels[0] if schema.brush_labels else "object"
         out.regions.append(
             Region(
                 name,

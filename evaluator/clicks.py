@@ -306,6 +306,42 @@ def table(summaries: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def per_class_table(results: dict[str, list[ObjectRun]], max_clicks: int, level: float = 0.90) -> str:
+    """Per configuration and VOC class: objects, NoC at ``level``, the objects never there, and the
+    clicks over the target of 5 a class adds in all (where the remaining clicks go), worst first."""
+    pct = round(level * 100)
+    rows = [
+        f"| config | class | objects | NoC@{pct} | fail@{pct} | IoU after 0 | clicks over 5 in all |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, runs in results.items():
+        by: dict[str, list[ObjectRun]] = {}
+        for r in runs:
+            by.setdefault(r.voc_class, []).append(r)
+        stats = []
+        for cls, rs in by.items():
+            nocs = [r.noc(level, max_clicks) for r in rs]
+            fails = sum(max(r.ious) < level for r in rs)
+            stats.append(
+                (sum(nocs) - 5.0 * len(rs), cls, len(rs), float(np.mean(nocs)), fails, float(np.mean([r.ious[0] for r in rs])))
+            )
+        for excess, cls, n, noc, fails, iou0 in sorted(stats, reverse=True):
+            rows.append(f"| {name} | {cls} | {n} | {noc:.2f} | {fails} | {iou0:.3f} | {excess:+.0f} |")
+    return "\n".join(rows)
+
+
+def load_runs(path: str | Path) -> dict[str, list[ObjectRun]]:
+    """The object runs of an ``objects.jsonl`` this command wrote, per configuration."""
+    out: dict[str, list[ObjectRun]] = {}
+    with open(path) as f:
+        for line in f:
+            d = json.loads(line)
+            config = d.pop("config")
+            d["clicks"] = [tuple(c) for c in d["clicks"]]
+            out.setdefault(config, []).append(ObjectRun(**d))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m evaluator.clicks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -357,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         for c, runs in results.items():
             for r in runs:
                 f.write(json.dumps({"config": c, **asdict(r)}) + "\n")
+    (out / "per_class.md").write_text(
+        f"# clicks task per class, start from a {a.start}\n\nCommand: `{cmd}`\n\n{per_class_table(results, a.max_clicks)}\n"
+    )
     plot_curves(results, out / f"iou_vs_clicks_{a.start}.png", f"IoU vs clicks (start: {a.start})")
     print(md)
     return 0

@@ -21,7 +21,7 @@ from . import voc
 from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pool_voc_cams
 from .config import REFERENCE, EngineConfig
 from .cut import Cut, CutInputs, Window, make_cut, windowed_cut
-from .featcut import widen
+from .featcut import click_region, click_window, continues, widen
 from .features import PixelFeatures
 from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
@@ -437,19 +437,39 @@ class Segmenter:
         return MaskResult(m, tech, cam_score(m, cam), fallback)
 
     # -- interactive clicks / strokes without a box ----------------------------------------------
-    def segment_seeds(self, seeds: Seeds, voc_class: str | None = None, technique: Technique | None = None) -> MaskResult:
+    def segment_seeds(
+        self,
+        seeds: Seeds,
+        voc_class: str | None = None,
+        technique: Technique | None = None,
+        previous: np.ndarray | None = None,
+    ) -> MaskResult:
         """Mask from clicks / strokes alone (no box).
 
-        The initial mask is the tag task's digitized CAM when a class is given (else all
-        probable background), with positive seeds as definite foreground and negative seeds as
-        definite background; the cut decides the rest. The result keeps only the connected
-        regions that touch a positive seed, since a click names one object.
+        The first answer (no ``previous``) is GrabCut's in every configuration: the initial mask
+        is the tag task's digitized CAM when a class is given (else all probable background), with
+        positive seeds as definite foreground and negative seeds as definite background; the cut
+        decides the rest, and only the connected regions that touch a positive seed are kept, since
+        a click names one object. Once there is an answer to refine - ``previous`` (H, W bool: the
+        mask this object got last) and clicks that continue it (model/featcut.py ``continues``) -
+        a cut that answers from the previous mask (featcut) gets the prompt as a box prompt: the
+        box the clicks, ``previous`` and the class CAM stand for (``click_window``), the seeds and
+        ``previous`` in the cut, the configuration's box technique (``technique``, a tag technique
+        for whole-image cuts, is not used there). Why not featcut from the first click: without a
+        box its first answer was better on average (0.374 vs 0.317 IoU on 21 objects) but could be
+        a part of the object (Label Studio's smart keypoint on the dog of 2007_000063 through a
+        real browser: 0.124 IoU, GrabCut 0.478); GrabCut's first answer is the safer start, and
+        featcut's click loop refines it (README "The feature cut").
         """
         tech = technique or self.config.class_technique
         h, w = self.image.shape[:2]
         if seeds.is_empty():
             raise ValueError("no clicks or strokes given")
         pos, neg = seeds.rasterize(h, w)
+        if previous is not None and previous.shape != (h, w):
+            raise ValueError(f"previous mask of shape {previous.shape} does not match the {w}x{h} image")
+        if self._features is not None and previous is not None and continues(np.asarray(previous, bool), pos):
+            return self._seeds_as_box(seeds, pos, neg, voc_class, np.asarray(previous, bool))
         if not pos.any():
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_positive_seed")
         cam = None
@@ -469,6 +489,35 @@ class Segmenter:
         keep = np.unique(comp[pos & m])
         m = np.isin(comp, keep[keep > 0])
         return MaskResult(m, tech, cam_score(m, cam))
+
+    def _seeds_as_box(
+        self, seeds: Seeds, pos: np.ndarray, neg: np.ndarray, voc_class: str | None, previous: np.ndarray
+    ) -> MaskResult:
+        """featcut's refinement of a click-only answer: one featcut cut in the window the clicks,
+        the ``previous`` mask and the CAM's region holding a click (model/featcut.py
+        ``click_region``) stand for. No box says what is background, so the initial mask is
+        probable background, except the previous mask and that region (probable foreground) and
+        the seeds (definite); the core starts from ``previous``, and its click prior and EM round
+        decide the rest, as after a click in a box.
+        """
+        h, w = pos.shape
+        tech = self.config.box_technique if voc_class is not None else Technique("grabcut")
+        cam = None
+        if voc_class is not None:
+            cam, evidence = self.class_cam(voc_class)  # normalised over the image: no box bounds it
+            cam = cam if evidence else None
+        region = click_region(pos, cam)
+        window = click_window(pos, region, previous)
+        init = np.full((h, w), GC_PR_BGD, np.uint8)
+        init[region | previous] = GC_PR_FGD
+        init[pos] = GC_FGD
+        init[neg] = GC_BGD
+        x0, y0, x1, y1 = window
+        groups = ((True, seeds.positive_points), (False, seeds.negative_points))
+        pts = tuple((float(x), float(y), p) for p, group in groups for x, y in group if x0 <= x < x1 and y0 <= y < y1)
+        extras = CutInputs(cam=cam, features=self._features, previous=previous.astype(np.float32), points=pts)
+        m, fallback = self._cut(init, window, self._side("box", False), extras)
+        return MaskResult(m, tech, cam_score(m, cam), fallback)
 
 
 def _upsampled(res: MaskResult, w: int, h: int) -> MaskResult:

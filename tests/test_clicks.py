@@ -80,6 +80,26 @@ def test_noc_per_definition() -> None:
     assert s["noc@85"] == pytest.approx(11.0) and s["fail@90"] == 1 and s["iou_after"]["1"] == pytest.approx(0.55)
 
 
+def test_per_class_table_reads_back_what_the_command_writes(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    from evaluator.clicks import load_runs, per_class_table
+
+    runs = [
+        ObjectRun("a", 1, "bicycle", 0, ious=[0.3] * 21, clicks=[(1, 2, True)]),
+        ObjectRun("a", 2, "cat", 0, ious=[0.5, 0.95] + [0.95] * 19),
+        ObjectRun("b", 1, "cat", 1, ious=[0.5, 0.6, 0.7, 0.92] + [0.92] * 17),
+    ]
+    path = tmp_path / "objects.jsonl"
+    path.write_text("".join(json.dumps({"config": "featcut", **asdict(r)}) + "\n" for r in runs))
+    back = load_runs(path)
+    assert [r.ious for r in back["featcut"]] == [r.ious for r in runs] and back["featcut"][0].clicks == [(1, 2, True)]
+    rows = per_class_table(back, 20).splitlines()[2:]
+    assert rows[0] == "| featcut | bicycle | 1 | 20.00 | 1 | 0.300 | +15 |"  # worst class first
+    assert rows[1] == "| featcut | cat | 2 | 2.00 | 0 | 0.500 | -6 |"
+
+
 @dataclass
 class _Res:
     mask: np.ndarray

@@ -406,3 +406,40 @@ def test_clicks_on_a_box_refine_the_mask_answered_for_that_box(client: Any, camn
     assert np.array_equal(m1, expected.mask)
     assert not np.array_equal(m1, decode(fresh["result"][0]))  # the previous mask changed the answer
     assert mask_iou(m1, gt) > mask_iou(m0, gt)
+
+
+def test_keypoints_refine_the_mask_answered_for_the_earlier_keypoints(client: Any, camnet: Any) -> None:
+    """A keypoint on the dog, then one on the part its answer missed: the served cut (featcut)
+    starts from the mask camcut answered for the label's earlier keypoints, as boxes do."""
+    from scipy import ndimage
+
+    from backend.config import read_setting
+    from backend.prompts import interactive_prompt
+    from model import Segmenter, decode_image
+    from model.engine import get_config
+    from tests.backend.conftest import jpeg
+
+    w, h = image_size(DOG)
+    gt = next(g for c, g in instance_masks(DOG) if c == "dog")
+    ys, xs = np.nonzero(ndimage.distance_transform_edt(gt) == ndimage.distance_transform_edt(gt).max())
+    first_pt = keypoint(float(xs[0]), float(ys[0]), w, h, True, "dog")
+    task = {"id": 220, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}
+    [first] = predict(client, [task], {"result": [first_pt]})
+    m0 = check_result(first["result"][0], DOG)
+    missed = gt & ~m0
+    labels, n = ndimage.label(missed)
+    assert n, "one keypoint already covers the dog"
+    biggest = labels == 1 + int(np.argmax(ndimage.sum(missed, labels, range(1, n + 1))))
+    y, x = np.unravel_index(int(np.argmax(ndimage.distance_transform_edt(biggest))), biggest.shape)
+    context = {"result": [first_pt, keypoint(float(x), float(y), w, h, True, "dog")]}
+    [second] = predict(client, [task], context)
+    m1 = check_result(second["result"][0], DOG)
+    [fresh] = predict(client, [{**task, "id": 221}], context)  # the same clicks on a task with no answer yet
+
+    seg = Segmenter(get_config(read_setting("CAMCUT_CONFIG", {})), net=camnet)
+    seg.set_image(decode_image(jpeg(DOG)))
+    assert seg.answers_from_previous
+    prompt = interactive_prompt(context["result"], w, h, 10**9)
+    assert np.array_equal(m1, seg.segment_seeds(prompt.seeds, "dog", previous=m0).mask)
+    assert not np.array_equal(m1, decode(fresh["result"][0]))  # the previous mask changed the answer
+    assert mask_iou(m1, gt) > mask_iou(m0, gt)
