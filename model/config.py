@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .cut import CUTS
+from .cut import CUTS, make_cut
 from .techniques import Technique
 
 
@@ -80,9 +80,11 @@ class EngineConfig:
 
     @property
     def version_key(self) -> str:
-        """``name:field=value:...`` over every field, so a new field cannot be left out of it."""
-        rest = (f"{f.name}={_key_value(getattr(self, f.name))}" for f in dataclasses.fields(self) if f.name != "name")
-        return ":".join((self.name, *rest))
+        """``name:field=value:...`` over every field, so a new field cannot be left out of it, and
+        the cut's own settings (``Cut.version_key``: featcut's FeatCutParams change masks too)."""
+        rest = [f"{f.name}={_key_value(getattr(self, f.name))}" for f in dataclasses.fields(self) if f.name != "name"]
+        cut = make_cut(self).version_key
+        return ":".join((self.name, *rest, *([cut] if cut else [])))
 
 
 def _key_value(v: object) -> str:

@@ -71,6 +71,12 @@ class Cut(ABC):
         The caller guarantees ``has_both_sides(init)``. The same input must give the same mask.
         """
 
+    @property
+    def version_key(self) -> str:
+        """The settings of the algorithm that change masks beyond the EngineConfig's fields (joined
+        to ``EngineConfig.version_key``, so the model version follows them); "" when there are none."""
+        return ""
+
 
 @dataclass(frozen=True)
 class GrabCutCut(Cut):

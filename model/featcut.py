@@ -22,7 +22,7 @@ For one box (and the annotator's clicks so far, and the mask answered last):
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import cv2
@@ -369,6 +369,11 @@ class FeatCutCut(Cut):
 
     def __init__(self, params: FeatCutParams | None = None) -> None:
         self.core = FeatCut(params)
+
+    @property
+    def version_key(self) -> str:
+        p = self.core.p  # every setting but the experiments' switches; floats exact (repr)
+        return "featcut(" + ",".join(f"{f.name}={getattr(p, f.name)!r}" for f in fields(p) if f.name != "extra") + ")"
 
     def cut(self, image: np.ndarray, init: np.ndarray, extras: CutInputs | None = None) -> np.ndarray:
         if extras is None or extras.features is None:

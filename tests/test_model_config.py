@@ -67,6 +67,20 @@ def test_version_key_starts_with_the_name_and_is_stable():
     assert a.version_key != DEFAULT.version_key
 
 
+def test_the_cuts_own_settings_are_in_the_version_key(monkeypatch):
+    """featcut's FeatCutParams change masks as much as EngineConfig's fields: a changed default
+    (session 5's fit_fg_cam, session 6's keep_far) must change the model version too."""
+    from model import featcut
+
+    featcut_cfg = get_config("featcut")
+    before = featcut_cfg.version_key
+    assert make_cut(featcut_cfg).version_key in before
+    served = featcut.FeatCutParams()
+    monkeypatch.setattr(featcut, "FeatCutParams", lambda: dataclasses.replace(served, keep_far=0.0))
+    assert featcut_cfg.version_key != before
+    assert GrabCutCut().version_key == ""  # the GrabCut presets keep their keys
+
+
 def test_presets_are_read_only_and_resolved_by_name():
     with pytest.raises(TypeError):
         cast("dict[str, EngineConfig]", CONFIGS)["mine"] = REFERENCE  # a Mapping to the type checker; try it anyway
