@@ -50,8 +50,8 @@ class FeatCutParams:
     # probable foreground: FeatCutCut.hard_cam_peak). None, with em_iterations 1: the CAM's peak,
     # blurred at 1/16 resolution, forced sky between wings and floor between legs into the mask,
     # and the second EM round re-fitted the foreground model on that too-big cut. The pair lifted
-    # the box mIoU 74.7 -> 75.4 on the 205 images (A 77.3 -> 77.8, B 72.4 -> 73.6) and halves the
-    # cut's CPU time (README "The feature cut"; alone, cam_hard None gave 74.8, EM 1 had lost).
+    # the box mIoU 74.7 -> 75.3 on the 205 images (A 77.3 -> 77.8, B 72.4 -> 73.3) and cut the
+    # core's CPU per box by ~40% (README "The feature cut"; cam_hard None alone: 74.8; EM 1 alone had lost).
     cam_hard: float | None = None
     em_iterations: int = 1  # fit + cut rounds from the box; the first fit is on the CAM's labels
     click_em_iterations: int = 1  # rounds after a click (the previous mask is the start)
@@ -263,13 +263,6 @@ class FeatCut:
         unsure = None
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
-        ex = p.extra
-        if prev is None and cam is not None and ex.get("peak_erode") is not None and not points:
-            k = int(ex["peak_erode"])  # hard fg = the CAM's peak eroded by k px (0: the peak itself)
-            pk = ((cam >= 0.7) & (init == GC_FGD)).astype(np.uint8)
-            if k > 0:
-                pk = cv2.erode(pk, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
-            hard_fg = ((init == GC_FGD) & ~(cam >= 0.7)) | pk.astype(bool)
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -289,39 +282,13 @@ class FeatCut:
                 fit_fg = ys
                 if unsure is not None and it == 0 and np.count_nonzero(ys & (wl > 0)) >= 10 * len(gmm_cols):
                     fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
-                wf, wb = ws, ws
-                if prev is None and cam is not None and not points and it > 0:
-                    cs = cam[sub].ravel()
-                    if clicked.any():
-                        cs = np.concatenate([cs, cam[clicked]])
-                    if ex.get("fg2_cam") is not None and np.count_nonzero(ys & (cs >= ex["fg2_cam"])) >= 10 * len(gmm_cols):
-                        fit_fg = ys & (cs >= ex["fg2_cam"])
-                    if ex.get("fg2_soft") is not None:  # fg samples weighted by CAM / level, clipped to [0.05, 1]
-                        wf = ws * np.clip(cs / ex["fg2_soft"], 0.05, 1.0)
-                if prev is None and cam is not None and not points and ex.get("bg_lowcam") is not None:
-                    cs = cam[sub].ravel()
-                    ib = inbox[sub].ravel()
-                    if clicked.any():
-                        cs = np.concatenate([cs, cam[clicked]])
-                        ib = np.concatenate([ib, inbox[clicked]])
-                    wb = np.where(ib & (cs < p.cam_bg), ws * ex["bg_lowcam"], ws)
-                fg_m = fit_gmm(gs[fit_fg], wf[fit_fg], p.gmm_components)
-                bg_m = fit_gmm(gs[~ys], wb[~ys], p.gmm_components)
+                fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components)
+                bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
                 z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
             mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
             target = mask & inbox
-        if ex.get("lrcheck") is not None and prev is None and not points and fz.shape[2] > 3 and mask.any():
-            # experiment: hypercolumn LR on (cut core vs outside the box), removing confident background
-            core_m = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-            ys_ = np.where(core_m, 1.0, np.where(hard_bg, 0.0, -1.0))[sub].ravel()
-            xs_ = fz[sub].reshape(-1, fz.shape[2])
-            keep_ = ys_ >= 0
-            if np.count_nonzero(ys_ == 1) >= 20 and np.count_nonzero(ys_ == 0) >= 20:
-                beta = fit_logistic(xs_[keep_], ys_[keep_], np.ones(int(keep_.sum()), np.float32), ridge=p.ridge)
-                lz = logistic_logits(fz, beta)
-                mask = mask & ~(lz < -float(ex["lrcheck"]))
         if head is not None and prev is None and not points:  # a learned head re-cuts a box answer (model/head.py)
             mask = head.refine(image, init, cam, fz, head_features, z, mask, pair)
         if p.cleanup and (prev is not None or pos.any()):
@@ -421,8 +388,7 @@ def segment(
         pts,
     )
     big = cv2.resize(m.astype(np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR) > 0.5
-    if not core.p.extra.get("nohardup"):
-        big[sub == GC_FGD] = True
+    big[sub == GC_FGD] = True
     big[sub == GC_BGD] = False
     out = np.zeros((h, w), bool)
     out[wy0:wy1, wx0:wx1] = big
