@@ -47,13 +47,14 @@ class FeatCutParams:
     use_cam_feature: bool = False  # the CAM as one more feature (it already shapes the initial labels)
     cam_bg: float = 0.01  # F PF: CAM below this starts as background...
     # ...at or above this is definite foreground (None: a hint only, the Segmenter sends it as
-    # probable foreground: FeatCutCut.hard_cam_peak). None, with em_iterations 1: the CAM's peak,
-    # blurred at 1/16 resolution, forced sky between wings and floor between legs into the mask,
-    # and the second EM round re-fitted the foreground model on that too-big cut. The pair lifted
-    # the box mIoU 74.7 -> 75.3 on the 205 images (A 77.3 -> 77.8, B 72.4 -> 73.3) and cut the
-    # core's CPU per box by ~40% (README "The feature cut"; cam_hard None alone: 74.8; EM 1 alone had lost).
-    cam_hard: float | None = None
-    em_iterations: int = 1  # fit + cut rounds from the box; the first fit is on the CAM's labels
+    # probable foreground: FeatCutCut.hard_cam_peak). None, with em_iterations 1, lifts the box
+    # mIoU 74.7 -> 75.3 on the 205 images (A 77.3 -> 77.8, B 72.4 -> 73.3) and cuts the core's CPU
+    # per box by ~40% (README "The feature cut"): the CAM's peak, blurred at 1/16 resolution, forces
+    # sky between wings and floor between legs into the mask. NOT served: with the peak a hint,
+    # F PF's threshold t no longer changes a box mask, so the correction loop (backend/corrections.py,
+    # which picks t per class) has nothing to choose (tests/backend/test_correction_loop.py fails).
+    cam_hard: float | None = 0.7
+    em_iterations: int = 2  # fit + cut rounds from the box; the first fit is on the CAM's labels
     click_em_iterations: int = 1  # rounds after a click (the previous mask is the start)
     ridge: float = 1.0
     lam: float = 4.0  # Potts weight (nats per unit edge)
@@ -312,7 +313,10 @@ class FeatCutCut(Cut):
 
     def __init__(self, params: FeatCutParams | None = None) -> None:
         self.core = FeatCut(params)
-        self.hard_cam_peak = self.core.p.cam_hard is not None
+
+    @property
+    def hard_cam_peak(self) -> bool:
+        return self.core.p.cam_hard is not None
 
     def cut(self, image: np.ndarray, init: np.ndarray, extras: CutInputs | None = None) -> np.ndarray:
         if extras is None or extras.features is None:
