@@ -63,6 +63,12 @@ class WindowSampler(Protocol):
 class Cut(ABC):
     """One segmentation algorithm behind the engine's masks."""
 
+    @property
+    def hard_cam_peak(self) -> bool:
+        """Whether a box's definite CAM foreground (F PF's F) is sent as GC_FGD, a hard label
+        kept hard at full resolution; False: the Segmenter sends it as probable foreground."""
+        return True
+
     @abstractmethod
     def cut(self, image: np.ndarray, init: np.ndarray, extras: CutInputs | None = None) -> np.ndarray:
         """Binary (H, W) mask of ``image`` ((H, W, 3) uint8 RGB) from ``init`` ((H, W) uint8,

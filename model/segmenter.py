@@ -278,7 +278,9 @@ class Segmenter:
             elif tech.kind == "gccam" and not np.any(foreground(inside)):
                 fallback = "cam_no_foreground"
                 inside[:] = GC_PR_FGD
-            if interactive:  # clicks, not the CAM, decide what is certain once the annotator clicks
+            # Clicks, not the CAM, decide what is certain once the annotator clicks; a cut may
+            # take the CAM's peak as a hint even for the first answer (featcut, Cut.hard_cam_peak).
+            if interactive or (rich and not self.cutter.hard_cam_peak):
                 inside[inside == GC_FGD] = GC_PR_FGD
             init[y0:y1, x0:x1] = inside
             if tech.kind == "cam" and not evidence:  # CAM alone cannot say anything but the box
