@@ -47,6 +47,9 @@ class CutInputs:
     # (H, W, d) array would cost more to build than the cut itself.
     features: WindowSampler | np.ndarray | None = None  # a BoundSampler (or array) once fitted to a window
     previous: np.ndarray | None = None  # (H, W) float32 in [0, 1]: the mask answered last
+    # Whether away from the clicks the answer may lean on ``previous`` (featcut's keep_far): yes for
+    # an answer from a box, no for the rough first answer of clicks alone.
+    keep_previous: bool = True
     # Clicks (x, y, positive) in the accompanying array's pixels, oldest first.
     points: tuple[tuple[float, float, bool], ...] = ()
     # A learned per-project head (model/head.py ``HeadHook``, passed through untouched) and the
@@ -147,7 +150,7 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
     changes: dict[str, Any] = {}
     for f in fields(extras):
         a = getattr(extras, f.name)
-        if f.name == "head":
+        if f.name == "head" or isinstance(a, bool):  # passed through untouched
             continue
         if f.name == "points":
             changes[f.name] = tuple(((x - x0) * sx, (y - y0) * sy, positive) for x, y, positive in a)

@@ -50,11 +50,11 @@ class FeatCutParams:
     # probable foreground: FeatCutCut.hard_cam_peak). None, with em_iterations 1, lifts the box
     # mIoU 74.7 -> 75.3 on the 205 images (A 77.3 -> 77.8, B 72.4 -> 73.3) and cuts the core's CPU
     # per box by ~40% (README "The feature cut"): the CAM's peak, blurred at 1/16 resolution, forces
-    # sky between wings and floor between legs into the mask. NOT served: with the peak a hint,
-    # F PF's threshold t no longer changes a box mask, so the correction loop (backend/corrections.py,
-    # which picks t per class) has nothing to choose (tests/backend/test_correction_loop.py fails).
-    cam_hard: float | None = 0.7
-    em_iterations: int = 2  # fit + cut rounds from the box; the first fit is on the CAM's labels
+    # sky between wings and floor between legs into the mask. With the peak a hint, F PF's
+    # threshold t no longer changes a box mask (F PB's and PF PB's still do), so the correction
+    # loop's per-class t (model/adapt.py) keeps F PF as configured.
+    cam_hard: float | None = None
+    em_iterations: int = 1  # fit + cut rounds from the box; the first fit is on the CAM's labels
     click_em_iterations: int = 1  # rounds after a click (the previous mask is the start)
     ridge: float = 1.0
     lam: float = 4.0  # Potts weight (nats per unit edge)
@@ -239,6 +239,7 @@ class FeatCut:
         points: tuple[tuple[float, float, bool], ...] = (),
         head: Any = None,
         head_features: np.ndarray | None = None,
+        keep_previous: bool = True,
     ) -> np.ndarray:
         """Bool mask of one window at the working size.
 
@@ -344,7 +345,7 @@ class FeatCut:
                 z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
-            if prev is not None and p.keep_far > 0:
+            if prev is not None and keep_previous and p.keep_far > 0:
                 # A click re-fits the colour models of the whole window, which could flip regions the
                 # annotator never pointed at (a click made 9% of answers worse): pixels unlike every
                 # click, or far from them, lean towards the label the previous answer gave them.
@@ -395,7 +396,9 @@ class FeatCutCut(Cut):
             feats = f if isinstance(f, np.ndarray) else f.window(None, image.shape[1::-1])
         hf = extras.head_features
         hf = hf.window(None, image.shape[1::-1]) if hf is not None and not isinstance(hf, np.ndarray) else hf
-        return self.core.cut(image, init, extras.cam, feats, extras.previous, extras.points, extras.head, hf)
+        return self.core.cut(
+            image, init, extras.cam, feats, extras.previous, extras.points, extras.head, hf, extras.keep_previous
+        )
 
 
 def segment(
