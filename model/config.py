@@ -141,7 +141,7 @@ QUALITY = dataclasses.replace(
 # look-alikes toward their label, starting from the previous mask. Settings in FeatCutParams,
 # chosen on both halves of the 205 VOC images (README "The feature cut"). Tags: default's
 # GrabCut masks gated by CAMs spread over SqueezeNet features (class_tagprop, model/tagprop.py);
-# clicks without a box: default's GrabCut. The backend serves it (CAMCUT_CONFIG's default): it beats
+# clicks without a box: default's GrabCut first, featcut refining it. The backend serves it (CAMCUT_CONFIG's default): it beats
 # "default" on boxes, tags and clicks (README "The feature cut").
 FEATCUT = dataclasses.replace(
     DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True, class_tag_scales=(1.5,)
