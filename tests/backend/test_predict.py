@@ -409,12 +409,15 @@ def test_clicks_on_a_box_refine_the_mask_answered_for_that_box(client: Any, camn
 
 
 def test_keypoints_refine_the_mask_answered_for_the_earlier_keypoints(client: Any, camnet: Any) -> None:
-    """A keypoint on the dog, then one on the part its answer missed: the served cut (featcut)
-    starts from the mask camcut answered for the label's earlier keypoints, as boxes do."""
+    """A keypoint on the dog, then one where the simulator of ``evaluator.clicks`` puts the next
+    click (the largest error region's interior: here the first answer's false part, so a negative
+    keypoint): the served cut (featcut) starts from the mask camcut answered for the label's
+    earlier keypoints, as boxes do."""
     from scipy import ndimage
 
     from backend.config import read_setting
     from backend.prompts import interactive_prompt
+    from evaluator.clicks import next_click
     from model import Segmenter, decode_image
     from model.engine import get_config
     from tests.backend.conftest import jpeg
@@ -426,12 +429,10 @@ def test_keypoints_refine_the_mask_answered_for_the_earlier_keypoints(client: An
     task = {"id": 220, "data": {"image": f"/data/upload/1/{DOG}.jpg"}}
     [first] = predict(client, [task], {"result": [first_pt]})
     m0 = check_result(first["result"][0], DOG)
-    missed = gt & ~m0
-    labels, n = ndimage.label(missed)
-    assert n, "one keypoint already covers the dog"
-    biggest = labels == 1 + int(np.argmax(ndimage.sum(missed, labels, range(1, n + 1))))
-    y, x = np.unravel_index(int(np.argmax(ndimage.distance_transform_edt(biggest))), biggest.shape)
-    context = {"result": [first_pt, keypoint(float(x), float(y), w, h, True, "dog")]}
+    click = next_click(m0, gt, np.ones_like(gt))
+    assert click is not None, "one keypoint already covers the dog"
+    x, y, positive = click
+    context = {"result": [first_pt, keypoint(float(x), float(y), w, h, positive, "dog")]}
     [second] = predict(client, [task], context)
     m1 = check_result(second["result"][0], DOG)
     [fresh] = predict(client, [{**task, "id": 221}], context)  # the same clicks on a task with no answer yet
