@@ -26,6 +26,16 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    the shares, the same cut with today's masks in its unary, per-tag colour GMMs fitted to the
    confident shares, and a background fed by non-VOC ImageNet CAMs were measured and scored
    lower: README "The feature cut", tools/experiments/tags_bg.py.)
+5. **Fallback** (``fallback``, featcut: 0.5). The shares sum to one over K + 1 labels, so with
+   several tags they dilute: on 2007_000648 (aeroplane, bus, car, person) no share reaches 0.3
+   and the gate left bus, car and person empty (30 of 347 present tags on the 205 images, 77 of
+   1186 answers in the quiet bench). A tag the gate leaves empty gets its best evidence instead:
+   today's mask where the tag is the label with the largest share, else its CAM at least
+   ``fallback`` of its peak where it is that label, else that CAM region alone. Only a tag whose
+   own cut ran gets it (the caller's ``cut_ran``): where every pixel of its CAM's foreground is
+   lost to a rival's stronger CAM ("no_background"; the dog photo 2007_000063 tagged dog,
+   sheep) the rival explains the evidence and the answer stays empty
+   (tools/experiments/tags_empty.py).
 
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
@@ -65,6 +75,10 @@ class TagParams:
     # first pass's (each divided by its maximum); () = the first pass alone. 1.5 gained on all
     # four halves; 0.5 lost 4 points, 2 lost on half A, a flipped pass added nothing over 1.5.
     scales: tuple[float, ...] = ()
+    # A tag the gate leaves empty answers its best evidence (module docstring, 5.): its CAM at
+    # least this fraction of its peak is the last resort; None = no fallback (empty stays empty).
+    # 0.3 / 0.5 / 0.7 scored 38.1 / 38.3 / 38.2 (0.3 lost on halves A and B), all with no empty tag.
+    fallback: float | None = None
 
 
 def _l2n(f: np.ndarray) -> np.ndarray:
@@ -187,6 +201,23 @@ def gate(masks: np.ndarray, share: np.ndarray, params: TagParams) -> np.ndarray:
     return (masks.astype(bool) & (tags >= params.keep)) | (tags >= params.add)
 
 
+def answer(mask: np.ndarray, share: np.ndarray, k: int, cam: np.ndarray, params: TagParams, cut_ran: bool = True) -> np.ndarray:
+    """Tag ``k``'s served mask: today's ``mask`` (H, W) gated by ``share`` (K + 1, H, W, background
+    first), or where that leaves nothing and ``cut_ran``, the fallback of the module docstring
+    (5.) from ``cam`` (H, W, the tag's CAM divided by its peak)."""
+    g = gate(mask[None], share[[0, k + 1]], params)[0]
+    if g.any() or params.fallback is None or not cut_ran:
+        return g
+    wins = share.argmax(0) == k + 1  # ties go to background (label 0)
+    g = mask.astype(bool) & wins
+    if not g.any():
+        strong = cam >= params.fallback
+        g = strong & wins
+        if not g.any():
+            g = strong
+    return g
+
+
 def propagated_shares(
     cnn_shape: tuple[int, int],
     cams: np.ndarray,
@@ -226,6 +257,8 @@ class _SegmenterLike(Protocol):
 
     @property
     def cnn(self) -> object: ...  # CnnOutput: .voc_cams (20, h16, w16)
+
+    def class_cam(self, voc_class: str) -> tuple[np.ndarray, bool]: ...  # (H, W) in [0, 1], evidence
 
 
 class TagShares:
@@ -291,16 +324,23 @@ class TagShares:
                 self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params, extra)
             return key, self._shares[key]
 
-    def gate(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> np.ndarray:
-        """``mask`` of ``voc_class`` (today's cut) gated by the shares of the image's tags."""
+    def gate(
+        self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str], cut_ran: bool = True
+    ) -> np.ndarray:
+        """``mask`` of ``voc_class`` (today's cut) gated by the shares of the image's tags, with
+        the fallback (``answer``) where that leaves nothing; ``cut_ran``: the tag's cut ran (it
+        had CAM foreground of its own after the rivals took theirs)."""
         key, share = self.shares(seg, (voc_class, *rivals))
         k = key.index(_canonical(voc_class))
-        return gate(mask[None], share[[0, k + 1]], self.params)[0]
+        if self.params.fallback is None:
+            return gate(mask[None], share[[0, k + 1]], self.params)[0]
+        return answer(mask, share, k, seg.class_cam(voc_class)[0], self.params, cut_ran)
 
 
 __all__ = [
     "TagParams",
     "TagShares",
+    "answer",
     "gate",
     "initial_scores",
     "multiscale",
