@@ -28,8 +28,8 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    lower: README "The feature cut", tools/experiments/tags_bg.py.)
 5. **Fallback** (``fallback``, featcut: 0.5). The shares sum to one over K + 1 labels, so with
    several tags they dilute: on 2007_000648 (aeroplane, bus, car, person) no share reaches 0.3
-   and the gate left bus, car and person empty (30 of 347 present tags on the 205 images, 77 of
-   1186 answers in the quiet bench). A tag the gate leaves empty gets its best evidence instead:
+   and the gate left bus, car and person empty (33 of the 347 present tags of the 205 images,
+   2 with the fallback; 77 of 1186 answers in the quiet bench). A tag the gate leaves empty gets its best evidence instead:
    today's mask where the tag is the label with the largest share, else its CAM at least
    ``fallback`` of its peak where it is that label, else that CAM region alone. Only a tag whose
    own cut ran gets it (the caller's ``cut_ran``): where every pixel of its CAM's foreground is
@@ -77,7 +77,8 @@ class TagParams:
     scales: tuple[float, ...] = ()
     # A tag the gate leaves empty answers its best evidence (module docstring, 5.): its CAM at
     # least this fraction of its peak is the last resort; None = no fallback (empty stays empty).
-    # 0.3 / 0.5 / 0.7 scored 38.1 / 38.3 / 38.2 (0.3 lost on halves A and B), all with no empty tag.
+    # 0.3 / 0.5 / 0.7 scored 38.1 / 38.3 / 38.2 vs 38.0 on the cached records (0.3 lost on halves A
+    # and B); through the engine 38.3 vs 38.0 (README "The feature cut", tools/experiments/tags_empty*.py).
     fallback: float | None = None
 
 
