@@ -62,6 +62,9 @@ class EngineConfig:
     # Tags (with class_tagprop): a tag the gate leaves empty answers its best evidence, down to its
     # CAM at least this fraction of its peak (model/tagprop.py TagParams.fallback); None: empty.
     class_tag_fallback: float | None = None
+    # Tags (with class_tag_scales): the walk on the first extra pass's grid and features
+    # (model/tagprop.py TagParams.walk_scaled).
+    class_tag_walk_scaled: bool = False
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -153,6 +156,7 @@ FEATCUT = dataclasses.replace(
     class_tagprop=True,
     class_tag_scales=(1.5,),
     class_tag_fallback=0.5,
+    class_tag_walk_scaled=True,
 )
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(

@@ -38,6 +38,7 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_tagprop": (True, False),
     "class_tag_scales": ((1.5,), ()),
     "class_tag_fallback": (0.5, None),
+    "class_tag_walk_scaled": (True, False),
 }
 
 

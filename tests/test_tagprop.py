@@ -267,3 +267,28 @@ def test_featcut_serves_the_fallback_and_its_version_says_so() -> None:
     assert featcut.class_tag_fallback == 0.5
     assert get_config("default").class_tag_fallback is None and get_config("reference").class_tag_fallback is None
     assert featcut.version_key != dataclasses.replace(featcut, class_tag_fallback=None).version_key
+    assert featcut.class_tag_walk_scaled and not get_config("default").class_tag_walk_scaled
+    assert featcut.version_key != dataclasses.replace(featcut, class_tag_walk_scaled=False).version_key
+
+
+def test_the_walk_runs_on_the_scaled_pass_grid_and_features(net) -> None:
+    """TagParams.walk_scaled (featcut's class_tag_walk_scaled): the shares are the walk on the
+    1.5x pass's own grid and fire3 / fire5, not on the first pass's."""
+    from model.cnn import pool_voc_cams
+    from model.features import forward_features
+
+    s = VocDataset(VOC_ROOT).load(MOTO)
+    seg = Segmenter(get_config("default"), net=net)
+    seg.set_image(s.image)
+    walk = TagParams(scales=(1.5,), walk_scaled=True)
+    key, share = TagShares(net.net, seg.config.cnn_max_side, walk).shares(seg, ("person", "motorbike"))
+    first = forward_features(net.net, seg.image, seg.config.cnn_max_side, ()).input_shape
+    q = forward_features(net.net, scaled_input(seg.image, first, 1.5), None, ("fire3", "fire5"))
+    assert max(q.input_shape) == round(1.5 * max(first))
+    idx = [voc.voc_index(c) - 1 for c in key]
+    cams = np.asarray(seg.cnn.voc_cams)[idx]
+    layers = [q.layers["fire3"], q.layers["fire5"]]
+    want = propagated_shares(q.input_shape, cams, layers, seg.image.shape[:2], walk, [pool_voc_cams(q.cam)[idx]])
+    np.testing.assert_allclose(share, want, atol=1e-5)
+    _, one = TagShares(net.net, seg.config.cnn_max_side, SCALED).shares(seg, ("person", "motorbike"))
+    assert np.abs(one - share).max() > 0.05  # the first pass's walk is another answer

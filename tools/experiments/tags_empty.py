@@ -11,8 +11,10 @@ of the tag against background alone. Prints mIoU on all / A / B / E / O, the num
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+import types
 
 import cv2
 import numpy as np
@@ -21,7 +23,7 @@ from tags_bg import BASE, scores
 from tags_common import evaluate, report
 
 from model import voc
-from model.tagprop import TagParams, gate, shares
+from model.tagprop import TagParams, affinity_features, gate, initial_scores, multiscale, propagate, shares
 
 MS = ((1.5, False),)  # featcut's second scale (the cached records' 320 px image upsampled)
 EMPTY: dict[str, int] = {}
@@ -29,11 +31,39 @@ PAIRS: dict[str, int] = {}
 _S: dict[str, np.ndarray] = {}
 
 
-def _shares(rec) -> np.ndarray:
-    if rec.iid not in _S:
-        _S.clear()
-        _S[rec.iid] = shares(scores(rec, BASE, ms=MS), rec.gt.shape)
-    return _S[rec.iid]
+def _shares(rec, how: str = "") -> np.ndarray:
+    """The tags' shares at the image size: featcut's, or with ``how`` = "grid G rR" (a finer
+    walk grid on the first pass) or "own rR" (the walk on the 1.5x pass's own fire3 / fire5)."""
+    if (rec.iid, how) not in _S:
+        if not any(k[0] == rec.iid for k in _S):
+            _S.clear()
+        if not how:
+            sc = scores(rec, BASE, ms=MS)
+        elif how.startswith("grid"):
+            g, r = how.split()[1:]
+            sc = scores(rec, dataclasses.replace(BASE, grid=int(g), radius=int(r[1:])), ms=MS)
+        else:
+            sc = own_scores(rec, int(how.split()[1][1:]))
+        _S[rec.iid, how] = shares(sc, rec.gt.shape)
+    return _S[rec.iid, how]
+
+
+def own_scores(rec, radius: int) -> np.ndarray:
+    """The walk on the grid of the 1.5x pass (1/8 of 480 px) with that pass's fire3 / fire5."""
+    import tags_bg
+    from tags_cache import fire_maps
+
+    tags_bg.cams_at(rec, 1.5, False)  # builds tags_bg.CAMNET
+    h, w = rec.small.shape[:2]
+    big = cv2.resize(rec.small, (round(w * 1.5), round(h * 1.5)), interpolation=cv2.INTER_LINEAR)
+    fm = fire_maps(types.SimpleNamespace(net=tags_bg.CAMNET), big)
+    p = dataclasses.replace(BASE, radius=radius)
+    gs = (max(2, int(np.ceil(big.shape[1] / p.grid))), max(2, int(np.ceil(big.shape[0] / p.grid))))
+    idx = [t - 1 for t in rec.tags]
+    cams = multiscale([rec.voc_cams[idx], tags_bg.cams_at(rec, 1.5, False)[idx]], gs) if idx else rec.voc_cams[idx]
+    sc = initial_scores(cams, gs, p.alpha)
+    feat = affinity_features([fm["f3"].astype(np.float32), fm["f5"].astype(np.float32)], gs)
+    return propagate(sc, feat, p)
 
 
 def peak_region(win: np.ndarray, t: np.ndarray, k: int) -> np.ndarray:
@@ -75,11 +105,11 @@ def boxed(c: float, margin: float, inner: str = "chain cam 0.5"):
     return fn
 
 
-def served(fallback: str = "", p: TagParams = BASE, pair: bool = False, scaled: str = ""):
+def served(fallback: str = "", p: TagParams = BASE, pair: bool = False, scaled: str = "", how: str = ""):
     """featcut's gate, then ``fallback`` for each tag it leaves empty."""
 
     def fn(rec) -> np.ndarray:
-        sh = _shares(rec)
+        sh = _shares(rec, how)
         if pair:  # each tag's share against background alone: s_k / (s_k + s_bg)
             tags = sh[1:] / np.maximum(sh[1:] + sh[:1], 1e-12)
             g = (rec.base & (tags >= p.keep)) | (tags >= p.add)
@@ -152,6 +182,10 @@ VARIANTS = {
     "extent 0.5 0.25": boxed(0.5, 0.25),
     "extent 0.7 0.25": boxed(0.7, 0.25),
     "extent 0.3 0.1": boxed(0.3, 0.1),
+    "walk grid 4 r4": served("chain cam 0.5", how="grid 4 r4"),
+    "walk grid 4 r6": served("chain cam 0.5", how="grid 4 r6"),
+    "walk own 1.5x r4": served("chain cam 0.5", how="own r4"),
+    "walk own 1.5x r6": served("chain cam 0.5", how="own r6"),
     "scaled keep": served(scaled="keep"),
     "scaled both": served(scaled="both"),
     "scaled keep chain peak": served("chain peak", scaled="keep"),
