@@ -30,13 +30,13 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
 5. **Fallback** (``fallback``, featcut: 0.5). The shares sum to one over K + 1 labels, so with
    several tags they dilute: on 2007_000648 (aeroplane, bus, car, person) no share reaches 0.3
    and the gate left bus, car and person empty (33 of the 347 present tags of the 205 images,
-   2 with the fallback; 77 of 1186 answers in the quiet bench). A tag the gate leaves empty gets its best evidence instead:
-   today's mask where the tag is the label with the largest share, else its CAM at least
-   ``fallback`` of its peak where it is that label, else that CAM region alone. Only a tag whose
-   own cut ran gets it (the caller's ``cut_ran``): where every pixel of its CAM's foreground is
-   lost to a rival's stronger CAM ("no_background"; the dog photo 2007_000063 tagged dog,
-   sheep) the rival explains the evidence and the answer stays empty
-   (tools/experiments/tags_empty.py).
+   1 with the fallback and walk_scaled; 77 of 1186 answers in the quiet bench). A tag the gate
+   leaves empty gets its best evidence instead: today's mask where the tag is the label with
+   the largest share, else its CAM at least ``fallback`` of its peak where it is that label,
+   else that CAM region alone. Only a tag whose own cut ran gets it (the caller's ``cut_ran``):
+   where every pixel of its CAM's foreground is lost to a rival's stronger CAM
+   ("no_background"; the dog photo 2007_000063 tagged dog, sheep) the rival explains the
+   evidence and the answer stays empty (tools/experiments/tags_empty.py).
 
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
