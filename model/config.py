@@ -59,6 +59,12 @@ class EngineConfig:
     # Tags (with class_tagprop): CAMs of more CNN passes at these multiples of the first pass's
     # side averaged into the propagated scores (model/tagprop.py TagParams.scales).
     class_tag_scales: tuple[float, ...] = ()
+    # Tags (with class_tagprop): a tag the gate leaves empty answers its best evidence, down to its
+    # CAM at least this fraction of its peak (model/tagprop.py TagParams.fallback); None: empty.
+    class_tag_fallback: float | None = None
+    # Tags (with class_tag_scales): the walk on the first extra pass's grid and features
+    # (model/tagprop.py TagParams.walk_scaled).
+    class_tag_walk_scaled: bool = False
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -144,7 +150,15 @@ QUALITY = dataclasses.replace(
 # clicks without a box: default's GrabCut first, featcut refining it. The backend serves it (CAMCUT_CONFIG's default): it beats
 # "default" on boxes, tags and clicks (README "The feature cut").
 FEATCUT = dataclasses.replace(
-    DEFAULT, name="featcut", cut="featcut", crop_margin=0.10, grabcut_max_side=160, class_tagprop=True, class_tag_scales=(1.5,)
+    DEFAULT,
+    name="featcut",
+    cut="featcut",
+    crop_margin=0.10,
+    grabcut_max_side=160,
+    class_tagprop=True,
+    class_tag_scales=(1.5,),
+    class_tag_fallback=0.5,
+    class_tag_walk_scaled=True,
 )
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(

@@ -77,7 +77,9 @@ class Segmenter:
         self._needs_features = bool(getattr(self.cutter, "needs_features", False))
         self._features: PixelFeatures | None = None
         # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
-        tag_params = TagParams(scales=config.class_tag_scales)
+        tag_params = TagParams(
+            scales=config.class_tag_scales, fallback=config.class_tag_fallback, walk_scaled=config.class_tag_walk_scaled
+        )
         self._tagprop = TagShares(self.net.net, config.cnn_max_side, tag_params) if config.class_tagprop else None
         # A learned per-project head set (model/head.py HeadSet), set before set_image; None is the
         # training-free model, exactly.
@@ -409,7 +411,7 @@ class Segmenter:
         if self._tagprop is not None and res.fallback != "no_cam":
             # The tag's cut gated by the shares of the image's tags; a second opinion is gated
             # alike, so the agreement score compares the masks that are sent.
-            res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals)
+            res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals, cut_ran=res.fallback is None)
             res.score = cam_score(res.mask, self.class_cam(voc_class)[0])
         return res
 

@@ -14,7 +14,8 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    2018): "no tag sees anything here".
 2. **Propagation.** A random walk on a feature graph spreads the scores over each object's
    extent. The affinity between grid cells within ``radius`` is the cosine similarity of their
-   L2-normalised hypercolumns (fire3 + fire5 of the CAM's own pass) raised to ``beta``. The
+   L2-normalised hypercolumns (fire3 + fire5 of the CAM's own pass, or with ``walk_scaled``,
+   featcut's, of the first pass at ``scales``, on that pass's grid) raised to ``beta``. The
    scores are multiplied ``steps`` times by the row-normalised affinity matrix, and each is
    divided by its maximum. Nothing is trained: the affinity is the ImageNet network's notion of
    "same stuff".
@@ -26,6 +27,16 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    the shares, the same cut with today's masks in its unary, per-tag colour GMMs fitted to the
    confident shares, and a background fed by non-VOC ImageNet CAMs were measured and scored
    lower: README "The feature cut", tools/experiments/tags_bg.py.)
+5. **Fallback** (``fallback``, featcut: 0.5). The shares sum to one over K + 1 labels, so with
+   several tags they dilute: on 2007_000648 (aeroplane, bus, car, person) no share reaches 0.3
+   and the gate left bus, car and person empty (33 of the 347 present tags of the 205 images,
+   1 with the fallback and walk_scaled; 77 of 1186 answers in the quiet bench). A tag the gate
+   leaves empty gets its best evidence instead: today's mask where the tag is the label with
+   the largest share, else its CAM at least ``fallback`` of its peak where it is that label,
+   else that CAM region alone. Only a tag whose own cut ran gets it (the caller's ``cut_ran``):
+   where every pixel of its CAM's foreground is lost to a rival's stronger CAM
+   ("no_background"; the dog photo 2007_000063 tagged dog, sheep) the rival explains the
+   evidence and the answer stays empty (tools/experiments/tags_empty.py).
 
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
@@ -65,6 +76,16 @@ class TagParams:
     # first pass's (each divided by its maximum); () = the first pass alone. 1.5 gained on all
     # four halves; 0.5 lost 4 points, 2 lost on half A, a flipped pass added nothing over 1.5.
     scales: tuple[float, ...] = ()
+    # A tag the gate leaves empty answers its best evidence (module docstring, 5.): its CAM at
+    # least this fraction of its peak is the last resort; None = no fallback (empty stays empty).
+    # 0.3 / 0.5 / 0.7 scored 38.1 / 38.3 / 38.2 vs 38.0 on the cached records (0.3 lost on halves A
+    # and B); through the engine 38.3 vs 38.0 (README "The feature cut", tools/experiments/tags_empty*.py).
+    fallback: float | None = None
+    # Walk on the grid (1/grid of its input) and fire3 / fire5 of the first pass at ``scales``
+    # instead of the first pass's: 2.25x the cells at 1.5x, finer object edges; 38.9 vs 38.3 through
+    # the engine, a gain on all four halves, + 33 ms CPU (README "The feature cut"); radius 4 cells
+    # (6 lost). False: the first pass's grid and features.
+    walk_scaled: bool = False
 
 
 def _l2n(f: np.ndarray) -> np.ndarray:
@@ -187,6 +208,23 @@ def gate(masks: np.ndarray, share: np.ndarray, params: TagParams) -> np.ndarray:
     return (masks.astype(bool) & (tags >= params.keep)) | (tags >= params.add)
 
 
+def answer(mask: np.ndarray, share: np.ndarray, k: int, cam: np.ndarray, params: TagParams, cut_ran: bool = True) -> np.ndarray:
+    """Tag ``k``'s served mask: today's ``mask`` (H, W) gated by ``share`` (K + 1, H, W, background
+    first), or where that leaves nothing and ``cut_ran``, the fallback of the module docstring
+    (5.) from ``cam`` (H, W, the tag's CAM divided by its peak)."""
+    g = gate(mask[None], share[[0, k + 1]], params)[0]
+    if g.any() or params.fallback is None or not cut_ran:
+        return g
+    wins = share.argmax(0) == k + 1  # ties go to background (label 0)
+    g = mask.astype(bool) & wins
+    if not g.any():
+        strong = cam >= params.fallback
+        g = strong & wins
+        if not g.any():
+            g = strong
+    return g
+
+
 def propagated_shares(
     cnn_shape: tuple[int, int],
     cams: np.ndarray,
@@ -227,6 +265,8 @@ class _SegmenterLike(Protocol):
     @property
     def cnn(self) -> object: ...  # CnnOutput: .voc_cams (20, h16, w16)
 
+    def class_cam(self, voc_class: str) -> tuple[np.ndarray, bool]: ...  # (H, W) in [0, 1], evidence
+
 
 class TagShares:
     """The Segmenter's tag path: shares per image and tag set, computed once, thread-safe.
@@ -245,6 +285,7 @@ class TagShares:
         self._lock = threading.Lock()
         self._fire: tuple[tuple[int, int], list[np.ndarray]] | None = None
         self._scaled: list[np.ndarray] | None = None  # (20, h, w) VOC CAMs per params.scales
+        self._walk: tuple[tuple[int, int], list[np.ndarray]] | None = None  # the first scaled pass's fire3/5
         self._shares: dict[tuple[str, ...], np.ndarray] = {}
 
     def reset(self) -> None:
@@ -252,6 +293,7 @@ class TagShares:
         with self._lock:
             self._fire = None
             self._scaled = None
+            self._walk = None
             self._shares = {}
 
     def run(self, image: np.ndarray) -> CnnOutput:
@@ -261,6 +303,7 @@ class TagShares:
         with self._lock:
             self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
             self._scaled = None
+            self._walk = None
             self._shares = {}
         return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam))
 
@@ -281,26 +324,39 @@ class TagShares:
                     self._fire = (p.input_shape, [p.layers["fire3"], p.layers["fire5"]])
                 cnn_shape, layers = self._fire
                 if self._scaled is None:  # paid once per image, and only when tags are asked
-                    self._scaled = [
-                        pool_voc_cams(forward_features(self.net, scaled_input(seg.image, cnn_shape, f), None, ()).cam)
-                        for f in self.params.scales
-                    ]
+                    walk = self.params.walk_scaled
+                    self._scaled = []
+                    for n, f in enumerate(self.params.scales):
+                        fire = ("fire3", "fire5") if walk and n == 0 else ()
+                        q = forward_features(self.net, scaled_input(seg.image, cnn_shape, f), None, fire)
+                        self._scaled.append(pool_voc_cams(q.cam))
+                        if fire:
+                            self._walk = (q.input_shape, [q.layers["fire3"], q.layers["fire5"]])
+                if self._walk is not None:
+                    cnn_shape, layers = self._walk
                 idx = [voc.voc_index(c) - 1 for c in key]
                 cams = np.asarray(seg.cnn.voc_cams)[idx]  # type: ignore[attr-defined]
                 extra = [c[idx] for c in self._scaled]
                 self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params, extra)
             return key, self._shares[key]
 
-    def gate(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> np.ndarray:
-        """``mask`` of ``voc_class`` (today's cut) gated by the shares of the image's tags."""
+    def gate(
+        self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str], cut_ran: bool = True
+    ) -> np.ndarray:
+        """``mask`` of ``voc_class`` (today's cut) gated by the shares of the image's tags, with
+        the fallback (``answer``) where that leaves nothing; ``cut_ran``: the tag's cut ran (it
+        had CAM foreground of its own after the rivals took theirs)."""
         key, share = self.shares(seg, (voc_class, *rivals))
         k = key.index(_canonical(voc_class))
-        return gate(mask[None], share[[0, k + 1]], self.params)[0]
+        if self.params.fallback is None:
+            return gate(mask[None], share[[0, k + 1]], self.params)[0]
+        return answer(mask, share, k, seg.class_cam(voc_class)[0], self.params, cut_ran)
 
 
 __all__ = [
     "TagParams",
     "TagShares",
+    "answer",
     "gate",
     "initial_scores",
     "multiscale",

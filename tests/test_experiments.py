@@ -37,7 +37,17 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 STARTS = ("featcut_box.py", "featcut_clicks.py")
 # needs a Dask cluster it starts itself (minutes): started with --help only
 HELPS = ("dask_task_overhead.py", "learn_prior.py")  # learn_prior: collects 140 images (tens of minutes)
-IMPORTS = ("tags_bg.py", "tags_cache.py", "tags_common.py", "tags_cut.py", "tags_engine.py", "tags_latency.py", "tags_prop.py")
+IMPORTS = (
+    "tags_bg.py",
+    "tags_cache.py",
+    "tags_common.py",
+    "tags_cut.py",
+    "tags_empty.py",
+    "tags_empty_engine.py",
+    "tags_engine.py",
+    "tags_latency.py",
+    "tags_prop.py",
+)
 
 
 def test_every_kept_script_is_tested() -> None:

@@ -37,6 +37,8 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_window_margin": (0.5,),
     "class_tagprop": (True, False),
     "class_tag_scales": ((1.5,), ()),
+    "class_tag_fallback": (0.5, None),
+    "class_tag_walk_scaled": (True, False),
 }
 
 

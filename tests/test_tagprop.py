@@ -14,7 +14,7 @@ from model import voc
 from model.cnn import CamNet, CnnOutput
 from model.config import get_config
 from model.segmenter import Segmenter
-from model.tagprop import TagParams, TagShares, gate, multiscale, propagated_shares, scaled_input
+from model.tagprop import TagParams, TagShares, answer, gate, multiscale, propagated_shares, scaled_input
 
 VOC_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "voc2012" / "VOC2012"
 CAT = "2007_000876"  # one cat; today's mask spills over the sofa (IoU 0.27), tagprop 0.60
@@ -201,3 +201,94 @@ def test_featcut_serves_the_second_scale_and_its_version_says_so() -> None:
     featcut = get_config("featcut")
     assert featcut.class_tagprop and featcut.class_tag_scales == (1.5,)
     assert featcut.version_key != dataclasses.replace(featcut, class_tag_scales=()).version_key
+
+
+# The fallback (TagParams.fallback, featcut's class_tag_fallback): a present tag the gate leaves empty.
+CROWD = "2007_000648"  # aeroplane, bus, car, person: four tags dilute the shares; no bus, car, person share reaches 0.3
+DOG = "2007_000063"  # dog + chair; README "What is served": the tag 'sheep' alone gets pixels, beside 'dog' none
+
+
+def _featcut(net: CamNet, image_id: str) -> tuple[VocSample, Segmenter]:
+    s = VocDataset(VOC_ROOT).load(image_id)
+    seg = Segmenter(get_config("featcut"), net=net)
+    seg.set_image(s.image)
+    return s, seg
+
+
+def test_a_present_tag_the_gate_leaves_empty_answers_its_best_evidence(net) -> None:
+    """The quiet bench's empty answers (docs/results/bench_featcut): the bus fills 27% of
+    2007_000648 and featcut answered nothing for it; the fallback answers today's mask where the
+    bus is the strongest label (IoU 0.25 on the cached records)."""
+    s, seg = _featcut(net, CROWD)
+    tags = s.classes_present()
+    assert tags == ["aeroplane", "bus", "car", "person"]
+    bus = seg.segment_class("bus", others=tags)
+    assert bus.fallback is None and bus.mask.any()
+    assert _iou(bus.mask, s, "bus") > 0.15
+    for c in tags:  # every present tag gets an answer
+        assert seg.segment_class(c, others=tags).mask.any(), c
+    # the gate alone (no fallback) leaves the bus empty here: the fault this guards against
+    off = Segmenter(dataclasses.replace(get_config("featcut"), class_tag_fallback=None), net=net)
+    off.set_image(s.image, seg.cnn)
+    assert not off.segment_class("bus", others=tags).mask.any()
+
+
+def test_an_absent_tag_beside_the_present_one_stays_empty(net) -> None:
+    """README "What is served": on the dog photo 'sheep' beside 'dog' gets nothing (the dog's CAM
+    beats the sheep's on all of its foreground, so the sheep's cut never runs: "no_background");
+    'sheep' alone is gated as before (the gate, not the fallback, gives its pixels)."""
+    _, seg = _featcut(net, DOG)
+    for tags in (["dog", "sheep"], ["dog", "chair", "sheep"]):
+        res = seg.segment_class("sheep", others=tags)
+        assert res.fallback == "no_background" and not res.mask.any(), tags
+    alone = seg.segment_class("sheep").mask
+    assert 10_000 < alone.sum() < 30_000  # 17,071 px of 187,500 (23,136 with the first pass's walk)
+
+
+def test_answer_falls_back_step_by_step() -> None:
+    share = np.zeros((3, 4, 4), np.float32)
+    share[0], share[1], share[2] = 0.4, 0.25, 0.35  # background, tag 0, tag 1: no tag share >= 0.3 for tag 0
+    share[:, 0, 0] = (0.2, 0.29, 0.25)  # tag 0 wins one pixel, below the keep share 0.3
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    cam = np.zeros((4, 4), np.float32)
+    cam[3, 3] = 1.0
+    p = TagParams(fallback=0.5)
+    assert not gate(mask[None], share[[0, 1]], p).any()
+    assert answer(mask, share, 0, cam, p).sum() == 1  # today's mask where the tag wins
+    assert not answer(mask, share, 0, cam, p, cut_ran=False).any()
+    assert not answer(mask, share, 0, cam, TagParams()).any()  # no fallback: the gate alone
+    out = answer(np.zeros_like(mask), share, 0, cam, p)  # nowhere in today's mask: the strong CAM
+    assert out.sum() == 1 and out[3, 3]
+
+
+def test_featcut_serves_the_fallback_and_its_version_says_so() -> None:
+    featcut = get_config("featcut")
+    assert featcut.class_tag_fallback == 0.5
+    assert get_config("default").class_tag_fallback is None and get_config("reference").class_tag_fallback is None
+    assert featcut.version_key != dataclasses.replace(featcut, class_tag_fallback=None).version_key
+    assert featcut.class_tag_walk_scaled and not get_config("default").class_tag_walk_scaled
+    assert featcut.version_key != dataclasses.replace(featcut, class_tag_walk_scaled=False).version_key
+
+
+def test_the_walk_runs_on_the_scaled_pass_grid_and_features(net) -> None:
+    """TagParams.walk_scaled (featcut's class_tag_walk_scaled): the shares are the walk on the
+    1.5x pass's own grid and fire3 / fire5, not on the first pass's."""
+    from model.cnn import pool_voc_cams
+    from model.features import forward_features
+
+    s = VocDataset(VOC_ROOT).load(MOTO)
+    seg = Segmenter(get_config("default"), net=net)
+    seg.set_image(s.image)
+    walk = TagParams(scales=(1.5,), walk_scaled=True)
+    key, share = TagShares(net.net, seg.config.cnn_max_side, walk).shares(seg, ("person", "motorbike"))
+    first = forward_features(net.net, seg.image, seg.config.cnn_max_side, ()).input_shape
+    q = forward_features(net.net, scaled_input(seg.image, first, 1.5), None, ("fire3", "fire5"))
+    assert max(q.input_shape) == round(1.5 * max(first))
+    idx = [voc.voc_index(c) - 1 for c in key]
+    cams = np.asarray(seg.cnn.voc_cams)[idx]
+    layers = [q.layers["fire3"], q.layers["fire5"]]
+    want = propagated_shares(q.input_shape, cams, layers, seg.image.shape[:2], walk, [pool_voc_cams(q.cam)[idx]])
+    np.testing.assert_allclose(share, want, atol=1e-5)
+    _, one = TagShares(net.net, seg.config.cnn_max_side, SCALED).shares(seg, ("person", "motorbike"))
+    assert np.abs(one - share).max() > 0.05  # the first pass's walk is another answer
