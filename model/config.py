@@ -142,13 +142,14 @@ QUALITY = dataclasses.replace(
     score_max_side=96,
 )
 # "featcut": the box / click core of model/featcut.py behind the cut seam: per-image colour
-# GMMs re-fitted in an EM loop and a contrast-sensitive Potts term, solved exactly by max-flow,
+# GMMs (the foreground's first fit on the CAM's core, its peak a hint only; one fit + cut round
+# from a box, re-fitted at each click) and a contrast-sensitive Potts term, solved exactly by max-flow,
 # the box's window 10% around it at <= 160 px; clicks pull their SqueezeNet-hypercolumn
 # look-alikes toward their label, starting from the previous mask. Settings in FeatCutParams,
 # chosen on both halves of the 205 VOC images (README "The feature cut"). Tags: default's
 # GrabCut masks gated by CAMs spread over SqueezeNet features (class_tagprop, model/tagprop.py);
-# clicks without a box: default's GrabCut first, featcut refining it. The backend serves it (CAMCUT_CONFIG's default): it beats
-# "default" on boxes, tags and clicks (README "The feature cut").
+# clicks without a box: default's GrabCut first, featcut refining it. The backend serves it
+# (CAMCUT_CONFIG's default): it beats "default" on boxes, tags and clicks (README "The feature cut").
 FEATCUT = dataclasses.replace(
     DEFAULT,
     name="featcut",
