@@ -15,7 +15,7 @@ import time
 import cv2
 import numpy as np
 import torch
-from tags_common import ROOT, Rec, evaluate, report
+from tags_common import ROOT, Rec, evaluate, per_class, report
 
 sys.path.insert(0, str(ROOT))
 import tags_cut
@@ -240,12 +240,7 @@ def main() -> None:
     counts = evaluate({n: timed(n, VARIANTS[n]) for n in names}, step=step)
     report(counts)
     for n, by in counts.items():
-        b = by["all"]
-        iou = b.iou()
-        ratio = (b.tp + b.fp) / np.maximum(b.tp + b.fn, 1)
-        print(
-            f"{n}: " + ", ".join(f"{voc.VOC_CLASSES[i][:6]} {100 * iou[i]:.0f} ({ratio[i]:.1f})" for i in range(20) if b.seen[i])
-        )
+        print(f"{n}: {per_class(by['all'])}")
     for n, t in TIMES.items():
         print(f"{n:30s} CPU p50 {1000 * np.median(t):.0f} ms")
 

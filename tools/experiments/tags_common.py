@@ -85,6 +85,15 @@ def miou(c: BinaryCounts) -> float:
     return 100 * float(np.nanmean(c.iou()[c.seen]))
 
 
+def per_class(b: BinaryCounts, digits: int = 0) -> str:
+    """Per seen class: IoU (%) and predicted / true area, the line the tag scripts print per method."""
+    from model import voc
+
+    iou = b.iou()
+    ratio = (b.tp + b.fp) / np.maximum(b.tp + b.fn, 1)
+    return ", ".join(f"{voc.VOC_CLASSES[i][:6]} {100 * iou[i]:.{digits}f} ({ratio[i]:.1f})" for i in range(20) if b.seen[i])
+
+
 def report(counts: dict[str, dict[str, BinaryCounts]]) -> None:
     print(f"{'method':40s} " + " ".join(f"{s:>6s}" for s in SPLITS))
     for name, by in counts.items():

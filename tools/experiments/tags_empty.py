@@ -20,9 +20,8 @@ import cv2
 import numpy as np
 import torch
 from tags_bg import BASE, scores
-from tags_common import evaluate, report
+from tags_common import evaluate, per_class, report
 
-from model import voc
 from model.tagprop import TagParams, affinity_features, gate, initial_scores, multiscale, propagate, shares
 
 MS = ((1.5, False),)  # featcut's second scale (the cached records' 320 px image upsampled)
@@ -215,13 +214,7 @@ def main() -> None:
     counts = evaluate({n: counted(n, VARIANTS[n]) for n in names}, step=step)
     report(counts)
     for n, by in counts.items():
-        b = by["all"]
-        iou = b.iou()
-        ratio = (b.tp + b.fp) / np.maximum(b.tp + b.fn, 1)
-        print(
-            f"{n}: empty {EMPTY[n]} of {PAIRS[n]}; "
-            + ", ".join(f"{voc.VOC_CLASSES[i][:6]} {100 * iou[i]:.1f} ({ratio[i]:.1f})" for i in range(20) if b.seen[i])
-        )
+        print(f"{n}: empty {EMPTY[n]} of {PAIRS[n]}; {per_class(by['all'], 1)}")
     for n, t in TIMES.items():
         print(f"{n:30s} CPU p50 {1000 * np.median(t):.0f} ms (gate + fallback; the shares cached once per image)")
 
