@@ -1,0 +1,92 @@
+"""The clicks task through the engine, with the click prior's hypercolumns from a CNN pass on the
+box window's crop instead of the whole image's 320 px pass (the outside experiment's features,
+../shared/findings/clicks.md: "a CNN pass on a 320-px crop of the box window").
+
+    CROP_SIDE=320 CROP_MAX_FRAC=1.0 .venv/bin/python tools/experiments/clicks_crop.py --limit 60 --workers 2
+
+CROP_SIDE unset or 0: the served engine (the control). FC="key=value,..." overrides FeatCutParams
+fields (values as Python literals; unknown keys go to its ``extra`` switches). CROP_MAX_FRAC: only windows whose longer
+side is at most this fraction of the image's longer side get the crop pass (a window near the
+whole image gains nothing from it). Everything else is ``python -m evaluator.clicks``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from evaluator import clicks
+from model import cut as C
+from model import features as F
+from model.featcut import FeatCutCut, FeatCutParams
+from model.segmenter import Segmenter
+
+CROP_SIDE = int(os.environ.get("CROP_SIDE", "0") or 0)
+CROP_MAX_FRAC = float(os.environ.get("CROP_MAX_FRAC", "1.0"))
+
+_orig_window = F.PixelFeatures.window
+_orig_set_image = Segmenter.set_image
+
+
+def _crop_window(self: F.PixelFeatures, window: tuple[int, int, int, int] | None, size: tuple[int, int]) -> np.ndarray:
+    img = getattr(self, "_crop_image", None)
+    if window is None or img is None:
+        return _orig_window(self, window, size)
+    x0, y0, x1, y1 = window
+    h, w = img.shape[:2]
+    if max(x1 - x0, y1 - y0) > CROP_MAX_FRAC * max(h, w):
+        return _orig_window(self, window, size)
+    key = ("crop", window, tuple(size))
+    hit = self._windows.get(key)
+    if hit is not None:
+        return hit
+    p = F.forward_features(self._crop_net, img[y0:y1, x0:x1], CROP_SIDE)  # type: ignore[attr-defined]
+    shape = (y1 - y0, x1 - x0)
+    out = np.concatenate(
+        [F.resample(F.reduce_layer(p.layers[n], self.dims_per_layer), shape, None, size) for n in F.DEFAULT_LAYERS], axis=2
+    )
+    out.flags.writeable = False
+    if len(self._windows) >= F.WINDOW_CACHE:
+        self._windows.pop(next(iter(self._windows)))
+    self._windows[key] = out
+    return out
+
+
+def _set_image(self: Segmenter, image: np.ndarray, cnn: object = None) -> object:
+    out = _orig_set_image(self, image, cnn)  # type: ignore[arg-type]
+    if self._features is not None:
+        self._features._crop_image = self._image  # type: ignore[attr-defined]
+        self._features._crop_net = self.net.net  # type: ignore[attr-defined]
+    return out
+
+
+def _params(spec: str) -> FeatCutParams:
+    names = {f.name for f in dataclasses.fields(FeatCutParams)}
+    kw: dict = {}
+    extra: dict = {}
+    for item in filter(None, spec.split(",")):
+        k, v = item.split("=", 1)
+        (kw if k in names else extra)[k] = ast.literal_eval(v)
+    return FeatCutParams(**kw, extra=extra)
+
+
+if os.environ.get("FC"):
+    C.CUTS["featcut"] = lambda config: FeatCutCut(_params(os.environ["FC"]))
+if CROP_SIDE > 0:  # at import: spawned workers import this module too
+    F.PixelFeatures.window = _crop_window  # type: ignore[method-assign]
+    Segmenter.set_image = _set_image  # type: ignore[method-assign,assignment]
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--configs" not in args and "--config" not in args:
+        args += ["--configs", "featcut"]
+    args += ["--voc", str(Path(__file__).resolve().parents[2].parent / "shared/voc2012/VOC2012")] if "--voc" not in args else []
+    sys.exit(clicks.main(args))
