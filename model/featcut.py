@@ -278,27 +278,20 @@ class FeatCut:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         sigma = max(2.0, p.click_sigma * float(np.sqrt(inbox.sum())))
         prior = {True: np.zeros((h, w), np.float32), False: np.zeros((h, w), np.float32)}
-        alike = {True: np.zeros((h, w), np.float32), False: np.zeros((h, w), np.float32)}  # experiment
         for x, y, positive in points:
             if not (0 <= x < w and 0 <= y < h):
                 continue
             pkey = (key, cam_key, float(x), float(y))
             g = self._priors.get(pkey)
-            sk = (*pkey, "sim")
             if g is None:  # a click's prior never changes: computed once per click, not per answer
                 ci, cj = int(y), int(x)
                 fc = f[max(0, ci - 1) : ci + 2, max(0, cj - 1) : cj + 2].reshape(-1, d).mean(axis=0)
-                sg = sigma * (p.extra.get("neg_sigma", 1.0) if not positive else 1.0)
-                spatial = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sg**2))
+                spatial = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
                 sim = np.exp(-((f - fc) ** 2).sum(axis=2) / (2 * p.click_tau**2 * d))
                 g = (spatial * sim).astype(np.float32)
                 with self._lock:
                     self._priors[pkey] = g
-                    if p.extra.get("fit_sim") or p.extra.get("far_sim"):
-                        self._priors[sk] = sim.astype(np.float32)
             np.maximum(prior[positive], g, out=prior[positive])
-            if p.extra.get("fit_sim") or p.extra.get("far_sim"):
-                np.maximum(alike[positive], self._priors[sk], out=alike[positive])
         near_click = np.maximum(prior[True], prior[False])
 
         prev = previous > 0.5 if previous is not None else None
@@ -316,8 +309,6 @@ class FeatCut:
         weight = np.ones((h, w), np.float32)
         if prev is not None:
             weight = weight * np.clip(1.0 - p.prev_near_click * near_click, 0.0, 1.0)
-            if p.extra.get("fit_sim"):  # experiment: look-alikes of a click leave the other label's fit
-                weight = weight * np.clip(1.0 - p.extra["fit_sim"] * np.where(prev, alike[False], alike[True]), 0.0, 1.0)
         weight[clicked] = p.click_weight
         step = max(1, int(np.ceil(np.sqrt(h * w / MAX_FIT_SAMPLES))))
         sub = (slice(None, None, step), slice(None, None, step))
@@ -330,7 +321,6 @@ class FeatCut:
         unsure = None
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
-        unary = p.unary if prev is None else p.extra.get("click_unary", p.unary)  # experiment switch
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -342,9 +332,9 @@ class FeatCut:
                 ws = np.concatenate([ws, weight[clicked]])
                 wl = np.concatenate([wl, weight[clicked]])
             z = np.zeros((h, w), np.float32)
-            if unary in ("lr", "both"):
+            if p.unary in ("lr", "both"):
                 z += p.lr_weight * logistic_logits(f, fit_logistic(xs, ys, wl, ridge=p.ridge))
-            if unary in ("gmm", "both") and ys.any() and not ys.all():
+            if p.unary in ("gmm", "both") and ys.any() and not ys.all():
                 g = f[:, :, gmm_cols]
                 gs = xs[:, gmm_cols]
                 fit_fg = ys
@@ -359,10 +349,7 @@ class FeatCut:
                 # A click re-fits the colour models of the whole window, which could flip regions the
                 # annotator never pointed at (a click made 9% of answers worse): pixels unlike every
                 # click, or far from them, lean towards the label the previous answer gave them.
-                reach = near_click
-                if p.extra.get("far_sim"):  # experiment: a click's look-alikes anywhere are not "far"
-                    reach = np.maximum(reach, p.extra["far_sim"] * np.maximum(alike[True], alike[False]))
-                far = p.keep_far * np.clip(1.0 - reach, 0.0, 1.0)
+                far = p.keep_far * np.clip(1.0 - near_click, 0.0, 1.0)
                 cost_fg = cost_fg + far * ~prev
                 cost_bg = cost_bg + far * prev
             mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)

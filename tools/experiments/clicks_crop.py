@@ -5,7 +5,8 @@ box window's crop instead of the whole image's 320 px pass (the outside experime
     CROP_SIDE=320 CROP_MAX_FRAC=1.0 .venv/bin/python tools/experiments/clicks_crop.py --limit 60 --workers 2
 
 CROP_SIDE unset or 0: the served engine (the control). FC="key=value,..." overrides FeatCutParams
-fields (values as Python literals; unknown keys go to its ``extra`` switches). CROP_MAX_FRAC: only windows whose longer
+fields (values as Python literals). The click switches of README "The feature cut" footnote (12)
+(click_unary, neg_sigma, fit_sim, far_sim) ran at commit 87a07f1 and are not kept. CROP_MAX_FRAC: only windows whose longer
 side is at most this fraction of the image's longer side get the crop pass (a window near the
 whole image gains nothing from it). Everything else is ``python -m evaluator.clicks``.
 """
@@ -68,17 +69,19 @@ def _set_image(self: Segmenter, image: np.ndarray, cnn: object = None) -> object
 
 
 def _params(spec: str) -> FeatCutParams:
-    names = {f.name for f in dataclasses.fields(FeatCutParams)}
+    names = {f.name for f in dataclasses.fields(FeatCutParams)} - {"extra"}
     kw: dict = {}
-    extra: dict = {}
     for item in filter(None, spec.split(",")):
         k, v = item.split("=", 1)
-        (kw if k in names else extra)[k] = ast.literal_eval(v)
-    return FeatCutParams(**kw, extra=extra)
+        if k not in names:  # a switch that is not kept would otherwise run the control silently
+            raise SystemExit(f"FC: {k!r} is not a FeatCutParams field")
+        kw[k] = ast.literal_eval(v)
+    return FeatCutParams(**kw)
 
 
 if os.environ.get("FC"):
-    C.CUTS["featcut"] = lambda config: FeatCutCut(_params(os.environ["FC"]))
+    _PARAMS = _params(os.environ["FC"])  # at import: a bad key stops the run before any work
+    C.CUTS["featcut"] = lambda config: FeatCutCut(_PARAMS)
 if CROP_SIDE > 0:  # at import: spawned workers import this module too
     F.PixelFeatures.window = _crop_window  # type: ignore[method-assign]
     Segmenter.set_image = _set_image  # type: ignore[method-assign,assignment]
