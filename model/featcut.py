@@ -27,7 +27,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from .cut import Cut, CutInputs
 from .features import PixelFeatures
@@ -323,7 +322,6 @@ class FeatCut:
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
         mask = target
-        z_base = zg = None
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
             xs, ys, ws = f[sub].reshape(-1, d), y[sub].ravel(), weight[sub].ravel()
@@ -339,68 +337,12 @@ class FeatCut:
             if p.unary in ("gmm", "both") and ys.any() and not ys.all():
                 g = f[:, :, gmm_cols]
                 gs = xs[:, gmm_cols]
-                if p.extra.get("pos") and prev is None and not points:
-                    # experiment: position beside colour in both GMMs (a location-aware ring model)
-                    kp = float(p.extra["pos"])
-                    pz = np.stack([(xx - w / 2) / (w / 2), (yy - h / 2) / (h / 2)], axis=2).astype(np.float32) * kp
-                    g = np.concatenate([g, pz], axis=2)
-                    gs = np.concatenate([gs, pz[sub].reshape(-1, 2)], axis=1)
                 fit_fg = ys
                 if unsure is not None and it == 0 and np.count_nonzero(ys & (wl > 0)) >= 10 * len(gmm_cols):
                     fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
                 fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components)
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
-                if "novel" in p.extra and prev is None and it == 0:
-                    # experiment: the first fg fit only on core pixels the ring's model finds unusual
-                    lbs = gmm_loglik(gs, bg_m)
-                    thr_n = float(np.quantile(lbs[~ys], float(p.extra["novel"])))
-                    keep_n = fit_fg & (lbs < thr_n)
-                    if np.count_nonzero(keep_n) >= 10 * len(gmm_cols):
-                        fg_m = fit_gmm(gs[keep_n], ws[keep_n], p.gmm_components)
-                mix = int(p.extra.get("mix", 0))
-                if mix and prev is None and it == 0:
-                    # The box's pixels as a mixture a*fg + (1 - a)*bg with bg the ring's model: the
-                    # foreground model is re-fitted on each box sample weighted by its fg responsibility.
-                    pool = ys & (wl > 0) if p.extra.get("mix_core", 1) else ys
-                    xb, wb = gs[pool], ws[pool]
-                    lb = torch.from_numpy(gmm_loglik(xb, bg_m).astype(np.float64))
-                    a = float(p.extra.get("mix_a0", 0.5))
-                    base_fg = fg_m
-                    z_base = np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
-                    for _ in range(mix):
-                        lf = torch.from_numpy(gmm_loglik(xb, fg_m).astype(np.float64))
-                        lp = float(np.log(a / (1 - a)))
-                        if p.extra.get("mix_cam") and cam is not None:
-                            cb = np.clip(cam[sub].ravel(), 0.02, 0.98)
-                            if clicked.any():
-                                cb = np.concatenate([cb, np.clip(cam[clicked], 0.02, 0.98)])
-                            cb = cb[pool]
-                            lp = lp + float(p.extra["mix_cam"]) * torch.from_numpy(np.log(cb / (1 - cb)).astype(np.float64))
-                        r = torch.sigmoid(lf - lb + lp).numpy()
-                        a = float(np.clip((r * wb).sum() / max(wb.sum(), 1e-9), 0.05, 0.95))
-                        fg_m = fit_gmm(xb, wb * r, p.gmm_components)
-                    if a >= float(p.extra.get("mix_gate", 1.0)):
-                        fg_m = base_fg
-                zg = np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
-                for _ in range(int(p.extra.get("pr", 0)) if prev is None and it == 0 else 0):
-                    # experiment: re-fit on the unary's own labels inside the box (pockets -> background)
-                    thr = float(p.extra.get("pr_thr", 0.0))
-                    zs = zg[sub].ravel()
-                    if clicked.any():
-                        zs = np.concatenate([zs, zg[clicked]])
-                    y2 = ys & (zs > thr)
-                    if np.count_nonzero(y2) < 10 * len(gmm_cols):
-                        break
-                    fg_m = fit_gmm(gs[y2], ws[y2], p.gmm_components)
-                    bg_m = fit_gmm(gs[~y2], ws[~y2], p.gmm_components)
-                    zg = np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
-                if z_base is not None and "mix_blend" in p.extra:
-                    bl = float(p.extra["mix_blend"])
-                    zg = (1 - bl) * z_base + bl * zg
-                z += p.gmm_weight * zg
-            if p.extra.get("camprior") and cam is not None and prev is None:
-                cc = np.clip(cam, 0.02, 0.98)
-                z = z + float(p.extra["camprior"]) * np.log(cc / (1 - cc)).astype(np.float32)
+                z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
             if prev is not None and keep_previous and p.keep_far > 0:
@@ -411,16 +353,7 @@ class FeatCut:
                 cost_fg = cost_fg + far * ~prev
                 cost_bg = cost_bg + far * prev
             mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
-            if "cover" in p.extra and z_base is not None and zg is not None and it == 0:
-                # experiment: the box tightness prior as a gate - keep the mixture's answer only if it
-                # still crosses (nearly) as many of the box's rows and columns as the plain model's
-                zb = z - zg + z_base
-                mb = min_cut(np.logaddexp(0.0, -zb), np.logaddexp(0.0, zb), pair, hard_fg, hard_bg)
-                if _cover(mask, inbox) < _cover(mb, inbox) - float(p.extra["cover"]):
-                    mask = mb
             target = mask & inbox
-        if p.extra.get("crf") and prev is None and not points:
-            mask = _dense_crf(image, mask, z, hard_fg, hard_bg, p.extra)
         if head is not None and prev is None and not points:  # a learned head re-cuts a box answer (model/head.py)
             mask = head.refine(image, init, cam, fz, head_features, z, mask, pair)
         if p.cleanup and (prev is not None or pos.any()):
@@ -429,42 +362,6 @@ class FeatCut:
             keep = np.unique(comp[anchor & mask])
             mask = np.isin(comp, keep[keep > 0])
         return mask
-
-
-def _cover(mask: np.ndarray, box: np.ndarray) -> float:
-    rows, cols = box.any(axis=1), box.any(axis=0)
-    m = mask & box
-    return float(m.any(axis=1)[rows].mean() + m.any(axis=0)[cols].mean()) / 2
-
-
-def _dense_crf(image, mask, z, hard_fg, hard_bg, ex):  # experiment: a 2-label dense CRF after the cut
-    import pydensecrf.densecrf as dcrf
-
-    h, w = mask.shape
-    conf = float(ex.get("crf_conf", 0.8))
-    pm = np.where(mask, conf, 1 - conf)
-    zw = float(ex.get("crf_z", 0.0))
-    if zw > 0:
-        pz = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
-        pm = (1 - zw) * pm + zw * pz
-    pm = np.clip(pm, 1e-4, 1 - 1e-4)
-    pm[hard_fg] = 1 - 1e-4
-    pm[hard_bg] = 1e-4
-    u = -np.log(np.stack([1 - pm, pm]).reshape(2, -1)).astype(np.float32)
-    d = dcrf.DenseCRF2D(w, h, 2)
-    d.setUnaryEnergy(np.ascontiguousarray(u))
-    d.addPairwiseGaussian(sxy=float(ex.get("crf_gsxy", 3)), compat=float(ex.get("crf_gw", 3)))
-    d.addPairwiseBilateral(
-        sxy=float(ex.get("crf_sxy", 20)),
-        srgb=float(ex.get("crf_srgb", 13)),
-        rgbim=np.ascontiguousarray(image),
-        compat=float(ex.get("crf_w", 10)),
-    )
-    q = np.array(d.inference(int(ex.get("crf", 5)))).reshape(2, h, w)
-    out = q[1] > q[0]
-    out[hard_fg] = True
-    out[hard_bg] = False
-    return out
 
 
 class FeatCutCut(Cut):
@@ -568,12 +465,6 @@ def segment(
     big = cv2.resize(m.astype(np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR) > 0.5
     big[sub == GC_FGD] = True
     big[sub == GC_BGD] = False
-    ex = core.p.extra
-    if ex.get("refine") and prompt.previous is None and not pts and s < 1.0:
-        from .boxrefine import RefineParams, refine
-
-        rp = RefineParams(**{k[7:]: v for k, v in ex.items() if k.startswith("refine_")})
-        big = refine(image[wy0:wy1, wx0:wx1], sub, big, max(size), rp)
     out = np.zeros((h, w), bool)
     out[wy0:wy1, wx0:wx1] = big
     out &= in_box
