@@ -25,25 +25,39 @@ errorlog = "-"
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 
 
-def post_fork(server, worker):
-    """Cap glibc's malloc arenas in each worker before its threads start.
+# Allocations of at least this many bytes get their own mmap, returned to the system when freed.
+# glibc's default threshold (128 KB) rises after each such free, up to 32 MB, so the engine's
+# per-request arrays of 1-32 MB (CNN activations, full-image maps) then come from the heap, where
+# fragmentation keeps the memory: the featcut worker's peak RSS (VmHWM) went 315 -> 524-578 MB
+# over the benchmark's 96 HTTP requests. Fixed thresholds, same requests (runs/probe_http.py,
+# loaded machine): 4 MB 546, 2 MB 501, 1 MB 473-479, 512 KB 472 MB; 1 MB costs the worker 8% more
+# CPU (35.1 vs 32.6 s over the 96, page faults of the fresh maps). malloc_trim after each request
+# instead: 504 MB, and with 2 MB 468 MB at 19% more CPU. MALLOC_MMAP_THRESHOLD_ in the
+# environment, if set, wins.
+MMAP_THRESHOLD = 1 << 20
 
-    glibc gives every thread that allocates its own arena (up to 8 per core), and the request
-    threads plus the engine's GrabCut threads each keep freed memory in theirs: worker RSS
+
+def post_fork(server, worker):
+    """Set glibc's malloc up in each worker before its threads start.
+
+    Arenas: glibc gives every thread that allocates its own arena (up to 8 per core), and the
+    request threads plus the engine's GrabCut threads each keep freed memory in theirs: worker RSS
     crept up by about 20 MB over 1,000 predictions. Two arenas keep it flat (measured in
-    process: 360 MB and creeping with the default, 337 MB flat with 2). There is no Python API
-    for this, hence ctypes; M_ARENA_MAX is -8 in glibc's malloc.h. MALLOC_ARENA_MAX in the
-    environment, if set, wins.
+    process: 360 MB and creeping with the default, 337 MB flat with 2). The mmap threshold:
+    MMAP_THRESHOLD above. There is no Python API for either, hence ctypes; M_ARENA_MAX is -8
+    and M_MMAP_THRESHOLD -3 in glibc's malloc.h. MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ in
+    the environment, if set, win.
     """
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
     import ctypes
     import ctypes.util
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, 2)
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to cap
+        if not os.environ.get("MALLOC_ARENA_MAX"):
+            libc.mallopt(-8, 2)
+        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+            libc.mallopt(-3, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to set
         pass
 
 

@@ -16,6 +16,8 @@ up every core for each small product and is 10-40x slower on a busy 2-core machi
 
 from __future__ import annotations
 
+import functools
+
 import maxflow  # type: ignore[import-untyped]  # PyMaxflow ships no type hints
 import numpy as np
 import torch
@@ -93,6 +95,7 @@ def fit_gmm(x: np.ndarray, w: np.ndarray, k: int = 5, iterations: int = 4, reg: 
     resp = torch.zeros(n, k, dtype=torch.float64)
     resp[order, (torch.arange(n) * k // n)] = 1.0
     eye = torch.eye(d, dtype=torch.float64)
+    quad = _monomials(xt)  # the samples do not change over the EM rounds: their monomials once
     for it in range(iterations + 1):
         r = resp * wt[:, None]
         nk = r.sum(0).clamp(min=1e-9)
@@ -103,17 +106,41 @@ def fit_gmm(x: np.ndarray, w: np.ndarray, k: int = 5, iterations: int = 4, reg: 
         logpi = torch.log(nk / nk.sum())
         if it == iterations:
             break
-        resp = torch.softmax(_component_loglik(xt, logpi, mu, chol), dim=1)
+        resp = torch.softmax(_component_loglik(xt, logpi, mu, chol, quad), dim=1)
     return logpi, mu, chol
 
 
-def _component_loglik(xt: torch.Tensor, logpi: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+def _monomials(xt: torch.Tensor) -> torch.Tensor | None:
+    """(n, m) contiguous x_i x_j (i <= j, ``torch.triu_indices`` order) of (n, d) float64 pixels,
+    for _component_loglik; None past QUADRATIC_MAX_DIMS. Built in numpy: the same products
+    (exactly), 6x faster than torch's advanced indexing (2.8 -> 0.45 ms for 19,200 pixels)."""
+    d = xt.shape[1]
+    if d > QUADRATIC_MAX_DIMS:
+        return None
+    i0, i1 = _triu(d)[0]
+    x = xt.numpy()
+    return torch.from_numpy(np.ascontiguousarray(x[:, i0] * x[:, i1]))
+
+
+@functools.lru_cache(maxsize=QUADRATIC_MAX_DIMS)
+def _triu(d: int) -> tuple[tuple[np.ndarray, np.ndarray], torch.Tensor, torch.Tensor]:
+    """The upper-triangle index pairs of a d x d matrix (numpy and torch) and each monomial's
+    count in x^T P x (1 on the diagonal, 2 off it): constants per d, built once."""
+    iu = torch.triu_indices(d, d)
+    twice = torch.where(iu[0] == iu[1], 1.0, 2.0).to(torch.float64)
+    return (iu[0].numpy(), iu[1].numpy()), iu, twice
+
+
+def _component_loglik(
+    xt: torch.Tensor, logpi: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor, quad: torch.Tensor | None = None
+) -> torch.Tensor:
     """(n, k) log(pi_j N(x | mu_j, L_j L_j^T)).
 
     The Mahalanobis term (x - mu)^T P (x - mu), P = (L L^T)^-1, expanded in the pixels' own
     quadratic monomials: x_i x_j (i <= j) and x_i once per image, then a single (n, m) x (m, k)
     matmul gives every component's term. Per component, (x - mu) L^-T over all pixels cost 2.3x
     more (12 -> 5 ms for a 160 x 120 window, 5 components, Lab; the same values to 1e-14).
+    ``quad``: :func:`_monomials` of ``xt`` when the caller has them (EM rounds on the same samples).
     """
     k, d = mu.shape
     linv = torch.linalg.solve_triangular(chol, torch.eye(d, dtype=chol.dtype).expand(k, d, d), upper=False)
@@ -122,9 +149,8 @@ def _component_loglik(xt: torch.Tensor, logpi: torch.Tensor, mu: torch.Tensor, c
         sol = (xt[None] - mu[:, None]) @ linv.transpose(1, 2)  # (k, n, d)
         return logpi[None] - 0.5 * ((sol**2).sum(2).T + logdet[None] + d * np.log(2 * np.pi))
     prec = linv.transpose(1, 2) @ linv  # (k, d, d)
-    iu = torch.triu_indices(d, d)
-    twice = torch.where(iu[0] == iu[1], 1.0, 2.0).to(chol.dtype)  # off-diagonal terms appear twice in x^T P x
-    quad = xt[:, iu[0]] * xt[:, iu[1]]  # (n, m)
+    _, iu, twice = _triu(d)  # off-diagonal terms appear twice in x^T P x
+    quad = _monomials(xt) if quad is None else quad  # (n, m)
     pm = (prec @ mu[:, :, None])[:, :, 0]  # (k, d): P mu
     maha = quad @ (prec[:, iu[0], iu[1]] * twice).T - 2 * xt @ pm.T + (mu * pm).sum(1)[None]
     return logpi[None] - 0.5 * (maha + logdet[None] + d * np.log(2 * np.pi))
