@@ -39,6 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from scipy import ndimage
 from tqdm import tqdm
 
 from model.engine import Seeds, Segmenter, get_config
@@ -81,9 +82,14 @@ def iou(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
 
 def interior_point(region: np.ndarray) -> tuple[int, int]:
     """(x, y) of the pixel farthest from the region's boundary (image border included); the first
-    in raster order on ties, so the simulator is deterministic."""
-    padded = np.pad(region.astype(np.uint8), 1)
-    dt = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    in raster order on ties, so the simulator is deterministic.
+
+    SciPy's exact Euclidean transform, not OpenCV's DIST_MASK_PRECISE: OpenCV's float32 result
+    differs in the last bit from process to process at equal distances (sqrt(61) at three pixels
+    of 2007_009832's first error region), so the "first" tie, and every click after it, changed
+    from run to run. SciPy computes squared distances exactly, so equal distances are equal."""
+    padded = np.pad(region.astype(bool), 1)
+    dt = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dt)), dt.shape)
     return int(x), int(y)
 
