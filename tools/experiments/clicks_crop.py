@@ -44,20 +44,11 @@ def _crop_window(self: F.PixelFeatures, window: tuple[int, int, int, int] | None
     h, w = img.shape[:2]
     if max(x1 - x0, y1 - y0) > CROP_MAX_FRAC * max(h, w):
         return _orig_window(self, window, size)
-    key = ("crop", window, tuple(size))
-    hit = self._windows.get(key)
-    if hit is not None:
-        return hit
-    p = F.forward_features(self._crop_net, img[y0:y1, x0:x1], CROP_SIDE)  # type: ignore[attr-defined]
-    shape = (y1 - y0, x1 - x0)
-    out = np.concatenate(
-        [F.resample(F.reduce_layer(p.layers[n], self.dims_per_layer), shape, None, size) for n in F.DEFAULT_LAYERS], axis=2
-    )
-    out.flags.writeable = False
-    if len(self._windows) >= F.WINDOW_CACHE:
-        self._windows.pop(next(iter(self._windows)))
-    self._windows[key] = out
-    return out
+    # One PixelFeatures per crop: its own pass, per-crop PCA, resampling and window cache.
+    crops = self.__dict__.setdefault("_crops", {})
+    if window not in crops:
+        crops[window] = F.PixelFeatures.of_image(self._crop_net, img[y0:y1, x0:x1], CROP_SIDE, dims=self.dims_per_layer)  # type: ignore[attr-defined]
+    return crops[window].window(None, size)
 
 
 def _set_image(self: Segmenter, image: np.ndarray, cnn: object = None) -> object:
