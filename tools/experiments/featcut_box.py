@@ -177,10 +177,8 @@ def main() -> int:
                 else:
                     totals[key] = BinaryCounts.zeros()
                     totals[key] += c
-            secs[name] = secs.get(name, 0.0) + sec[name]
-            if "cpu:" + name in sec:
-                secs["cpu:" + name] = secs.get("cpu:" + name, 0.0) + sec["cpu:" + name]
-        secs["boxes"] = secs.get("boxes", 0.0) + sec["boxes"]
+        for key, v in sec.items():  # each method's wall and "cpu:" seconds, and "boxes"
+            secs[key] = secs.get(key, 0.0) + v
     names = (["default"] if a.default else []) + [n for n, _ in variants]
     print(f"{len(ids)} images, cnn {a.cnn_side}, dims {a.dims}, {time.perf_counter() - t0:.0f} s")
     # CPU per box: process time of segment() over the boxes (one thread; loaded machine), the CNN pass
