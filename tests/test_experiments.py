@@ -39,6 +39,7 @@ STARTS = ("featcut_box.py", "featcut_clicks.py")
 # learn_prior: collects 140 images (tens of minutes); clicks_crop: the clicks task (minutes an image set)
 HELPS = ("clicks_crop.py", "dask_task_overhead.py", "learn_prior.py")
 IMPORTS = (
+    "box_perclass.py",
     "tags_bg.py",
     "tags_cache.py",
     "tags_common.py",
