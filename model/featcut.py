@@ -344,8 +344,6 @@ class FeatCut:
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
                 z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
-            if prev is None and p.extra.get("fg_bias"):  # EXPERIMENT: nats against foreground
-                cost_fg = cost_fg + float(p.extra["fg_bias"])
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
             if prev is not None and keep_previous and p.keep_far > 0:
                 # A click re-fits the colour models of the whole window, which could flip regions the
