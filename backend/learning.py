@@ -11,7 +11,9 @@ the background (the pixel work and the fit itself are model/head.py's).
 * **Re-fit.** One background thread per process, woken when a project has ``REFIT_EVERY`` new
   corrections (or at start-up for projects left with unfitted ones): ``model.head.fit_heads``
   within ``FIT_BUDGET_S`` CPU seconds; the new head set replaces the old one only if it beats it
-  on the project's most recent corrections held out from its fit. Predictions never wait for it:
+  on the project's most recent corrections held out from its fit (or, when no head wins, a score
+  model alone that ranks the corrections better: version "s...", the masks stay the
+  training-free ones). Predictions never wait for it:
   they read the heads in the store (cached per version).
 * **Serve.** ``heads(project)`` is the project's head set, or None: a project without an
   accepted head gets exactly the training-free model, and the same model version.
@@ -171,7 +173,8 @@ class Learner:
             blobs = {c: to_blob(h.to_arrays()) for c, h in sorted(rep.heads.items())}
             for c, b in blobs.items():
                 digest.update(c.encode() + b)
-            version = "h" + digest.hexdigest()[:10]
+            # "s": a score model alone (the masks are the training-free ones), "h": a head that changes masks
+            version = ("s" if rep.kind == "score" else "h") + digest.hexdigest()[:10]
         with self.store.transaction() as db:
             db.lock(f"heads:{project}")  # the check and the replace below are one step across replicas
             now_v = db.execute("SELECT version FROM heads WHERE project=? LIMIT 1", (project,)).fetchone()
@@ -180,6 +183,8 @@ class Learner:
                 for c, b in blobs.items():
                     db.execute("INSERT INTO heads VALUES (?,?,?,?)", (project, c, version, b))
             detail = f"{rep.kind} held-out IoU {rep.new_iou:.4f} vs {rep.old_iou:.4f} on {rep.holdout}, {rep.seconds:.1f} s CPU"
+            if rep.rho is not None:
+                detail += f"; score rho {rep.rho[0]:.3f} vs the agreement's {rep.rho[1]:.3f} (cross-validated)"
             db.execute(
                 "INSERT INTO head_fits VALUES (?,?,?,?,?,?) ON CONFLICT (project) DO UPDATE SET version=excluded.version, "
                 "samples=excluded.samples, fitted=excluded.fitted, accepted=excluded.accepted, detail=excluded.detail",

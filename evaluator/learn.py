@@ -139,7 +139,14 @@ def curve(
     for n in sorted({min(p, len(samples)) for p in points}):
         rep: FitReport | None = None
         if n > 0:
-            rep = fit_heads(samples[:n], heads, min_objects=min_objects)
+            # One torch thread for the fit, as the workers: the target is "30 s of one core", and two
+            # threads of a busy machine spin-wait past the MLP's CPU budget (model/head.py _fit_mlp).
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                rep = fit_heads(samples[:n], heads, min_objects=min_objects)
+            finally:
+                torch.set_num_threads(threads)
             heads = rep.heads
         key = (id(heads.get("")) if heads else 0, n in noc_points)
         if key not in cache:
@@ -178,7 +185,8 @@ def table(name: str, rows: list[dict[str, Any]]) -> str:
     ]
     base = rows[0]["box_miou"]
     for r in rows:
-        kept = "" if r["corrections"] == 0 else ("new" if r.get("accepted") else "old")
+        # new / old: whether this fit replaced the head set; its kind: prior, mlp, or score (the score alone)
+        kept = "" if r["corrections"] == 0 else (f"new ({r.get('kind')})" if r.get("accepted") else "old")
         out.append(
             f"| {r['corrections']} | {r['box_miou']:.2f} | {r['box_miou'] - base:+.2f} | {r['mean_iou']:.3f} "
             f"| {r['spearman']:.3f} | {r['noc85'] if r['noc85'] is not None else '-'} "

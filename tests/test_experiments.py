@@ -36,8 +36,9 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 # arguments, or libraries of the others), imported against today's engine.
 STARTS = ("featcut_box.py", "featcut_clicks.py")
 # needs a Dask cluster it starts itself (minutes): started with --help only
-# learn_prior: collects 140 images (tens of minutes); clicks_crop: the clicks task (minutes an image set)
-HELPS = ("clicks_crop.py", "dask_task_overhead.py", "learn_prior.py")
+# learn_prior: collects 140 images (tens of minutes); clicks_crop: the clicks task (minutes an image set);
+# score_head: collects all 205 images' corrections (minutes)
+HELPS = ("clicks_crop.py", "dask_task_overhead.py", "learn_prior.py", "score_head.py")
 IMPORTS = (
     "box_perclass.py",
     "tags_bg.py",

@@ -1,0 +1,84 @@
+"""Issue 14: the score model kept alone (model/head.py ``score_head``): does its image-grouped
+cross-validated Spearman rho (``score_rho``, what the gate checks) foretell the rho it gets on the
+other half of the images?
+
+    .venv/bin/python tools/experiments/score_head.py [--cache FILE.npz] [--points 50,100,200]
+
+Every object of the 205 shared images is collected once as a correction (evaluator.learn's
+``correction_samples``: the served featcut box answer, its agreement and its true IoU), halves A / B
+by even / odd position in the split list. For each direction and number of corrections n: the CV
+rho of the learnt score and of the agreement on the first n of one half, and the rho of a score
+model fitted on those n on all of the other half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from evaluator.dataset import VocDataset
+from evaluator.learn import correction_samples
+from model.engine import Segmenter, get_config
+from model.head import ObjectSample, sample_score, score_head, score_rho
+
+VOC_ROOT = os.environ.get("CAMCUT_VOC", "/work/shared/voc2012/VOC2012")
+FIELDS = ("voc_class", "agreement", "core_iou", "group")
+
+
+def collect(cache: Path | None) -> dict[int, list[ObjectSample]]:
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            n = int(z["n"])
+            out: dict[int, list[ObjectSample]] = {0: [], 1: []}
+            for i in range(n):
+                half = int(z[f"half_{i}"])
+                meta = z[f"meta_{i}"]
+                out[half].append(
+                    ObjectSample(str(meta[0]), z[f"x_{i}"], z[f"y_{i}"], float(meta[1]), float(meta[2]), group=str(meta[3]))
+                )
+            return out
+    ds = VocDataset(VOC_ROOT)
+    seg = Segmenter(get_config("featcut"))
+    out = {0: [], 1: []}
+    for k, image_id in enumerate(ds.ids("train")):
+        out[k % 2] += correction_samples(seg, ds.load(image_id))
+    if cache is not None:
+        arrays: dict[str, np.ndarray] = {}
+        flat = [(h, s) for h in (0, 1) for s in out[h]]
+        for i, (h, s) in enumerate(flat):
+            arrays[f"x_{i}"], arrays[f"y_{i}"], arrays[f"half_{i}"] = s.x, s.y, np.array(h)
+            arrays[f"meta_{i}"] = np.array([s.voc_class, repr(s.agreement), repr(s.core_iou), s.group])
+        np.savez(cache, n=np.array(len(flat)), **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds as allow_pickle
+    return out
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--points", default="50,100,200")
+    a = ap.parse_args(argv)
+    halves = collect(a.cache)
+    print(f"objects: A {len(halves[0])}, B {len(halves[1])}")
+    print("| learn -> score | corrections | CV rho learnt / agreement | other half: learnt / agreement |")
+    print("|---|---:|---|---|")
+    for src, dst in ((0, 1), (1, 0)):
+        for n in [int(p) for p in a.points.split(",")]:
+            fit = halves[src][:n]
+            cv = score_rho(fit)
+            head = score_head(fit)
+            truth = [s.core_iou for s in halves[dst]]
+            learnt = spearmanr(truth, [sample_score(head, s) for s in halves[dst]]).statistic
+            agreement = spearmanr(truth, [s.agreement for s in halves[dst]]).statistic
+            print(f"| {'AB'[src]} -> {'AB'[dst]} | {len(fit)} | {cv[0]:.3f} / {cv[1]:.3f} | {learnt:.3f} / {agreement:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
