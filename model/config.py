@@ -65,6 +65,9 @@ class EngineConfig:
     # Tags (with class_tag_scales): the walk on the first extra pass's grid and features
     # (model/tagprop.py TagParams.walk_scaled).
     class_tag_walk_scaled: bool = False
+    # Tags (with class_tagprop): the keep gate at least this fraction of the tag's peak share too
+    # (model/tagprop.py TagParams.keep_rel); None: the absolute keep alone.
+    class_tag_keep_rel: float | None = None
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -160,6 +163,7 @@ FEATCUT = dataclasses.replace(
     class_tag_scales=(1.5,),
     class_tag_fallback=0.5,
     class_tag_walk_scaled=True,
+    class_tag_keep_rel=0.5,
 )
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(

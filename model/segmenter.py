@@ -78,7 +78,10 @@ class Segmenter:
         self._features: PixelFeatures | None = None
         # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
         tag_params = TagParams(
-            scales=config.class_tag_scales, fallback=config.class_tag_fallback, walk_scaled=config.class_tag_walk_scaled
+            scales=config.class_tag_scales,
+            fallback=config.class_tag_fallback,
+            walk_scaled=config.class_tag_walk_scaled,
+            keep_rel=config.class_tag_keep_rel,
         )
         self._tagprop = TagShares(self.net.net, config.cnn_max_side, tag_params) if config.class_tagprop else None
         # A learned per-project head set (model/head.py HeadSet), set before set_image; None is the

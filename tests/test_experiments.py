@@ -48,6 +48,7 @@ IMPORTS = (
     "tags_engine.py",
     "tags_latency.py",
     "tags_prop.py",
+    "tags_zoom.py",
 )
 
 
