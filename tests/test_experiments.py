@@ -40,6 +40,7 @@ STARTS = ("featcut_box.py", "featcut_clicks.py")
 HELPS = ("clicks_crop.py", "dask_task_overhead.py", "learn_prior.py")
 IMPORTS = (
     "tags_bg.py",
+    "tags_boxcore.py",
     "tags_cache.py",
     "tags_common.py",
     "tags_cut.py",
