@@ -160,6 +160,9 @@ def variants(z, params: TagParams) -> dict[str, list[np.ndarray]]:
         for r in REL:
             put(f"rel{r}", served if no_cam else answer(base, share, j, cam, rel_params(params, r, peak), cut_ran))
         r5 = served if no_cam else answer(base, share, j, cam, rel_params(params, 0.5, peak), cut_ran)
+        for c in (0.1, 0.2):  # a size prior from the CAM: nothing where the tag's CAM is below c x its peak
+            g = r5 & (cam >= c)
+            put(f"rel0.5+camfloor{c}", g if g.any() else r5)
         for f in (0.6, 0.8):  # components whose best share is weak against the tag's peak dropped
             put(f"rel0.5+comp{f}", components(r5, share[j + 1], f))
         for f in (0.05, 0.2):  # components small against the largest dropped
@@ -184,6 +187,7 @@ def variants(z, params: TagParams) -> dict[str, list[np.ndarray]]:
                     put(f"{kind} mix{wgt}", served)
                 for t in VETO:
                     put(f"{kind} veto{t}", served)
+                put(f"rel0.5+{kind} mix0.5 small", r5)
                 continue
             zs = z[f"{kind}{j}"].astype(np.float32)
             full = np.zeros_like(share)
@@ -192,6 +196,11 @@ def variants(z, params: TagParams) -> dict[str, list[np.ndarray]]:
             for wgt in MIX:
                 mixed = (1 - wgt) * share + wgt * full
                 put(f"{kind} mix{wgt}", answer(base, mixed, j, cam, params, cut_ran))
+            small = (y1 - y0) * (x1 - x0) < 0.25 * h * w  # the zoom only where the crop is small
+            for wgt in (0.5,):
+                mixed = (1 - wgt) * share + wgt * full
+                pr = rel_params(params, 0.5, float(mixed[j + 1].max()))
+                put(f"rel0.5+{kind} mix{wgt} small", answer(base, mixed, j, cam, pr, cut_ran) if small else r5)
             for t in VETO:  # veto only: the served mask where the crop's share is at least t
                 put(f"{kind} veto{t}", served & (full[j + 1] >= t))
     return out
