@@ -39,6 +39,11 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    ("no_background"; the dog photo 2007_000063 tagged dog, sheep) the rival explains the
    evidence and the answer stays empty (tools/experiments/tags_empty.py).
 
+6. **Re-cut** (the Segmenter's ``class_tag_recut``, featcut): the answer of 4./5. is re-cut by
+   the box core on its bounding box with that answer as the cut's previous mask
+   (model/segmenter.py ``Segmenter._recut_tag``): the gate trims GrabCut's spill only where the
+   shares are weak, the box core re-fits colour inside the box the answer spans.
+
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
 """

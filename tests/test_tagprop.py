@@ -13,6 +13,7 @@ from evaluator.dataset import VocDataset, VocSample
 from model import voc
 from model.cnn import CamNet, CnnOutput
 from model.config import get_config
+from model.prompts import Box
 from model.segmenter import Segmenter
 from model.tagprop import TagParams, TagShares, answer, gate, multiscale, propagated_shares, scaled_input
 
@@ -313,11 +314,14 @@ def test_a_strong_tag_sheds_the_cut_pixels_its_share_holds_weakly(net) -> None:
     """2007_000250: the bottle's peak share is 0.86, so its GrabCut mask is kept where the share is
     >= 0.43, not >= 0.3: the mask spilling over the table shrinks to a third (IoU 0.18 -> 0.52 on
     the engine's records, tools/experiments/tags_zoom.py)."""
-    s, seg = _featcut(net, BOTTLES)
+    s = VocDataset(VOC_ROOT).load(BOTTLES)
+    gated = dataclasses.replace(get_config("featcut"), class_tag_recut=False)  # the gate's own answer
+    seg = Segmenter(gated, net=net)
+    seg.set_image(s.image)
     tags = s.classes_present()
     assert "bottle" in tags and len(tags) == 2
     new = seg.segment_class("bottle", others=tags).mask
-    off = Segmenter(dataclasses.replace(get_config("featcut"), class_tag_keep_rel=None), net=net)
+    off = Segmenter(dataclasses.replace(gated, class_tag_keep_rel=None), net=net)
     off.set_image(s.image, seg.cnn)
     old = off.segment_class("bottle", others=tags).mask
     assert new.any() and not (new & ~old).any() and new.sum() < 0.5 * old.sum()  # a subset: the gate is stricter
@@ -328,3 +332,25 @@ def test_featcut_serves_the_relative_keep_and_its_version_says_so() -> None:
     featcut = get_config("featcut")
     assert featcut.class_tag_keep_rel == 0.5 and get_config("default").class_tag_keep_rel is None
     assert featcut.version_key != dataclasses.replace(featcut, class_tag_keep_rel=None).version_key
+
+
+def test_the_gated_mask_is_re_cut_by_the_box_core_on_its_box(net) -> None:
+    """featcut's class_tag_recut: the served tag mask is the box core's answer on the gated mask's
+    bounding box with the gated mask as its previous answer; on 2007_000250 the bottle's mask
+    spilling over the table shrinks further (IoU 0.52 gated -> 0.68 re-cut)."""
+    s, seg = _featcut(net, BOTTLES)
+    tags = s.classes_present()
+    served = seg.segment_class("bottle", others=tags).mask
+    off = Segmenter(dataclasses.replace(get_config("featcut"), class_tag_recut=False), net=net)
+    off.set_image(s.image, seg.cnn)
+    gated = off.segment_class("bottle", others=tags).mask
+    ys, xs = np.nonzero(gated)
+    box = Box(xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    np.testing.assert_array_equal(served, seg.segment_box(box, "bottle", previous=gated).mask)
+    assert _iou(served, s, "bottle") > 0.6 > _iou(gated, s, "bottle") + 0.05
+
+
+def test_featcut_serves_the_re_cut_and_its_version_says_so() -> None:
+    featcut = get_config("featcut")
+    assert featcut.class_tag_recut and not get_config("default").class_tag_recut
+    assert featcut.version_key != dataclasses.replace(featcut, class_tag_recut=False).version_key

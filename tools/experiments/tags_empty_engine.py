@@ -6,7 +6,7 @@ model/tagprop.py (TagParams.fallback), on the 205 VOC images, both halves, in on
 With ``walk``: featcut against featcut without class_tag_walk_scaled (the walk on the first
 pass's grid and features), both with the fallback, two Segmenters on one network. With
 ``keeprel`` (session 8): featcut against featcut without class_tag_keep_rel (the absolute keep
-gate alone), likewise.
+gate alone), likewise; with ``recut``: featcut against featcut without class_tag_recut.
 
 Tags = the ground-truth classes present (the evaluator's class task). Prints class-wise binary
 mIoU on all / A / B / E / O, the empty (image, tag) pairs of each, per-class IoU, and the CPU
@@ -40,10 +40,16 @@ def main() -> None:
     seg = Segmenter(cfg)
     assert seg._tagprop is not None and cfg.class_tag_fallback is not None
     mode = sys.argv[2] if len(sys.argv) > 2 else ""
-    walk = mode in ("walk", "keeprel")
-    off = {"walk": {"class_tag_walk_scaled": False}, "keeprel": {"class_tag_keep_rel": None}}.get(mode, {})
+    walk = mode in ("walk", "keeprel", "recut")
+    off = {
+        "walk": {"class_tag_walk_scaled": False},
+        "keeprel": {"class_tag_keep_rel": None},
+        "recut": {"class_tag_recut": False},
+    }.get(mode, {})
     other = Segmenter(dataclasses.replace(cfg, **off), net=seg.net) if walk else None  # type: ignore[arg-type]
-    if mode == "keeprel":
+    if mode == "recut":
+        names = ("featcut, the gated mask", "featcut, re-cut by the box core")
+    elif mode == "keeprel":
         names = ("featcut, absolute keep gate", f"featcut, keep_rel {cfg.class_tag_keep_rel}")
     elif walk:
         names = ("featcut, walk on the first pass", "featcut, walk on the 1.5x pass")
