@@ -37,9 +37,11 @@ def main() -> None:
     cv2.setNumThreads(1)
     step = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     cfg = get_config("featcut")
+    mode = sys.argv[2] if len(sys.argv) > 2 else ""
+    if mode == "":  # session 6's measure of the gate's fallback: the served mask is the gate's, no re-cut
+        cfg = dataclasses.replace(cfg, class_tag_recut=False)
     seg = Segmenter(cfg)
     assert seg._tagprop is not None and cfg.class_tag_fallback is not None
-    mode = sys.argv[2] if len(sys.argv) > 2 else ""
     walk = mode in ("walk", "keeprel", "recut")
     off = {
         "walk": {"class_tag_walk_scaled": False},
