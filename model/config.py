@@ -65,6 +65,12 @@ class EngineConfig:
     # Tags (with class_tag_scales): the walk on the first extra pass's grid and features
     # (model/tagprop.py TagParams.walk_scaled).
     class_tag_walk_scaled: bool = False
+    # Tags (with class_tagprop): the keep gate at least this fraction of the tag's peak share too
+    # (model/tagprop.py TagParams.keep_rel); None: the absolute keep alone.
+    class_tag_keep_rel: float | None = None
+    # Tags (with class_tagprop): the gated mask re-cut by the box core (``cut``) on its bounding
+    # box, the mask as the cut's previous answer (model/segmenter.py Segmenter._recut_tag).
+    class_tag_recut: bool = False
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -160,6 +166,8 @@ FEATCUT = dataclasses.replace(
     class_tag_scales=(1.5,),
     class_tag_fallback=0.5,
     class_tag_walk_scaled=True,
+    class_tag_keep_rel=0.5,
+    class_tag_recut=True,
 )
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(

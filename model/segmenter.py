@@ -78,7 +78,10 @@ class Segmenter:
         self._features: PixelFeatures | None = None
         # Tags gated by CAMs propagated on the network's own features (model/tagprop.py).
         tag_params = TagParams(
-            scales=config.class_tag_scales, fallback=config.class_tag_fallback, walk_scaled=config.class_tag_walk_scaled
+            scales=config.class_tag_scales,
+            fallback=config.class_tag_fallback,
+            walk_scaled=config.class_tag_walk_scaled,
+            keep_rel=config.class_tag_keep_rel,
         )
         self._tagprop = TagShares(self.net.net, config.cnn_max_side, tag_params) if config.class_tagprop else None
         # A learned per-project head set (model/head.py HeadSet), set before set_image; None is the
@@ -412,8 +415,24 @@ class Segmenter:
             # The tag's cut gated by the shares of the image's tags; a second opinion is gated
             # alike, so the agreement score compares the masks that are sent.
             res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals, cut_ran=res.fallback is None)
+            if self.config.class_tag_recut and res.mask.any():
+                res.mask = self._recut_tag(voc_class, res.mask)
             res.score = cam_score(res.mask, self.class_cam(voc_class)[0])
         return res
+
+    def _recut_tag(self, voc_class: str, gated: np.ndarray) -> np.ndarray:
+        """The gated tag mask re-cut by the box core (featcut's cut) on the mask's bounding box,
+        the mask as its previous answer: the starting point, as after a click (config
+        class_tag_recut). GrabCut's tag mask came from the coarse CAM alone; the box core fits
+        its colour models inside the box the share-gated mask spans, so the masks shrink where
+        they spilled (40.0 vs 39.2 tag mIoU, a gain on all four halves; README "The feature cut"
+        (15)). A box too small for a cut, or an empty answer, keeps the gated mask."""
+        ys, xs = np.nonzero(gated)
+        box = Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        res = self._segment_box(box, voc_class, None, None, previous=gated)
+        if res.fallback == "box_too_small" or not res.mask.any():
+            return gated
+        return res.mask
 
     def _segment_class_cam(
         self, voc_class: str, technique: Technique | None, score: bool = False, rivals: Sequence[str] = ()

@@ -21,7 +21,8 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    "same stuff".
 3. **Shares.** Upsampled to the image, each label's share of the summed scores.
 4. **Gate.** A tag's mask = today's mask (GrabCut from the CAM) where the tag's share is at
-   least ``keep``, plus every pixel where its share is at least ``add``. GrabCut knows colour
+   least ``keep`` (with ``keep_rel``, featcut: at least that fraction of the tag's peak share
+   too), plus every pixel where its share is at least ``add``. GrabCut knows colour
    edges, the walk knows which regions the network groups with the CAM's peak; each vetoes
    the other's confident mistakes. (A multi-label Potts cut and per-image feature models on
    the shares, the same cut with today's masks in its unary, per-tag colour GMMs fitted to the
@@ -37,6 +38,11 @@ false positives. Measured on VOC (tools/experiments/tags_prop.py, /work/notes/ta
    where every pixel of its CAM's foreground is lost to a rival's stronger CAM
    ("no_background"; the dog photo 2007_000063 tagged dog, sheep) the rival explains the
    evidence and the answer stays empty (tools/experiments/tags_empty.py).
+
+6. **Re-cut** (the Segmenter's ``class_tag_recut``, featcut): the answer of 4./5. is re-cut by
+   the box core on its bounding box with that answer as the cut's previous mask
+   (model/segmenter.py ``Segmenter._recut_tag``): the gate trims GrabCut's spill only where the
+   shares are weak, the box core re-fits colour inside the box the answer spans.
 
 Deterministic (no randomness anywhere). A tag whose CAM is all zero has zero score and share
 everywhere, so its mask stays today's (empty, fallback "no_cam").
@@ -86,6 +92,13 @@ class TagParams:
     # the engine, a gain on all four halves, + 33 ms CPU (README "The feature cut"); radius 4 cells
     # (6 lost). False: the first pass's grid and features.
     walk_scaled: bool = False
+    # The keep gate relative to the tag's own evidence: today's mask survives where the share is at
+    # least max(keep, keep_rel x the tag's peak share in the image), so a tag the walk sees
+    # strongly (peak share near 1) sheds the GrabCut pixels it holds only weakly, while a diluted
+    # tag (peak <= keep / keep_rel) keeps the absolute gate. None = keep alone. 0.4 / 0.5 / 0.6
+    # of the peak: 39.2 / 39.2 / 38.7 vs 38.9 on the engine's records (0.6 lost on half O), 0.5
+    # (half the peak, as the fallback) chosen (README "The feature cut", tools/experiments/tags_zoom.py).
+    keep_rel: float | None = None
 
 
 def _l2n(f: np.ndarray) -> np.ndarray:
@@ -205,7 +218,11 @@ def shares(scores: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
 def gate(masks: np.ndarray, share: np.ndarray, params: TagParams) -> np.ndarray:
     """(K, H, W) today's masks of the tags, (K + 1, H, W) shares (background first) -> gated masks."""
     tags = share[1:]
-    return (masks.astype(bool) & (tags >= params.keep)) | (tags >= params.add)
+    keep: float | np.ndarray = params.keep
+    if params.keep_rel is not None and len(tags):
+        peak = tags.reshape(len(tags), -1).max(1)
+        keep = np.maximum(params.keep, params.keep_rel * peak)[:, None, None]
+    return (masks.astype(bool) & (tags >= keep)) | (tags >= params.add)
 
 
 def answer(mask: np.ndarray, share: np.ndarray, k: int, cam: np.ndarray, params: TagParams, cut_ran: bool = True) -> np.ndarray:

@@ -42,6 +42,7 @@ HELPS = ("clicks_crop.py", "dask_task_overhead.py", "learn_prior.py", "score_hea
 IMPORTS = (
     "box_perclass.py",
     "tags_bg.py",
+    "tags_boxcore.py",
     "tags_cache.py",
     "tags_common.py",
     "tags_cut.py",
@@ -50,6 +51,7 @@ IMPORTS = (
     "tags_engine.py",
     "tags_latency.py",
     "tags_prop.py",
+    "tags_zoom.py",
 )
 
 

@@ -39,6 +39,8 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_tag_scales": ((1.5,), ()),
     "class_tag_fallback": (0.5, None),
     "class_tag_walk_scaled": (True, False),
+    "class_tag_keep_rel": (0.5, None),
+    "class_tag_recut": (True, False),
 }
 
 

@@ -1,10 +1,12 @@
 """Issue 12 session 6: featcut's tag masks through the engine with and without the fallback of
 model/tagprop.py (TagParams.fallback), on the 205 VOC images, both halves, in one pass.
 
-    .venv/bin/python tools/experiments/tags_empty_engine.py [STEP] [walk]
+    .venv/bin/python tools/experiments/tags_empty_engine.py [STEP] [walk | keeprel]
 
 With ``walk``: featcut against featcut without class_tag_walk_scaled (the walk on the first
-pass's grid and features), both with the fallback, two Segmenters on one network.
+pass's grid and features), both with the fallback, two Segmenters on one network. With
+``keeprel`` (session 8): featcut against featcut without class_tag_keep_rel (the absolute keep
+gate alone), likewise; with ``recut``: featcut against featcut without class_tag_recut.
 
 Tags = the ground-truth classes present (the evaluator's class task). Prints class-wise binary
 mIoU on all / A / B / E / O, the empty (image, tag) pairs of each, per-class IoU, and the CPU
@@ -35,11 +37,23 @@ def main() -> None:
     cv2.setNumThreads(1)
     step = int(sys.argv[1]) if len(sys.argv) > 1 else 1
     cfg = get_config("featcut")
+    mode = sys.argv[2] if len(sys.argv) > 2 else ""
+    if mode == "":  # session 6's measure of the gate's fallback: the served mask is the gate's, no re-cut
+        cfg = dataclasses.replace(cfg, class_tag_recut=False)
     seg = Segmenter(cfg)
     assert seg._tagprop is not None and cfg.class_tag_fallback is not None
-    walk = len(sys.argv) > 2 and sys.argv[2] == "walk"
-    other = Segmenter(dataclasses.replace(cfg, class_tag_walk_scaled=False), net=seg.net) if walk else None
-    if walk:
+    walk = mode in ("walk", "keeprel", "recut")
+    off = {
+        "walk": {"class_tag_walk_scaled": False},
+        "keeprel": {"class_tag_keep_rel": None},
+        "recut": {"class_tag_recut": False},
+    }.get(mode, {})
+    other = Segmenter(dataclasses.replace(cfg, **off), net=seg.net) if walk else None  # type: ignore[arg-type]
+    if mode == "recut":
+        names = ("featcut, the gated mask", "featcut, re-cut by the box core")
+    elif mode == "keeprel":
+        names = ("featcut, absolute keep gate", f"featcut, keep_rel {cfg.class_tag_keep_rel}")
+    elif walk:
         names = ("featcut, walk on the first pass", "featcut, walk on the 1.5x pass")
     else:
         names = ("featcut before (no fallback)", f"featcut + fallback {cfg.class_tag_fallback}")
