@@ -65,8 +65,8 @@ PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # candidate weights of the shape pri
 GATE_Z = 2.0  # ... and in standard errors of its per-object gains (one-sided, ~97.5%)
 # A score model that changes no mask is kept when its Spearman rho with the corrected objects' IoU,
 # cross-validated over SCORE_FOLDS folds of whole images, beats the agreement's by this. On the 205
-# VOC images (tools/experiments/score_head.py) that check refused exactly the cases that lost on the
-# other half (learning from B at 50 and 100 corrections) and kept those that gained (+0.07 to +0.17).
+# VOC images (tools/experiments/score_head.py) that check kept no score that lost on the other half
+# (it refused learning from B at 50, -0.03 there, and at 100, +0.07) and kept those that gained (+0.12 to +0.17).
 SCORE_FOLDS = 5
 SCORE_MIN_GAIN = 0.02
 
