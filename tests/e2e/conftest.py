@@ -1,9 +1,13 @@
 """Fixtures for end-to-end tests against a real Label Studio 1.23.2.
 
-``label_studio`` (session scope) installs Label Studio into ``.venv-ls`` if needed
+``label_studio`` (package scope: tests/e2e) installs Label Studio into ``.venv-ls`` if needed
 (scripts/install_label_studio.sh), starts it headless on a free loopback port with a
 throw-away SQLite DB, yields a :class:`tests.e2e.label_studio.LabelStudioServer`
-(authenticated ``requests`` helpers included), and stops it at the end.
+(authenticated ``requests`` helpers included), and stops it after the last test of tests/e2e.
+It and ``camcut_backend`` used to live until the end of the session: two idle servers through
+the remaining ~70% of the suite, and a backend that keeps retrying a webhook it cannot process
+(CI run 7b: "UNIQUE constraint failed ... annotation 1 given back", a CNN pass and cuts every
+~65 s until the session ended) took CPU from the tests that followed.
 
 If Label Studio cannot be installed or started the fixture FAILS the test (never
 skips): an e2e run that silently skips proves nothing.
@@ -39,7 +43,7 @@ from tests.e2e.label_studio import (  # noqa: E402
 _TIMINGS: dict = {}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def label_studio():
     log_path = Path(os.environ.get("CAMCUT_LS_LOG", _REPO_ROOT / "out" / "e2e" / "label-studio.log"))
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,9 +76,9 @@ def label_studio():
             pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def camcut_backend(label_studio, tmp_path_factory):
-    """camcut under gunicorn with the default settings, one for the session (a start costs 15-40 s
+    """camcut under gunicorn with the default settings, one for tests/e2e (a start costs 15-40 s
     loaded): test_backend_e2e, test_ux_e2e, test_browser_ux and test_browser_smart each make their
     own Label Studio project and connect it, and camcut keeps its state per project. Modules that
     need other settings (basic auth, the learned head) start their own."""
