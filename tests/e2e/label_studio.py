@@ -246,8 +246,9 @@ class LabelStudioServer:
         self.startup_seconds = time.monotonic() - t0
         return self
 
-    def _ensure_db_template(self, timeout: float = 600.0) -> float:
-        """Build ``db_template`` once (``label-studio version`` migrates an empty DB and exits)."""
+    def _ensure_db_template(self, timeout: float = 600.0, niceness: int = 0) -> float:
+        """Build ``db_template`` once (``label-studio version`` migrates an empty DB and exits);
+        ``niceness`` > 0 runs the build at that much lower CPU priority (a background build)."""
         t0 = time.monotonic()
         if self.db_template.exists():
             return 0.0
@@ -269,6 +270,8 @@ class LabelStudioServer:
                 "--database",
                 str(db),
             ]
+            if niceness > 0:  # coreutils nice(1): no preexec_fn, which is unsafe in a process with threads
+                cmd = ["nice", "-n", str(niceness), *cmd]
             try:
                 proc = subprocess.run(
                     cmd,
