@@ -27,6 +27,16 @@ pytestmark = both  # the store on SQLite and on PostgreSQL
 # = model.head.MIN_OBJECTS, needs 200: too many for a unit test of the plumbing).
 MIN_OBJECTS = 20
 LABELS = {"dog": "dog", "cat": "Cat", "person": "people", "chair": "chair"}
+# The threshold loop never adapts here (CAMCUT_MIN_CORRECTIONS out of reach): only the head may move
+# the version. Its candidate scores are still computed for every correction (a featcut cut per
+# candidate t; 9 by default) but never read: one candidate keeps that path running at a ninth of the
+# cost. The head's samples come from the image's features (correction_sample), not from the scores.
+ENV = {
+    "CAMCUT_CONFIG": "featcut",
+    "CAMCUT_MIN_CORRECTIONS": "100000",
+    "CAMCUT_HEAD_MIN_CORRECTIONS": str(MIN_OBJECTS),
+    "CAMCUT_ADAPT_THRESHOLDS": "0.5",
+}
 
 
 def stems_with_objects(n_objects: int) -> list[str]:
@@ -61,8 +71,7 @@ def predict(client: Any, stem: str, tid: int, project: str) -> dict[str, Any]:
 
 def test_corrections_teach_a_head_kept_in_the_store(app_factory: Any, tmp_path: Path, ls_server: Any, database_url: str) -> None:
     stems = stems_with_objects(MIN_OBJECTS + REFIT_EVERY)
-    # The threshold loop never adapts here (CAMCUT_MIN_CORRECTIONS out of reach): only the head may move the version.
-    app = app_factory(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000", CAMCUT_HEAD_MIN_CORRECTIONS=str(MIN_OBJECTS))
+    app = app_factory(**ENV)
     client = app.test_client()
     other = stems[0]
     untaught_before = predict(client, other, 9000, "43.1")
@@ -113,9 +122,7 @@ def test_corrections_teach_a_head_kept_in_the_store(app_factory: Any, tmp_path: 
         assert not heads and v1 == v0
 
     # A restarted backend on the same MODEL_DIR serves the same version (the heads live in the store).
-    again = app_factory(
-        CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000", CAMCUT_HEAD_MIN_CORRECTIONS=str(MIN_OBJECTS)
-    ).test_client()
+    again = app_factory(**ENV).test_client()
     assert again.post("/setup", json={"project": "42.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v1
     # The project without corrections keeps the training-free model: same version, same masks.
     assert client.post("/setup", json={"project": "43.1", "schema": LABEL_CONFIG}).get_json()["model_version"] == v0

@@ -104,8 +104,16 @@ def poll(cond: Any, what: str, timeout: float, tail: Any) -> Any:
 def backend(label_studio: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CamcutBackend]:
     log_path = _REPO_ROOT / "out" / "e2e" / "backend-learning.log"
     server = CamcutBackend(label_studio, log_path, tmp_path_factory.mktemp("camcut-learning") / "model_dir")
-    # heads may be kept from 20 objects (served: 200), so that the kept-head path runs on 104
-    server.env.update(CAMCUT_CONFIG="featcut", CAMCUT_MIN_CORRECTIONS="100000", CAMCUT_HEAD_MIN_CORRECTIONS="20")
+    # heads may be kept from 20 objects (served: 200), so that the kept-head path runs on 104. The
+    # threshold loop never adapts (CAMCUT_MIN_CORRECTIONS out of reach), so the candidate scores every
+    # correction still gets (a featcut cut per candidate t, 9 by default) are never read: one candidate
+    # keeps that path running at a ninth of its cost; the head's samples do not come from them.
+    server.env.update(
+        CAMCUT_CONFIG="featcut",
+        CAMCUT_MIN_CORRECTIONS="100000",
+        CAMCUT_HEAD_MIN_CORRECTIONS="20",
+        CAMCUT_ADAPT_THRESHOLDS="0.5",
+    )
     try:
         server.start()
     except RuntimeError as exc:
