@@ -7,6 +7,7 @@ and the scores are stored; :meth:`backend.model.CamCutModel.adapted` picks from 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -64,6 +65,18 @@ class CorrectedRegion:
     mask: np.ndarray
     prediction: PredictedRegion | None
     box: Corners | None
+
+
+def merge_strokes(items: list[CorrectedRegion]) -> list[CorrectedRegion]:
+    """One corrected region per key: brush results that correct the same prediction (an object
+    painted in two strokes, or a stroke added beside the edited prediction) are one corrected
+    mask, their union. Two corrections with one key broke the store's primary key, and the event
+    was given back and retried forever."""
+    out: dict[str, CorrectedRegion] = {}
+    for it in items:
+        first = out.get(it.key)
+        out[it.key] = it if first is None else dataclasses.replace(first, mask=first.mask | it.mask)
+    return list(out.values())
 
 
 @dataclass(frozen=True)
@@ -356,7 +369,7 @@ class CorrectionLoop:
             ClassBox(self.model.labels.resolve(b.label), b.to_pixels(w, h).box)
             for b in (rect_box(r, task) for r in results if isinstance(r, dict) and r.get("from_name") in schema.rect_from)
         ]
-        items = [it for it in (self._corrected_region(r, h, w, predicted, rects) for r in brush) if it is not None]
+        items = merge_strokes([it for it in (self._corrected_region(r, h, w, predicted, rects) for r in brush) if it is not None])
         if not items:
             return []
         # the served answer is re-made as it was served (tags on a large image at the working size)

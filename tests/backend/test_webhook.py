@@ -255,3 +255,25 @@ def test_full_inbox_answers_503(app_factory: Any) -> None:
         assert client.post("/webhook", json=deleted(aid)).status_code == 201
     r = client.post("/webhook", json=deleted(3))
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+
+
+def test_two_strokes_on_one_prediction_are_one_correction(app_factory: Any, ls_records: FakeLabelStudio) -> None:
+    """An object painted in two brush results that both correct the predicted dog: each got the
+    prediction's region id as its key, the second broke the store's primary key, and the event
+    was given back and retried forever (seen end to end). Now they are one corrected mask."""
+    client = app_factory(CAMCUT_MIN_CORRECTIONS="1").test_client()
+    rid = predict_dog(client)["result"][0]["id"]
+    gt = next(g for c, g in instance_masks(DOG) if c == "dog")
+    ys = np.nonzero(gt.any(axis=1))[0]
+    mid = int(ys[len(ys) // 2])
+    top, bottom = gt.copy(), gt.copy()
+    top[mid:] = False
+    bottom[:mid] = False
+    ann = annotation(rid, "2025-01-01T10:00:00Z", mask=top)
+    second = annotation("stroke2", "2025-01-01T10:00:00Z", mask=bottom)["result"][0]
+    ann["result"].append(second)
+    ls_records.annotations[555] = ann
+    r = client.post("/webhook", json=event(ann))
+    assert r.status_code == 201 and r.get_json()["status"] == "processed", r.get_json()
+    c = corrections(client)["box:dog"]
+    assert c["count"] == 1 and c["mean_iou_of_prediction"] > 0.8  # against the union: the whole dog
