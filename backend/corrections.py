@@ -42,6 +42,7 @@ log = logging.getLogger("backend.model")  # the predictor's logger: its redactio
 DELETE_EVENTS = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 TRAIN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", *DELETE_EVENTS, "START_TRAINING")
 POLL_SECONDS = 5.0  # the worker's wait when idle: how soon a dead sibling's claim is taken over
+POISON_ATTEMPTS = 5  # an event whose writes failed this often while the database answers is an error
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,18 @@ class CorrectionLoop:
             outcome = Outcome("error", redact(f"{type(exc).__name__}: {exc}", self.model.secrets))
         if outcome.status == "error":
             log.warning("annotation %s of project %s: correction not used: %s", aid, item.project, outcome.detail)
-        if not self.inbox.finish(item, self.owner, outcome.status, outcome.detail, outcome.apply, outcome.drop):
+        try:
+            finished = self.inbox.finish(item, self.owner, outcome.status, outcome.detail, outcome.apply, outcome.drop)
+        except DatabaseError as exc:
+            if outcome.apply is None or item.attempts + 1 < POISON_ATTEMPTS:
+                raise  # the database went away (or a transient conflict): the event is given back
+            # The same writes failed POISON_ATTEMPTS times; if the event's error can be recorded now,
+            # the database answers and it is these writes that fail: recorded, not retried for ever
+            # (each retry re-reads LS and re-runs the CNN and the cuts).
+            outcome = Outcome("error", redact(f"not stored after {item.attempts + 1} attempts: {exc}", self.model.secrets))
+            log.warning("annotation %s of project %s: correction not used: %s", aid, item.project, outcome.detail)
+            finished = self.inbox.finish(item, self.owner, outcome.status, outcome.detail, None, False)
+        if not finished:
             return {"status": "queued", "annotation": aid}  # another process took the claim over
         res: dict[str, Any] = {"status": outcome.status, "annotation": aid}
         if outcome.status == "error":

@@ -277,3 +277,37 @@ def test_two_strokes_on_one_prediction_are_one_correction(app_factory: Any, ls_r
     assert r.status_code == 201 and r.get_json()["status"] == "processed", r.get_json()
     c = corrections(client)["box:dog"]
     assert c["count"] == 1 and c["mean_iou_of_prediction"] > 0.8  # against the union: the whole dog
+
+
+def test_an_event_whose_writes_always_fail_is_recorded_not_retried_for_ever(
+    app_factory: Any, ls_records: FakeLabelStudio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure is injected (the duplicate region key that caused it is fixed, test above): the
+    store refuses this annotation's writes every time while the database answers. Each retry
+    re-read LS and re-ran the CNN and the cuts, for ever; now the POISON_ATTEMPTS-th failure is
+    recorded as the event's error and the inbox is empty."""
+    import sqlite3
+
+    from backend import corrections as C
+
+    app = app_factory(CAMCUT_MIN_CORRECTIONS="1")
+    client = app.test_client()
+    rid = predict_dog(client)["result"][0]["id"]
+    ls_records.annotations[555] = annotation(rid, "2025-01-01T10:00:00Z")
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise sqlite3.IntegrityError("injected: these writes always fail")
+
+    monkeypatch.setattr(C, "write_corrections", refuse)
+    loop = app.config["CAMCUT_MODEL"].corrections
+    assert loop.inbox.put("9", [(555, "ANNOTATION_CREATED")])
+    for attempt in range(C.POISON_ATTEMPTS):
+        item = loop.inbox.claim(loop.owner)
+        assert item is not None and item.attempts == attempt
+        if attempt < C.POISON_ATTEMPTS - 1:
+            with pytest.raises(sqlite3.IntegrityError):
+                loop.run(item)
+            loop.inbox.release(item, loop.owner, "given back")  # what the background loop does (_give_back)
+    res = loop.run(item)
+    assert res["status"] == "error" and f"not stored after {C.POISON_ATTEMPTS} attempts" in res["error"], res
+    assert loop.inbox.waiting() == 0 and corrections(client) == {}
