@@ -656,22 +656,22 @@ def fit_heads(
     candidates = [{"": prior_head(fit)}]
     if mlp and n >= MLP_MIN_OBJECTS:
         try:
-            project = fit_head(fit, budget_s=budget_s * 0.6, **kw)
-        except FitBudgetExceeded:
+            project: Head | None = fit_head(fit, budget_s=budget_s * 0.6, **kw)
+        except FitBudgetExceeded:  # a head cut short is no candidate (_fit_mlp)
             project = None
-        heads = {"": project} if project is not None else {}
-        for c in sorted({s.voc_class for s in fit}) if project is not None else ():
-            own = [s for s in fit if s.voc_class == c]
-            test = [s for s in held if s.voc_class == c]
-            if len(own) < PER_CLASS_MIN or len(test) < MIN_HOLDOUT or time.process_time() - t0 > budget_s * 0.8:
-                continue
-            try:
-                ch = fit_head(own, budget_s=budget_s * 0.1, **kw)
-            except FitBudgetExceeded:
-                continue
-            if heldout_iou(ch, test) > heldout_iou(project, test) + MIN_GAIN:
-                heads[c] = ch
-        if heads:
+        if project is not None:
+            heads = {"": project}
+            for c in sorted({s.voc_class for s in fit}):
+                own = [s for s in fit if s.voc_class == c]
+                test = [s for s in held if s.voc_class == c]
+                if len(own) < PER_CLASS_MIN or len(test) < MIN_HOLDOUT or time.process_time() - t0 > budget_s * 0.8:
+                    continue
+                try:
+                    ch = fit_head(own, budget_s=budget_s * 0.1, **kw)
+                except FitBudgetExceeded:
+                    continue
+                if heldout_iou(ch, test) > heldout_iou(project, test) + MIN_GAIN:
+                    heads[c] = ch
             candidates.append(heads)
     per = [judge(hs) for hs in candidates]
     best = int(np.argmax([p.mean() for p in per]))
