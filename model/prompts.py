@@ -30,6 +30,12 @@ class Box:
         """VOC XML boxes are 1-based and inclusive."""
         return cls(xmin - 1, ymin - 1, xmax, ymax)
 
+    @classmethod
+    def of_mask(cls, mask: np.ndarray) -> Box:
+        """The bounding box of a non-empty (H, W) bool mask."""
+        ys, xs = np.nonzero(mask)
+        return cls(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+
     def clip(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Integer box clipped to the image; raises BoxError if nothing is left."""
         vals = (self.x0, self.y0, self.x1, self.y1)

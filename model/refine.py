@@ -44,8 +44,7 @@ def subtract_negatives(
     if not core.any():  # the clicks sit in the middle of a small mask: all of it goes
         return np.zeros_like(mask), 0.0
     if seg.answers_from_previous:
-        ys, xs = np.nonzero(mask)
-        box = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        box = Box.of_mask(mask)
         negatives = Seeds(positive_mask=core, negative_points=seeds.negative_points, negative_mask=seeds.negative_mask)
         # The box technique of the configuration (the tag technique the caller passes is for
         # whole-image cuts); without a class, the box alone (naked GrabCut's initial mask).

@@ -427,9 +427,7 @@ class Segmenter:
         its colour models inside the box the share-gated mask spans, so the masks shrink where
         they spilled (40.0 vs 39.2 tag mIoU, a gain on all four halves; README "The feature cut"
         (15)). A box too small for a cut, or an empty answer, keeps the gated mask."""
-        ys, xs = np.nonzero(gated)
-        box = Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        res = self._segment_box(box, voc_class, None, None, previous=gated)
+        res = self._segment_box(Box.of_mask(gated), voc_class, None, None, previous=gated)
         if res.fallback == "box_too_small" or not res.mask.any():
             return gated
         return res.mask
