@@ -184,7 +184,7 @@ class Learner:
                     db.execute("INSERT INTO heads VALUES (?,?,?,?)", (project, c, version, b))
             detail = f"{rep.kind} held-out IoU {rep.new_iou:.4f} vs {rep.old_iou:.4f} on {rep.holdout}, {rep.seconds:.1f} s CPU"
             if rep.rho is not None:
-                detail += f"; score rho {rep.rho[0]:.3f} vs the agreement's {rep.rho[1]:.3f} (cross-validated)"
+                detail += f"; score rho {rep.rho[0]:.3f} vs the training-free score's {rep.rho[1]:.3f} (cross-validated)"
             db.execute(
                 "INSERT INTO head_fits VALUES (?,?,?,?,?,?) ON CONFLICT (project) DO UPDATE SET version=excluded.version, "
                 "samples=excluded.samples, fitted=excluded.fitted, accepted=excluded.accepted, detail=excluded.detail",

@@ -44,6 +44,9 @@ class EngineConfig:
     # the mask's own cut). The score only ranks masks, and at 96 px it ranks them almost as well
     # as at full size (Spearman 0.449 vs 0.461 on 273 VOC boxes) for a quarter of the cost.
     score_max_side: int | None = None
+    # Boxes with ``agreement=True``: the score averages the agreement with the cut's own confidence
+    # in its answer (model/results.py agreement_score), where the cut reports one (featcut does).
+    score_confidence: bool = False
     # Tags: the other classes tagged on the image compete for pixels. A pixel where another
     # tagged class's (raw) CAM is higher cannot be foreground of this one (it becomes probable
     # background), since a pixel has one class. The report segments each tag on its own (False).
@@ -168,6 +171,7 @@ FEATCUT = dataclasses.replace(
     class_tag_walk_scaled=True,
     class_tag_keep_rel=0.5,
     class_tag_recut=True,
+    score_confidence=True,
 )
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.
 CONFIGS: Mapping[str, EngineConfig] = MappingProxyType(

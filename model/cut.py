@@ -32,6 +32,15 @@ Window = tuple[int, int, int, int]  # (x0, y0, x1, y1), half-open, in image pixe
 CROP_MIN_PX = 8
 
 
+@dataclass
+class CutReport:
+    """What a cut says of its own answer, filled in by the cut (a field stays None where it cannot)."""
+
+    # The mean foreground probability the cut's own per-image unary gives the answer's pixels
+    # inside the box: how sure the cut is of what it kept (featcut; GrabCut keeps its GMMs to itself).
+    confidence: float | None = None
+
+
 @dataclass(frozen=True)
 class CutInputs:
     """Per-pixel inputs beyond colour that a richer cut may use (GrabCut uses none).
@@ -57,6 +66,7 @@ class CutInputs:
     # training-free cut.
     head: Any = None
     head_features: WindowSampler | np.ndarray | None = None
+    report: CutReport | None = None  # filled in by the cut (passed through untouched); None: nobody asks
 
 
 class WindowSampler(Protocol):
@@ -150,7 +160,7 @@ def _fit_extras(extras: CutInputs | None, window: Window, size: tuple[int, int] 
     changes: dict[str, Any] = {}
     for f in fields(extras):
         a = getattr(extras, f.name)
-        if f.name == "head" or isinstance(a, bool):  # passed through untouched
+        if f.name in ("head", "report") or isinstance(a, bool):  # passed through untouched
             continue
         if f.name == "points":
             changes[f.name] = tuple(((x - x0) * sx, (y - y0) * sy, positive) for x, y, positive in a)

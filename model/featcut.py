@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .cut import Cut, CutInputs
+from .cut import Cut, CutInputs, CutReport
 from .features import PixelFeatures
 from .grabcut import run_grabcut
 from .graphcut import fit_gmm, fit_logistic, gmm_loglik, logistic_logits, min_cut, potts_weights
@@ -240,6 +240,7 @@ class FeatCut:
         head: Any = None,
         head_features: np.ndarray | None = None,
         keep_previous: bool = True,
+        report: CutReport | None = None,
     ) -> np.ndarray:
         """Bool mask of one window at the working size.
 
@@ -247,7 +248,8 @@ class FeatCut:
         outside the box and negative clicks, GC_FGD: CAM's peak and positive clicks, PR_FGD /
         PR_BGD: the rest of the box); ``cam`` (h, w) in [0, 1] or None; ``features`` (h, w, d)
         hypercolumns or None; ``previous`` (h, w) in [0, 1], the mask answered last, or None;
-        ``points``: the clicks (x, y, positive) in window pixels, newest last.
+        ``points``: the clicks (x, y, positive) in window pixels, newest last; ``report``, if
+        given, receives the answer's confidence (CutReport).
         """
         p = self.p
         h, w = init.shape
@@ -361,6 +363,9 @@ class FeatCut:
             _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
             keep = np.unique(comp[anchor & mask])
             mask = np.isin(comp, keep[keep > 0])
+        if report is not None:
+            kept = mask & inbox
+            report.confidence = float(np.mean(1.0 / (1.0 + np.exp(-np.clip(z[kept], -30, 30))))) if kept.any() else 0.0
         return mask
 
 
@@ -397,7 +402,16 @@ class FeatCutCut(Cut):
         hf = extras.head_features
         hf = hf.window(None, image.shape[1::-1]) if hf is not None and not isinstance(hf, np.ndarray) else hf
         return self.core.cut(
-            image, init, extras.cam, feats, extras.previous, extras.points, extras.head, hf, extras.keep_previous
+            image,
+            init,
+            extras.cam,
+            feats,
+            extras.previous,
+            extras.points,
+            extras.head,
+            hf,
+            extras.keep_previous,
+            extras.report,
         )
 
 

@@ -31,10 +31,22 @@ class MaskResult:
     score: float
     fallback: str | None = None
     learned: Any = field(default=None, repr=False, compare=False)  # model/head.py Hook of a box answer
+    confidence: float | None = None  # the cut's own confidence in the mask (model.cut.CutReport); None: none given
+    agreement: float | None = None  # the mask's IoU with its second opinion, once that is cut (``agreement=True``)
 
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.mask))
+
+
+def agreement_score(agreement: float, confidence: float | None) -> float:
+    """The training-free score of an answer that has a second opinion: its agreement with it,
+    averaged with the cut's own confidence in the answer where the cut gives one. The two are
+    different evidence (does another cut find the same object; does the per-image model believe
+    what it kept), each in [0, 1], so the plain mean, with no weight fitted to VOC: on the 579
+    boxes of the 205 VOC images (featcut) Spearman rho with the true IoU 0.435 for the agreement
+    alone, 0.489 for the confidence alone, 0.575 for the mean (README "Mask scores")."""
+    return agreement if confidence is None else 0.5 * (agreement + confidence)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

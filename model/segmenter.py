@@ -20,14 +20,14 @@ import numpy as np
 from . import voc
 from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pool_voc_cams
 from .config import REFERENCE, EngineConfig
-from .cut import Cut, CutInputs, Window, make_cut, windowed_cut
+from .cut import Cut, CutInputs, CutReport, Window, make_cut, windowed_cut
 from .featcut import click_region, click_window, continues, widen
 from .features import PixelFeatures
 from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
 from .pool import run_jobs
 from .prompts import Box, BoxPrompt, Seeds
-from .results import MaskResult, Task, cam_score, cam_thresholds, known_class, mask_iou, second_opinion
+from .results import MaskResult, Task, agreement_score, cam_score, cam_thresholds, known_class, mask_iou, second_opinion
 from .tagprop import TagParams, TagShares
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, digitize
 from .windows import box_window, tag_window
@@ -222,9 +222,10 @@ class Segmenter:
             if isinstance(res, MaskResult) and res.fallback != unscored:
                 if isinstance(alt_res, Exception):
                     raise alt_res  # the same prompt succeeded with the main technique: a bug, not bad input
-                res.score = mask_iou(res.mask, alt_res.mask)
+                res.agreement = mask_iou(res.mask, alt_res.mask)
+                res.score = agreement_score(res.agreement, res.confidence)
                 if res.learned is not None:  # the learned score (model/head.py) reads the agreement
-                    learned = self.heads.rescore(res.learned, res.score)
+                    learned = self.heads.rescore(res.learned, res.agreement)
                     res.score = res.score if learned is None else learned
             out.append(res)
         return out
@@ -313,7 +314,10 @@ class Segmenter:
                 prev = previous.astype(np.float32)
             hook = self.heads.hook(voc_class) if self.heads is not None and not score and not interactive else None
             fixed = None if hook is None or self._features is None else self._features.fixed_sampler()
-            extras = CutInputs(cam=cam, features=self._features, previous=prev, points=pts, head=hook, head_features=fixed)
+            report = CutReport() if self.config.score_confidence and not score else None
+            extras = CutInputs(
+                cam=cam, features=self._features, previous=prev, points=pts, head=hook, head_features=fixed, report=report
+            )
         m, cut_fallback = self._cut(
             init, box_window(self.config.crop_margin, x0, y0, x1, y1, w, h), self._side("box", score), extras
         )
@@ -322,7 +326,9 @@ class Segmenter:
         m[:, :x0] = False
         m[:, x1:] = False
         res = MaskResult(m, tech, cam_score(m, cam), fallback or cut_fallback)
-        res.learned = extras.head if extras is not None and cut_fallback is None else None
+        if extras is not None and cut_fallback is None:
+            res.learned = extras.head
+            res.confidence = extras.report.confidence if extras.report is not None else None
         return res
 
     # -- tag task ----------------------------------------------------------------------------

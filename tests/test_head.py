@@ -24,6 +24,7 @@ from model.head import (
     prior_head,
     score_head,
     score_rho,
+    training_free_score,
 )
 from tests.backend.conftest import VOC
 
@@ -205,14 +206,14 @@ def test_a_score_head_changes_the_scores_and_no_mask(samples: list[ObjectSample]
     assert changed > 0
 
 
-def test_a_score_model_is_kept_only_if_it_ranks_better_than_the_agreement(samples: list[ObjectSample]) -> None:
+def test_a_score_model_is_kept_only_if_it_ranks_better_than_the_training_free_score(samples: list[ObjectSample]) -> None:
     many = as_images(samples, 4)
     rep = fit_heads(many, epochs=1, min_objects=len(many), mlp=False)
     rho = score_rho(many)
     if rep.kind == "score":
         assert rep.accepted and rep.rho == rho and rho[0] > rho[1] + SCORE_MIN_GAIN
-    # Where the true IoU is the agreement itself, nothing ranks better than it: never kept.
-    exact = [dataclasses_replace(s, core_iou=s.agreement) for s in many]
+    # Where the true IoU is the training-free score itself, nothing ranks better than it: never kept.
+    exact = [dataclasses_replace(s, core_iou=training_free_score(s)) for s in many]
     assert score_rho(exact)[1] == pytest.approx(1.0)
     rep = fit_heads(exact, epochs=1, min_objects=len(exact), mlp=False)
     assert rep.kind != "score" and not any(not h.changes_masks for h in rep.heads.values())
@@ -257,3 +258,46 @@ def test_a_head_cut_short_by_its_budget_is_no_candidate(samples: list[ObjectSamp
     many = as_images(samples, MLP_MIN_OBJECTS // len(samples) + 1)
     rep = fit_heads(many, epochs=5, budget_s=0.0, min_objects=len(many))
     assert rep.kind != "mlp" and all(not h.w1.shape[1] for h in rep.heads.values())
+
+
+def test_the_learned_score_moves_a_class_by_its_shrunk_corrected_iou(samples: list[ObjectSample]) -> None:
+    """A "class" score: the training-free score plus the class's mean corrected IoU (shrunk by
+    SCORE_SHRINK objects towards the project's) minus the project's. Two classes whose answers
+    have the same stats score apart by exactly their shrunk offsets."""
+    from model.head import SCORE_SHRINK, mask_stats
+
+    base = samples[0]
+    good = [dataclasses_replace(s, voc_class="cat", core_iou=0.9, group=f"g{i}") for i, s in enumerate(samples)]
+    bad = [dataclasses_replace(s, voc_class="chair", core_iou=0.3, group=f"b{i}") for i, s in enumerate(samples)]
+    head = score_head(good + bad)
+    n, mean = len(samples), 0.6
+    assert head.prior("") == pytest.approx(mean)
+    assert head.prior("cat") == pytest.approx((0.9 * n + SCORE_SHRINK * mean) / (n + SCORE_SHRINK))
+    x = base.x.astype(np.float32)
+    stats = lambda c: mask_stats(x, head.logits(x, c), x[:, 1] > 0, base.agreement, head.prior(c))  # noqa: E731
+    free = training_free_score(base)
+    assert head.score(stats("cat")) == pytest.approx(min(1.0, free + head.prior("cat") - mean), abs=1e-5)
+    assert head.score(stats("chair")) == pytest.approx(max(0.0, free + head.prior("chair") - mean), abs=1e-5)
+    assert head.score(stats("cat")) > free > head.score(stats("chair"))
+
+
+def test_a_head_stored_before_the_class_score_keeps_its_agreement_score(samples: list[ObjectSample]) -> None:
+    """Arrays without "score_base" are a session-8 head: its score_w corrects the agreement."""
+    from model.head import mask_stats
+
+    head = score_head(samples)
+    arrays = head.to_arrays()
+    assert str(arrays["score_base"][0]) == "class" and Head.from_arrays(arrays).score_base == "class"
+    old = {k: v for k, v in arrays.items() if k != "score_base"}
+    old["score_w"] = np.linspace(-0.1, 0.1, len(arrays["score_w"])).astype(np.float32)
+    legacy = Head.from_arrays(old)
+    assert legacy.score_base == "agreement"
+    x = samples[0].x.astype(np.float32)
+    st = mask_stats(
+        x, legacy.logits(x, samples[0].voc_class), x[:, 1] > 0, samples[0].agreement, legacy.prior(samples[0].voc_class)
+    )
+    expect = float(np.clip(st[0] + old["score_w"][0] + st @ old["score_w"][1:], 0.0, 1.0))
+    assert legacy.score(st) == pytest.approx(expect)
+    bad = dict(arrays, score_base=np.array(["magic"], dtype=np.str_))
+    with pytest.raises(ValueError):
+        Head.from_arrays(bad)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from evaluator.dataset import VocDataset
 from evaluator.learn import correction_samples
 from model.engine import Segmenter, get_config
-from model.head import ObjectSample, sample_score, score_head, score_rho
+from model.head import ObjectSample, sample_score, score_head, score_rho, training_free_score
 
 VOC_ROOT = os.environ.get("CAMCUT_VOC", "/work/shared/voc2012/VOC2012")
 FIELDS = ("voc_class", "agreement", "core_iou", "group")
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     halves = collect(a.cache)
     print(f"objects: A {len(halves[0])}, B {len(halves[1])}")
-    print("| learn -> score | corrections | CV rho learnt / agreement | other half: learnt / agreement |")
+    print("| learn -> score | corrections | CV rho learnt / training-free | other half: learnt / training-free / agreement |")
     print("|---|---:|---|---|")
     for src, dst in ((0, 1), (1, 0)):
         for n in [int(p) for p in a.points.split(",")]:
@@ -75,8 +75,10 @@ def main(argv: list[str]) -> int:
             head = score_head(fit)
             truth = [s.core_iou for s in halves[dst]]
             learnt = spearmanr(truth, [sample_score(head, s) for s in halves[dst]]).statistic
+            free = spearmanr(truth, [training_free_score(s) for s in halves[dst]]).statistic
             agreement = spearmanr(truth, [s.agreement for s in halves[dst]]).statistic
-            print(f"| {'AB'[src]} -> {'AB'[dst]} | {len(fit)} | {cv[0]:.3f} / {cv[1]:.3f} | {learnt:.3f} / {agreement:.3f} |")
+            other = f"{learnt:.3f} / {free:.3f} / {agreement:.3f}"
+            print(f"| {'AB'[src]} -> {'AB'[dst]} | {len(fit)} | {cv[0]:.3f} / {cv[1]:.3f} | {other} |")
     return 0
 
 
