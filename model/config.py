@@ -74,6 +74,10 @@ class EngineConfig:
     # Tags (with class_tagprop): the gated mask re-cut by the box core (``cut``) on its bounding
     # box, the mask as the cut's previous answer (model/segmenter.py Segmenter._recut_tag).
     class_tag_recut: bool = False
+    # Tags (with class_tagprop): the score is the answer's support by the propagated shares
+    # averaged with the class's probability (model/results.py tag_support_score); False: the
+    # mean CAM in the mask.
+    class_tag_support_score: bool = False
 
     def __post_init__(self) -> None:
         if self.cam_norm not in ("image", "box"):
@@ -171,6 +175,7 @@ FEATCUT = dataclasses.replace(
     class_tag_walk_scaled=True,
     class_tag_keep_rel=0.5,
     class_tag_recut=True,
+    class_tag_support_score=True,
     score_confidence=True,
 )
 # Read-only: an experiment builds its own EngineConfig and passes it down instead of registering it.

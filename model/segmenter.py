@@ -27,7 +27,17 @@ from .grabcut import foreground, has_both_sides
 from .image import to_rgb_uint8
 from .pool import run_jobs
 from .prompts import Box, BoxPrompt, Seeds
-from .results import MaskResult, Task, agreement_score, cam_score, cam_thresholds, known_class, mask_iou, second_opinion
+from .results import (
+    MaskResult,
+    Task,
+    agreement_score,
+    cam_score,
+    cam_thresholds,
+    known_class,
+    mask_iou,
+    second_opinion,
+    tag_support_score,
+)
 from .tagprop import TagParams, TagShares
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD, Technique, digitize
 from .windows import box_window, tag_window
@@ -366,10 +376,10 @@ class Segmenter:
         seconds: list[Callable[[], MaskResult] | None] = []
         for cls, tech in prompts:
             jobs.append(partial(self._segment_class, cls, tech, rivals=rivals.get(cls, ())))
-            # Tags gated by propagated shares (class_tagprop) keep the mean-CAM score: the second
-            # opinion is gated by the same shares and agrees whatever the truth (Spearman rho with
-            # the true IoU 0.18 against 0.49 for the mean CAM, 43 tags of 25 VOC images; README
-            # "Mask scores"), and skipping it saves a cut per tag.
+            # Tags gated by propagated shares (class_tagprop) get no second opinion: it is gated by
+            # the same shares and agrees whatever the truth (Spearman rho with the true IoU 0.18, 43
+            # tags of 25 VOC images; README "Mask scores"); their score is the mean CAM or the
+            # shares' support (class_tag_support_score), and skipping it saves a cut per tag.
             want = agreement and self._tagprop is None
             alt = second_opinion(tech or self.config.class_technique, True, task="tag") if want else None
             seconds.append(
@@ -423,7 +433,11 @@ class Segmenter:
             res.mask = self._tagprop.gate(self, voc_class, res.mask, rivals, cut_ran=res.fallback is None)
             if self.config.class_tag_recut and res.mask.any():
                 res.mask, res.confidence = self._recut_tag(voc_class, res.mask)
-            res.score = cam_score(res.mask, self.class_cam(voc_class)[0])
+            if self.config.class_tag_support_score:
+                probability = {c.voc_class: c.probability for c in self.class_probabilities()}.get(voc_class, 0.0)
+                res.score = tag_support_score(self._tagprop.support(self, voc_class, res.mask, rivals), probability)
+            else:
+                res.score = cam_score(res.mask, self.class_cam(voc_class)[0])
         return res
 
     def _recut_tag(self, voc_class: str, gated: np.ndarray) -> tuple[np.ndarray, float | None]:

@@ -369,6 +369,14 @@ class TagShares:
             return gate(mask[None], share[[0, k + 1]], self.params)[0]
         return answer(mask, share, k, seg.class_cam(voc_class)[0], self.params, cut_ran)
 
+    def support(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> float:
+        """The mean share of ``voc_class`` over ``mask`` (0 for an empty mask): how strongly the
+        propagated CAMs of the image's tags back the pixels the tag's answer holds."""
+        if not mask.any():
+            return 0.0
+        key, share = self.shares(seg, (voc_class, *rivals))
+        return float(share[key.index(_canonical(voc_class)) + 1][mask].mean())
+
 
 __all__ = [
     "TagParams",
