@@ -18,6 +18,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "tta.py": (["1"], "1 images,"),
     "grabcut_cost.py": (["--sides", "100", "--runs", "1"], "100 px ("),
     "featcut_negative.py": (["0", "2"], "objects; mean IoU before / GrabCut / featcut"),
+    "tag_score.py": (["--limit", "1"], "tags with a CAM"),
 }
 
 
