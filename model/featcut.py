@@ -31,7 +31,7 @@ import numpy as np
 from .cut import Cut, CutInputs, CutReport
 from .features import PixelFeatures
 from .grabcut import run_grabcut
-from .graphcut import fit_gmm, fit_logistic, gmm_loglik, logistic_logits, min_cut, potts_weights
+from .graphcut import fit_gmm, fit_logistic, gmm_logliks, logistic_logits, min_cut, potts_weights
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
 
 MAX_FIT_SAMPLES = 2048  # the unary models are fitted on a regular subsample of the window (+ every click pixel)
@@ -344,7 +344,8 @@ class FeatCut:
                     fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
                 fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components)
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components)
-                z += p.gmm_weight * np.clip(gmm_loglik(g, fg_m) - gmm_loglik(g, bg_m), -30, 30)
+                fg_ll, bg_ll = gmm_logliks(g, fg_m, bg_m)
+                z += p.gmm_weight * np.clip(fg_ll - bg_ll, -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
             if prev is not None and keep_previous and p.keep_far > 0:
