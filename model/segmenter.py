@@ -321,7 +321,14 @@ class Segmenter:
             fixed = None if hook is None or self._features is None else self._features.fixed_sampler()
             report = CutReport() if self.config.score_confidence and not score else None
             extras = CutInputs(
-                cam=cam, features=self._features, previous=prev, points=pts, head=hook, head_features=fixed, report=report
+                cam=cam,
+                features=self._features,
+                previous=prev,
+                points=pts,
+                head=hook,
+                head_features=fixed,
+                report=report,
+                score=score,
             )
         m, cut_fallback = self._cut(
             init, box_window(self.config.crop_margin, x0, y0, x1, y1, w, h), self._side("box", score), extras
