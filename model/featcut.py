@@ -83,8 +83,10 @@ class FeatCutParams:
     # The cut still starts from F PF; later EM rounds re-fit on the whole cut.
     fit_fg_cam: float | None = 0.3
     # EM rounds of each GMM fit in a second-opinion cut, whose only use is the score's agreement
-    # (None: graphcut.fit_gmm's 4, as in the mask's own cut).
-    score_gmm_iterations: int | None = None
+    # (None: graphcut.fit_gmm's 4, as in the mask's own cut). 0: the components stay the quantile
+    # slices along the leading direction, one M-step: with the featcut preset's score_max_side 48,
+    # half the second opinion's CPU and a score that ranks boxes better on both halves (README "Speed").
+    score_gmm_iterations: int | None = 0
     extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
 
 
