@@ -38,7 +38,7 @@ MMAP_THRESHOLD = 1 << 20
 # oneDNN (torch's CPU convolutions) caches up to 1,024 compiled primitives with their buffers,
 # one set per input shape; the CNN passes at 320 and 480 px meet the shape of each new image.
 # Off in the worker (capacity 0), the benchmark's 96 requests replayed in process
-# (runs/probe_inproc.py, loaded machine, session 9): peak 475 / 481 MB vs 494 / 486 / 489 with the
+# (tools/experiments/speed_memory.py, loaded machine, session 9): peak 475 / 481 MB vs 494 / 486 / 489 with the
 # default (capacity 64: 485), the process's CPU 39.5 / 39.1 s vs 40.5 / 40.9 / 39.6 s: recompiling
 # costs less than this machine's noise. ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment wins.
 ONEDNN_CACHE_CAPACITY = "0"
