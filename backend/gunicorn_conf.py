@@ -35,6 +35,13 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms'
 # instead: 504 MB, and with 2 MB 468 MB at 19% more CPU. MALLOC_MMAP_THRESHOLD_ in the
 # environment, if set, wins.
 MMAP_THRESHOLD = 1 << 20
+# oneDNN (torch's CPU convolutions) caches up to 1,024 compiled primitives with their buffers,
+# one set per input shape; the CNN passes at 320 and 480 px meet the shape of each new image.
+# Off in the worker (capacity 0), the benchmark's 96 requests replayed in process
+# (tools/experiments/speed_memory.py, loaded machine, session 9): peak 475 / 481 MB vs 494 / 486 / 489 with the
+# default (capacity 64: 485), the process's CPU 39.5 / 39.1 s vs 40.5 / 40.9 / 39.6 s: recompiling
+# costs less than this machine's noise. ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment wins.
+ONEDNN_CACHE_CAPACITY = "0"
 
 
 def post_fork(server, worker):
@@ -46,10 +53,13 @@ def post_fork(server, worker):
     process: 360 MB and creeping with the default, 337 MB flat with 2). The mmap threshold:
     MMAP_THRESHOLD above. There is no Python API for either, hence ctypes; M_ARENA_MAX is -8
     and M_MMAP_THRESHOLD -3 in glibc's malloc.h. MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ in
-    the environment, if set, win.
+    the environment, if set, win. oneDNN's primitive cache: ONEDNN_CACHE_CAPACITY above, set
+    before the worker imports torch (the app is not preloaded).
     """
     import ctypes
     import ctypes.util
+
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_CAPACITY)
 
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

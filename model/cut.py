@@ -67,6 +67,9 @@ class CutInputs:
     head: Any = None
     head_features: WindowSampler | np.ndarray | None = None
     report: CutReport | None = None  # filled in by the cut (passed through untouched); None: nobody asks
+    # The cut is a mask's second opinion, whose only use is its agreement with the mask (the
+    # score): a cut may spend less on it (featcut's score_gmm_iterations).
+    score: bool = False
 
 
 class WindowSampler(Protocol):

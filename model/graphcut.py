@@ -158,9 +158,20 @@ def _component_loglik(
 
 def gmm_loglik(x: np.ndarray, model: tuple[torch.Tensor, ...]) -> np.ndarray:
     """log p(x) under a fit_gmm model, for (..., d) features."""
+    return gmm_logliks(x, model)[0]
+
+
+def gmm_logliks(x: np.ndarray, *models: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """:func:`gmm_loglik` of the same (..., d) features under each model: the pixels are converted
+    and their monomials built once, not per model (a cut scores its window under the foreground
+    and the background GMM). The same values as one gmm_loglik call per model, bit for bit."""
     shape = x.shape[:-1]
     xt = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)).double()
-    return torch.logsumexp(_component_loglik(xt, *model), dim=1).numpy().reshape(shape).astype(np.float32)
+    quad = _monomials(xt)
+    out = []
+    for logpi, mu, chol in models:
+        out.append(torch.logsumexp(_component_loglik(xt, logpi, mu, chol, quad), dim=1).numpy().reshape(shape).astype(np.float32))
+    return out
 
 
 def potts_weights(image: np.ndarray, lam: float) -> list[np.ndarray]:

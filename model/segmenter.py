@@ -117,11 +117,16 @@ class Segmenter:
                 self._features = kept  # the caller's cached output of this very image: no second pass
             else:
                 self._features = PixelFeatures.of_image(self.net.net, self._image, self.config.cnn_max_side, fixed_dims=fixed)
-            raw = self._features.raw
-            if self._tagprop is not None and "fire3" in raw and "fire5" in raw and self._features.input_shape:
-                self._tagprop.take(self._features.input_shape, raw["fire3"], raw["fire5"])
+            fire3, fire5 = self._features.raw_layer("fire3"), self._features.raw_layer("fire5")
+            if self._tagprop is not None and fire3 is not None and fire5 is not None and self._features.input_shape:
+                self._tagprop.take(self._features.input_shape, fire3, fire5)
             if cnn is None:
+                assert self._features.cam is not None  # a fresh pass's: only a caller's cached output is packed
                 cnn = CnnOutput(logits=self._features.logits, voc_cams=pool_voc_cams(self._features.cam))
+            # What the caller may cache with the output (the backend's ImageCache, 8 images) kept
+            # compact from here on: the raw layers packed, the 1000-class CAM dropped (5 -> 1.4 MB
+            # per image; the worker's peak RSS, README "Speed").
+            self._features.pack()
             cnn = dataclasses.replace(cnn, features=self._features)
         self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side)
         self._upsampled = {}
@@ -326,7 +331,14 @@ class Segmenter:
             fixed = None if hook is None or self._features is None else self._features.fixed_sampler()
             report = CutReport() if self.config.score_confidence and not score else None
             extras = CutInputs(
-                cam=cam, features=self._features, previous=prev, points=pts, head=hook, head_features=fixed, report=report
+                cam=cam,
+                features=self._features,
+                previous=prev,
+                points=pts,
+                head=hook,
+                head_features=fixed,
+                report=report,
+                score=score,
             )
         m, cut_fallback = self._cut(
             init, box_window(self.config.crop_margin, x0, y0, x1, y1, w, h), self._side("box", score), extras

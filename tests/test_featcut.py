@@ -299,3 +299,28 @@ def test_a_click_does_not_flip_what_it_did_not_point_at(ds: VocDataset, seg: Seg
     print("largest IoU drop after a click", drops)
     assert drops["loose"] > 0.3  # the case this test is about still happens without the term
     assert drops["served"] < 0.05
+
+
+def test_score_gmm_iterations_apply_to_the_second_opinion_alone(ds: VocDataset, seg: Segmenter, monkeypatch) -> None:
+    """FeatCutParams.score_gmm_iterations sets the EM rounds of the second-opinion cut's GMM fits
+    only: the box's own cut fits with fit_gmm's default rounds, and its mask is the same."""
+    import model.featcut as featcut_module
+
+    rounds: list[int | None] = []
+    real = featcut_module.fit_gmm
+
+    def recorded(x, w, k=5, **kwargs):
+        rounds.append(kwargs.get("iterations"))
+        return real(x, w, k, **kwargs)
+
+    s = ds.load("2007_000039")
+    o = s.objects[0]
+    seg.set_image(s.image)
+    served = seg.segment_box(o.box, o.name, agreement=True)
+    cheap = Segmenter(seg.config, net=seg.net)  # one thread: the mask's cut runs first, then the score's
+    cheap.cutter.core.p = dataclasses.replace(cheap.cutter.core.p, score_gmm_iterations=1)
+    cheap.set_image(s.image)
+    monkeypatch.setattr(featcut_module, "fit_gmm", recorded)
+    res = cheap.segment_box(o.box, o.name, agreement=True)
+    assert rounds == [None, None, 1, 1]  # foreground and background GMM of each cut
+    assert np.array_equal(res.mask, served.mask)

@@ -76,3 +76,37 @@ def test_box_mask_is_the_same_whether_or_not_the_features_are_read(sample) -> No
         finally:
             del core.reads_features
         assert np.array_equal(plain, forced)
+
+
+def test_packed_layers_unpack_to_the_same_bits() -> None:
+    rng = np.random.default_rng(0)
+    a = np.maximum(rng.normal(size=(16, 9, 13)), 0).astype(np.float32)
+    a[0, 0, :3] = [-0.0, np.float32(1e-40), np.inf]  # a signed zero, a subnormal: values, not zeros
+    p = features.PackedLayer.of(a)
+    assert p.values.size == np.count_nonzero(a.view(np.uint32))
+    assert np.array_equal(p.unpack().view(np.uint32), a.view(np.uint32))
+
+
+def test_set_image_leaves_the_output_compact_and_the_answers_unchanged(sample, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a caller caches with the output of set_image (the backend's ImageCache keeps 8 images)
+    holds the fire layers packed, the same values bit for bit, and no 1000-class CAM; a click,
+    whose per-image PCA reads those layers, answers exactly as from the dense pass."""
+    seg = Segmenter(get_config("featcut"))
+    dense = features.PixelFeatures.of_image(seg.net.net, sample.image, 320)
+    cnn = seg.set_image(sample.image)
+    pf = cnn.features
+    assert pf.cam is None and set(pf.raw) == set(dense.raw)
+    assert all(isinstance(a, features.PackedLayer) for a in pf._raw.values())
+    for name, a in dense.raw.items():
+        assert np.array_equal(pf.raw_layer(name).view(np.uint32), a.view(np.uint32))
+    o = sample.objects[0]
+    seeds = Seeds((((o.box.x0 + o.box.x1) / 2, (o.box.y0 + o.box.y1) / 2),))
+    cached = Segmenter(get_config("featcut"), net=seg.net)
+    cached.set_image(sample.image, cnn=cnn)  # the annotator's next prompt: the cached, packed output
+    packed_answer = cached.segment_box(o.box, o.name, seeds=seeds, agreement=True)
+    monkeypatch.setattr(features.PixelFeatures, "pack", lambda self: None)  # as before: layers dense
+    fresh = Segmenter(get_config("featcut"), net=seg.net)
+    fresh.set_image(sample.image)
+    assert isinstance(fresh.cnn.features._raw["fire3"], np.ndarray)
+    dense_answer = fresh.segment_box(o.box, o.name, seeds=seeds, agreement=True)
+    assert np.array_equal(packed_answer.mask, dense_answer.mask) and packed_answer.score == dense_answer.score

@@ -47,3 +47,22 @@ def test_monomials_are_the_pixels_own_products() -> None:
     assert quad is not None and quad.is_contiguous()
     assert torch.equal(quad, xt[:, iu[0]] * xt[:, iu[1]])
     assert _monomials(torch.zeros(4, QUADRATIC_MAX_DIMS + 1, dtype=torch.float64)) is None
+
+
+@pytest.mark.parametrize("d", [3, QUADRATIC_MAX_DIMS + 4])
+def test_gmm_logliks_of_two_models_are_each_models_own_bit_for_bit(d: int) -> None:
+    """featcut scores a window under its foreground and background GMMs with one gmm_logliks call
+    (the monomials built once); each answer is exactly the one model's log density, computed
+    from scratch (the monomials built inside _component_loglik)."""
+    import torch
+
+    from model.graphcut import _component_loglik, gmm_logliks
+
+    rng = np.random.default_rng(d)
+    models = [fit_gmm(rng.standard_normal((500, d)).astype(np.float32) * s, np.ones(500), k=5) for s in (0.5, 2.0)]
+    x = rng.standard_normal((30, 40, d)).astype(np.float32)
+    xt = torch.from_numpy(x.reshape(-1, d)).double()
+    both = gmm_logliks(x, *models)
+    for got, m in zip(both, models, strict=True):
+        want = torch.logsumexp(_component_loglik(xt, *m), dim=1).numpy().reshape(30, 40).astype(np.float32)
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))

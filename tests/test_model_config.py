@@ -41,6 +41,8 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_tag_walk_scaled": (True, False),
     "class_tag_keep_rel": (0.5, None),
     "class_tag_recut": (True, False),
+    "class_tag_support_score": (True, False),
+    "score_confidence": (True, False),
 }
 
 

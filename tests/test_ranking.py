@@ -108,10 +108,12 @@ def test_featcut_box_score_averages_the_agreement_with_the_cut_confidence():
 def test_featcut_box_score_ranks_better_than_the_agreement_alone_on_a_real_slice():
     # On all 205 images rho 0.564 (A 0.544 / B 0.579) vs 0.435 for the agreement alone (README
     # "Mask scores"); on these 12 images (32 boxes) measured 0.613 vs 0.348, the confidence alone 0.58.
+    # Since the second opinion at 48 px without EM rounds (session 9, README "Speed"), whose agreement
+    # ranks better by itself: 205 images 0.594 vs 0.512; these 12 images 0.660 vs 0.644.
     r = rank_scores(str(VOC), get_config("featcut"), limit=12, progress=False, tasks=("box",))["box"]
     assert r["n"] >= 30
     assert r["rho_confidence"] > 0.3  # the cut's confidence alone ranks the masks the right way round
-    assert r["rho_quality"] > r["rho_agreement"] + 0.1
+    assert r["rho_quality"] > r["rho_agreement"]
 
 
 @pytest.mark.slow  # ~25 s

@@ -62,3 +62,16 @@ def test_the_environment_wins(libc: FakeLibc, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     post_fork()
     assert libc.calls == []
+
+
+def test_post_fork_turns_onednn_primitive_cache_off_unless_the_environment_sets_it(
+    libc: FakeLibc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)  # restored after the test
+    conf = post_fork()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == conf.ONEDNN_CACHE_CAPACITY == "0"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "256")
+    post_fork()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "256"
