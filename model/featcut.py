@@ -332,6 +332,10 @@ class FeatCut:
         unsure = None
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
+        core_t = p.extra.get("corefit")
+        if core_t is not None and prev is not None and cam is not None:
+            # experiment: after a click too, the foreground fit sees the CAM's core and what positive clicks pull
+            unsure = inbox & (cam < core_t) & (prior[True] < 0.5) & ~clicked
         mask = target
         flip_t = p.extra.get("flip")
         for it in range(max(1, iterations)):
