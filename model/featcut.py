@@ -187,7 +187,7 @@ class FeatCut:
     def __init__(self, params: FeatCutParams | None = None) -> None:
         self.p = params or FeatCutParams()
         self._windows: dict[tuple, tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]] = {}
-        self._priors: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._priors: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def reads_features(self, points: tuple, head: Any) -> bool:
@@ -278,30 +278,19 @@ class FeatCut:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         sigma = max(2.0, p.click_sigma * float(np.sqrt(inbox.sum())))
         prior = {True: np.zeros((h, w), np.float32), False: np.zeros((h, w), np.float32)}
-        prev0 = previous > 0.5 if previous is not None else None
-        xconn = {True: p.extra.get("posconn"), False: p.extra.get("negconn")}
         for x, y, positive in points:
             if not (0 <= x < w and 0 <= y < h):
                 continue
             pkey = (key, cam_key, float(x), float(y))
-            hit = self._priors.get(pkey)
-            if hit is None:  # a click's prior never changes: computed once per click, not per answer
+            g = self._priors.get(pkey)
+            if g is None:  # a click's prior never changes: computed once per click, not per answer
                 ci, cj = int(y), int(x)
                 fc = f[max(0, ci - 1) : ci + 2, max(0, cj - 1) : cj + 2].reshape(-1, d).mean(axis=0)
                 spatial = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-                sim = np.exp(-((f - fc) ** 2).sum(axis=2) / (2 * p.click_tau**2 * d)).astype(np.float32)
-                hit = ((spatial * sim).astype(np.float32), sim)
+                sim = np.exp(-((f - fc) ** 2).sum(axis=2) / (2 * p.click_tau**2 * d))
+                g = (spatial * sim).astype(np.float32)
                 with self._lock:
-                    self._priors[pkey] = hit
-            g, sim = hit
-            t = xconn[positive]
-            if t is not None and prev0 is not None:
-                # experiment: the click's look-alikes connected to it inside the region it corrects
-                side = ~prev0 if positive else prev0
-                _, comp = cv2.connectedComponents(((sim >= t) & side).astype(np.uint8), connectivity=8)
-                c = comp[int(y), int(x)]
-                if c > 0:
-                    g = np.maximum(g, np.where(comp == c, sim, 0.0).astype(np.float32))
+                    self._priors[pkey] = g
             np.maximum(prior[positive], g, out=prior[positive])
         near_click = np.maximum(prior[True], prior[False])
 
@@ -332,19 +321,9 @@ class FeatCut:
         unsure = None
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
-        core_t = p.extra.get("corefit")
-        if core_t is not None and prev is not None and cam is not None:
-            # experiment: after a click too, the foreground fit sees the CAM's core and what positive clicks pull
-            unsure = inbox & (cam < core_t) & (prior[True] < 0.5) & ~clicked
         mask = target
-        flip_t = p.extra.get("flip")
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
-            if flip_t is not None and prev is not None and it == 0:
-                # experiment: a click's near look-alikes are samples of the click's label in the re-fit
-                fpos, fneg = prior[True] >= flip_t, prior[False] >= flip_t
-                y = (y | fpos) & ~fneg
-                weight = np.where(fpos | fneg, np.maximum(weight, 1.0), weight)
             xs, ys, ws = f[sub].reshape(-1, d), y[sub].ravel(), weight[sub].ravel()
             wl = ws if unsure is None or it > 0 else np.where(unsure[sub].ravel(), 0.0, ws)
             if clicked.any():  # every click pixel is a sample, whatever the subsample grid
@@ -377,13 +356,6 @@ class FeatCut:
             target = mask & inbox
         if head is not None and prev is None and not points:  # a learned head re-cuts a box answer (model/head.py)
             mask = head.refine(image, init, cam, fz, head_features, z, mask, pair)
-        mono = p.extra.get("mono")
-        if mono and prev is not None and points:
-            # experiment: the newest click edits only in its own direction
-            if points[-1][2]:
-                mask = (mask | prev) & ~neg
-            else:
-                mask = mask & (prev | pos)
         if p.cleanup and (prev is not None or pos.any()):
             anchor = pos | (prev if prev is not None else np.zeros_like(pos))
             _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)

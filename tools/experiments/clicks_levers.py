@@ -6,7 +6,9 @@
 ``python -m evaluator.clicks --configs featcut`` with FeatCutParams overrides (FC, fields as Python
 literals), experiment switches in ``FeatCutParams.extra`` (X, a Python dict literal) and, while
 exploring, only the images listed in the file IDS (one id a line; the halves stay those of the
-full split list, even / odd position). Everything else is the evaluator's.
+full split list, even / odd position). Everything else is the evaluator's. The session-9 switches of
+README's ablation row "clicks (session 9 ...)" (mono, negconn, posconn, flip, corefit) lived in
+model/featcut.py at commits 4b6b5e5 and f51b9b0 and are not kept: check one out to re-run them.
 """
 
 from __future__ import annotations
