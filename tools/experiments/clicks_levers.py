@@ -1,0 +1,68 @@
+"""Click-response levers of session 9 through the engine's clicks task (issue 12, NoC@85 from a box).
+
+    FC="keep_far=2.0" X="{'negconn': 0.5}" IDS=/tmp/ids.txt \
+        .venv/bin/python tools/experiments/clicks_levers.py --workers 1 --out DIR
+
+``python -m evaluator.clicks --configs featcut`` with FeatCutParams overrides (FC, fields as Python
+literals), experiment switches in ``FeatCutParams.extra`` (X, a Python dict literal) and, while
+exploring, only the images listed in the file IDS (one id a line; the halves stay those of the
+full split list, even / odd position). Everything else is the evaluator's. The session-9 switches of
+README's ablation row "clicks (session 9 ...)" (mono, negconn, posconn, flip, corefit) lived in
+model/featcut.py at commits 4b6b5e5 and f51b9b0 and are not kept: check one out to re-run them.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from evaluator import clicks
+from evaluator.dataset import VocDataset
+from model import cut as C
+from model.featcut import FeatCutCut, FeatCutParams
+
+
+def _params(spec: str, extra: dict) -> FeatCutParams:
+    names = {f.name for f in dataclasses.fields(FeatCutParams)} - {"extra"}
+    kw: dict = {}
+    for item in filter(None, spec.split(",")):
+        k, v = item.split("=", 1)
+        if k not in names:  # a switch that is not kept would otherwise run the control silently
+            raise SystemExit(f"FC: {k!r} is not a FeatCutParams field")
+        kw[k] = ast.literal_eval(v)
+    return FeatCutParams(**kw, extra=extra)
+
+
+_X = ast.literal_eval(os.environ.get("X", "{}"))
+if os.environ.get("FC") or _X:  # at import: spawned workers import this module too
+    _PARAMS = _params(os.environ.get("FC", ""), _X)
+    C.CUTS["featcut"] = lambda config: FeatCutCut(_PARAMS)
+
+if os.environ.get("IDS"):
+    _keep = set(Path(os.environ["IDS"]).read_text().split())
+    _orig_ids = VocDataset.ids
+    _orig_init = clicks._init
+
+    def _ids(self: VocDataset, split: str = "train") -> list[str]:
+        return [i for i in _orig_ids(self, split) if i in _keep]
+
+    def _init(*args: object, **kw: object) -> None:  # the halves of the full split list
+        _orig_init(*args, **kw)  # type: ignore[arg-type]
+        full = _orig_ids(clicks._W["ds"])
+        clicks._W["halves"] = {i: k % 2 for k, i in enumerate(full)}
+
+    VocDataset.ids = _ids  # type: ignore[method-assign]
+    clicks._init = _init
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--configs" not in args and "--config" not in args:
+        args += ["--configs", "featcut"]
+    args += ["--voc", str(Path(__file__).resolve().parents[2].parent / "shared/voc2012/VOC2012")] if "--voc" not in args else []
+    sys.exit(clicks.main(args))
