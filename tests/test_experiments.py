@@ -37,10 +37,18 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 # arguments, or libraries of the others), imported against today's engine.
 STARTS = ("featcut_box.py", "featcut_clicks.py")
 # needs a Dask cluster it starts itself (minutes): started with --help only
-# learn_prior: collects 140 images (tens of minutes); clicks_crop: the clicks task (minutes an image set);
+# learn_prior: collects 140 images (tens of minutes); clicks_crop, clicks_levers: the clicks task (minutes an image set);
 # score_head: collects all 205 images' corrections (minutes); speed_memory: the bench's 96 requests
 # (a minute); speed_score: six second opinions of the 579 boxes (minutes)
-HELPS = ("clicks_crop.py", "dask_task_overhead.py", "learn_prior.py", "score_head.py", "speed_memory.py", "speed_score.py")
+HELPS = (
+    "clicks_crop.py",
+    "clicks_levers.py",
+    "dask_task_overhead.py",
+    "learn_prior.py",
+    "score_head.py",
+    "speed_memory.py",
+    "speed_score.py",
+)
 IMPORTS = (
     "box_perclass.py",
     "tags_bg.py",
