@@ -59,7 +59,8 @@ def _set_image(self: Segmenter, image: np.ndarray, cnn: object = None) -> object
     return out
 
 
-def _params(spec: str) -> FeatCutParams:
+def _params(spec: str, extra: dict | None = None) -> FeatCutParams:
+    """FeatCutParams from FC's "key=value,..." (Python literals) and experiment switches ``extra``."""
     names = {f.name for f in dataclasses.fields(FeatCutParams)} - {"extra"}
     kw: dict = {}
     for item in filter(None, spec.split(",")):
@@ -67,7 +68,7 @@ def _params(spec: str) -> FeatCutParams:
         if k not in names:  # a switch that is not kept would otherwise run the control silently
             raise SystemExit(f"FC: {k!r} is not a FeatCutParams field")
         kw[k] = ast.literal_eval(v)
-    return FeatCutParams(**kw)
+    return FeatCutParams(**kw, extra=extra or {})
 
 
 if os.environ.get("FC"):

@@ -14,29 +14,19 @@ model/featcut.py at commits 4b6b5e5 and f51b9b0 and are not kept: check one out 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from clicks_crop import _params  # FC's parser (with CROP_SIDE unset that module patches nothing else)
 
 from evaluator import clicks
 from evaluator.dataset import VocDataset
 from model import cut as C
-from model.featcut import FeatCutCut, FeatCutParams
-
-
-def _params(spec: str, extra: dict) -> FeatCutParams:
-    names = {f.name for f in dataclasses.fields(FeatCutParams)} - {"extra"}
-    kw: dict = {}
-    for item in filter(None, spec.split(",")):
-        k, v = item.split("=", 1)
-        if k not in names:  # a switch that is not kept would otherwise run the control silently
-            raise SystemExit(f"FC: {k!r} is not a FeatCutParams field")
-        kw[k] = ast.literal_eval(v)
-    return FeatCutParams(**kw, extra=extra)
-
+from model.featcut import FeatCutCut
 
 _X = ast.literal_eval(os.environ.get("X", "{}"))
 if os.environ.get("FC") or _X:  # at import: spawned workers import this module too
