@@ -79,9 +79,14 @@ if CROP_SIDE > 0:  # at import: spawned workers import this module too
     Segmenter.set_image = _set_image  # type: ignore[method-assign,assignment]
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
+def run_clicks(argv: list[str]) -> int:
+    """The engine's clicks task (featcut, the shared VOC images unless told) with this process's patches."""
+    args = list(argv)
     if "--configs" not in args and "--config" not in args:
         args += ["--configs", "featcut"]
     args += ["--voc", str(Path(__file__).resolve().parents[2].parent / "shared/voc2012/VOC2012")] if "--voc" not in args else []
-    sys.exit(clicks.main(args))
+    return clicks.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_clicks(sys.argv[1:]))

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clicks_crop import _params  # FC's parser (with CROP_SIDE unset that module patches nothing else)
+from clicks_crop import _params, run_clicks  # FC's parser; with CROP_SIDE unset that module patches nothing else
 
 from evaluator import clicks
 from evaluator.dataset import VocDataset
@@ -51,8 +51,4 @@ if os.environ.get("IDS"):
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--configs" not in args and "--config" not in args:
-        args += ["--configs", "featcut"]
-    args += ["--voc", str(Path(__file__).resolve().parents[2].parent / "shared/voc2012/VOC2012")] if "--voc" not in args else []
-    sys.exit(clicks.main(args))
+    sys.exit(run_clicks(sys.argv[1:]))
