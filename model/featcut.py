@@ -83,7 +83,7 @@ class FeatCutParams:
     # The cut still starts from F PF; later EM rounds re-fit on the whole cut.
     fit_fg_cam: float | None = 0.3
     # EM rounds of each GMM fit in a second-opinion cut, whose only use is the score's agreement
-    # (None: as in the mask's own cut, graphcut.fit_gmm's 4). 0: the components stay the quantile
+    # (None: graphcut.fit_gmm's 4, as in the mask's own cut). 0: the components stay the quantile
     # slices along the leading direction, one M-step: with the featcut preset's score_max_side 48,
     # half the second opinion's CPU and a score that ranks boxes better on both halves (README "Speed").
     score_gmm_iterations: int | None = 0
@@ -353,10 +353,11 @@ class FeatCut:
                 fit_fg = ys
                 if unsure is not None and it == 0 and np.count_nonzero(ys & (wl > 0)) >= 10 * len(gmm_cols):
                     fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
-                rounds = int(p.extra.get("gmm_iterations", 4))
-                rounds = p.score_gmm_iterations if score and p.score_gmm_iterations is not None else rounds
-                fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components, rounds)
-                bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components, rounds)
+                em = {} if not score or p.score_gmm_iterations is None else {"iterations": p.score_gmm_iterations}
+                if not em and "gmm_iterations" in p.extra:  # an experiment's rounds for the mask's own cut
+                    em = {"iterations": int(p.extra["gmm_iterations"])}
+                fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components, **em)
+                bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components, **em)
                 fg_ll, bg_ll = gmm_logliks(g, fg_m, bg_m, float32=bool(p.extra.get("gmm_float32", False)))
                 z += p.gmm_weight * np.clip(fg_ll - bg_ll, -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
