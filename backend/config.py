@@ -352,11 +352,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "torch_threads",
         "CAMCUT_TORCH_THREADS",
-        "0",
+        "1",
         integer(0),
         "torch's intra-op threads in a worker (the CNN pass, featcut's GMMs); 0: torch's default, the cores. "
-        "1: box mode's CPU per image -11% at the same latency on a busy 2-core machine (README Speed, session 10); "
-        "the right choice with WORKERS > 1",
+        "1: the GMMs' tiny ops pay for 2 threads' hand-offs, and on a busy 2-core machine 2 made box mode "
+        "1.1x (featcut) to 8x (default) slower (README Speed, session 10)",
     ),
     Setting(
         "max_request_bytes",

@@ -1,5 +1,5 @@
 """Section 1: in-process latency, one process, as a backend worker runs: cut threads = all cores
-(CAMCUT_CUT_THREADS' default), torch threads = CAMCUT_TORCH_THREADS (0, the default: all cores).
+(CAMCUT_CUT_THREADS' default), torch threads = CAMCUT_TORCH_THREADS (1 by default; 0: all cores).
 
 Every timed call starts from the JPEG bytes where the mode implies a new image and ends with
 the brush RLE of every mask (``backend.model.mask_to_rle``, the SDK's encoder), i.e. what the
