@@ -67,7 +67,8 @@ def profile(images: list, seg: Segmenter) -> None:
         _box(seg, im)
     total = time.process_time() - c0
     boxes = sum(len(im.objects) for im in images)
-    print(f"{len(images)} images, {boxes} boxes, torch threads {torch.get_num_threads()}: CPU {total / len(images) * 1e3:.1f} ms per image")
+    cpu = total / len(images) * 1e3
+    print(f"{len(images)} images, {boxes} boxes, torch threads {torch.get_num_threads()}: CPU {cpu:.1f} ms per image")
     print("| part (process time) | CPU per box (ms) | CPU per image (ms) |\n|---|---:|---:|")
     for k, v in sorted(acc.items(), key=lambda kv: -kv[1]):
         print(f"| {k} | {v / boxes * 1e3:.2f} | {v / len(images) * 1e3:.1f} |")
