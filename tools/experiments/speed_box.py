@@ -99,7 +99,7 @@ def threads(images: list, seg: Segmenter) -> None:
     real = fc.FeatCut.cut
 
     def spy(self: fc.FeatCut, image: np.ndarray, init: np.ndarray, *a: Any, **k: Any) -> np.ndarray:
-        if not (a[9] if len(a) > 9 else k.get("score", False)):  # the mask's own cut, not the score's
+        if not (a[8] if len(a) > 8 else k.get("score", False)):  # the mask's own cut, not the score's
             windows.append((image.copy(), init.copy()))
         return real(self, image, init, *a, **k)
 
