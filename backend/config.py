@@ -350,6 +350,15 @@ SETTINGS: tuple[Setting, ...] = (
         "GrabCuts of one request run at once (boxes of a task, a mask and its score); 0: the cores available",
     ),
     Setting(
+        "torch_threads",
+        "CAMCUT_TORCH_THREADS",
+        "1",
+        integer(0),
+        "torch's intra-op threads in a worker (the CNN pass, featcut's GMMs); 0: torch's default, the cores. "
+        "1: the GMMs' tiny ops pay for 2 threads' hand-offs, and on a busy 2-core machine 2 made box mode "
+        "1.1x (featcut) to 8x (default) slower (README Speed, session 10)",
+    ),
+    Setting(
         "max_request_bytes",
         "CAMCUT_MAX_REQUEST_BYTES",
         "16777216",
@@ -459,6 +468,7 @@ class Settings:
     adapt_thresholds: tuple[float, ...]
     max_inflight: int
     cut_threads: int
+    torch_threads: int
     max_request_bytes: int
     max_tasks: int
     max_boxes: int

@@ -129,7 +129,7 @@ class CamCutModel:
         if class_t.kind == "grabcut":
             raise ValueError("CAMCUT_CLASS_TECHNIQUE cannot be naked grabcut: the class task has no box")
         self.config: EngineConfig = dataclasses.replace(base, box_technique=box_t, class_technique=class_t)
-        self.net = net or CamNet(settings.weights or None)
+        self.net = net or CamNet(settings.weights or None, num_threads=settings.torch_threads or None)
         self.labels = LabelMap.from_file(settings.label_map)
         self.regions = RegionMaker(settings, self.labels, self.config, self.technique_for)  # prompts -> masks
         self.store = Store(settings.model_dir, settings.database_url)

@@ -3,7 +3,7 @@
 Measures, for each engine configuration side by side, in one run:
 
 1. in-process latency (bench/inproc.py): box mode, tag mode, interactive box (image set) and
-   interactive cold, decode and RLE included, torch threads = all cores;
+   interactive cold, decode and RLE included, torch threads as a worker sets them (CAMCUT_TORCH_THREADS, 1);
 2. HTTP ``/predict`` latency on the real gunicorn server and the HTTP overhead (bench/httpbench.py);
 3. throughput with one single-threaded process per core (bench/throughput.py);
 4. the server worker's peak RSS and its growth over a soak of ``--soak`` requests;

@@ -1,4 +1,5 @@
-"""Section 1: in-process latency, one process, torch threads and GrabCut threads = all cores.
+"""Section 1: in-process latency, one process, as a backend worker runs: cut threads = all cores
+(CAMCUT_CUT_THREADS' default), torch threads = CAMCUT_TORCH_THREADS (1 by default; 0: all cores).
 
 Every timed call starts from the JPEG bytes where the mode implies a new image and ends with
 the brush RLE of every mask (``backend.model.mask_to_rle``, the SDK's encoder), i.e. what the
@@ -32,6 +33,7 @@ from collections.abc import Callable
 import cv2
 import torch
 
+from backend.config import read_setting
 from backend.model import mask_to_rle
 from evaluator.clicks import next_click
 from model.cnn import CamNet
@@ -114,7 +116,7 @@ def run_inprocess(
 ) -> dict[str, dict[str, dict]]:
     """{config: {mode: summary}}; summaries are medians over ``repeat`` rounds (bench.common.summarize)."""
     n = cores()
-    torch.set_num_threads(n)
+    torch.set_num_threads(read_setting("CAMCUT_TORCH_THREADS") or n)  # the worker's (backend/config.py)
     cv2.setNumThreads(n)
     net = CamNet()
     segs = {c.name: Segmenter(c, net=net, threads=n) for c in configs}

@@ -1,5 +1,6 @@
 """Concurrent GrabCuts (Segmenter(threads=N)) give the very masks and scores of the serial path,
-and a bad prompt in a batch fails alone. Real VOC image, real weights, real OpenCV GrabCut."""
+and a bad prompt in a batch fails alone. Real VOC image, real weights, real OpenCV GrabCut; the
+served featcut cut (PyMaxflow, torch GMMs) on real VOC boxes too."""
 
 from __future__ import annotations
 
@@ -75,3 +76,27 @@ def test_threaded_classes_equal_serial_and_fail_alone(pair) -> None:  # type: ig
 def test_threads_must_be_positive(pair) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="threads"):
         Segmenter(get_config("default"), net=pair[0].net, threads=0)
+
+
+def test_featcut_threaded_boxes_equal_serial_and_fail_alone(pair) -> None:  # type: ignore[no-untyped-def]
+    """The served configuration's cuts (featcut, its second opinions) in the pool: the serial masks
+    and scores bit for bit, in prompt order, and a bad prompt fails alone (README "Speed", session 10:
+    the pool gains little, PyMaxflow holds Python's lock, but it must not change an answer)."""
+    net = pair[0].net
+    serial = Segmenter(get_config("featcut"), net=net, threads=1)
+    threaded = Segmenter(get_config("featcut"), net=net, threads=2)
+    ds = VocDataset(VOC_ROOT)
+    for image_id in (DOG, "2007_000032", "2007_000170"):  # 2 / 4 / 6 objects
+        s = ds.load(image_id)
+        threaded.set_image(s.image, serial.set_image(s.image))
+        h, w = s.image.shape[:2]
+        prompts = [BoxPrompt(o.box, o.name) for o in s.objects]
+        bad = [BoxPrompt(Box(w + 10, 0, w + 50, 40), "dog"), BoxPrompt(prompts[0].box, "unicorn")]
+        a = serial.segment_boxes(prompts, agreement=True)
+        b = threaded.segment_boxes(prompts[:1] + bad + prompts[1:], agreement=True)
+        assert isinstance(b[1], BoxError) and isinstance(b[2], ValueError)
+        b = b[:1] + b[3:]
+        assert len(a) == len(b) == len(s.objects) >= 2
+        for x, y in zip(a, b, strict=True):
+            assert not isinstance(x, Exception) and not isinstance(y, Exception)
+            assert np.array_equal(x.mask, y.mask) and x.score == y.score and x.mask.any()

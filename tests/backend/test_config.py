@@ -35,6 +35,7 @@ def test_every_setting_is_one_field_one_variable_and_listed() -> None:
 def test_defaults_parse_and_are_used() -> None:
     s = Settings.from_env({"HOME": "/home/u", "THREADS": "3"})
     assert s.port == 9090 and s.bind == "0.0.0.0:9090" and s.max_inflight == 2 and s.cut_threads >= 1
+    assert s.torch_threads == 1 and Settings.from_env({"CAMCUT_TORCH_THREADS": "0"}).torch_threads == 0
     assert s.model_dir == Path("/home/u/.local/state/camcut")
     assert Settings.from_env({"XDG_STATE_HOME": "/var/st"}).model_dir == Path("/var/st/camcut")
     assert Settings.from_env({"MODEL_DIR": "/data/md"}).model_dir == Path("/data/md")
