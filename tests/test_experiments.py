@@ -19,6 +19,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "grabcut_cost.py": (["--sides", "100", "--runs", "1"], "100 px ("),
     "featcut_negative.py": (["0", "2"], "objects; mean IoU before / GrabCut / featcut"),
     "tag_score.py": (["--limit", "1"], "tags with a CAM"),
+    "tags_speed.py": (["--limit", "1", "--variant", "base:", "--variant", "cam:start=cam"], "1 images, 2 tags"),
 }
 
 
