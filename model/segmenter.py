@@ -12,7 +12,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -218,12 +218,19 @@ class Segmenter:
         return self._run_scored(jobs, seconds, unscored="box_too_small")
 
     def _run_scored(
-        self, jobs: Sequence[Callable[[], MaskResult]], seconds: Sequence[Callable[[], MaskResult] | None], unscored: str
+        self,
+        jobs: Sequence[Callable[[], MaskResult]],
+        seconds: Sequence[Callable[[], MaskResult] | None],
+        unscored: str,
+        ahead: Callable[[], object] | None = None,
     ) -> list[MaskResult | Exception]:
         """Run every prompt's mask job and its second opinion (None: none) at once; a mask's
-        score becomes its IoU with the second opinion, except after fallback ``unscored``."""
+        score becomes its IoU with the second opinion, except after fallback ``unscored``.
+        ``ahead``: a job whose result the others read from a cache, started first (its own
+        result, or exception, is left to the jobs that read it)."""
         extra = [j for j in seconds if j is not None]
-        done = run_jobs(list(jobs) + extra, self.threads)
+        first: list[Callable[[], Any]] = [] if ahead is None else [ahead]
+        done = cast("list[MaskResult | Exception]", run_jobs([*first, *jobs, *extra], self.threads)[len(first) :])
         out: list[MaskResult | Exception] = []
         k = len(jobs)
         for res, second in zip(done[: len(jobs)], seconds, strict=True):
@@ -397,7 +404,11 @@ class Segmenter:
             seconds.append(
                 None if alt is None else partial(self._segment_class, cls, alt, score=True, rivals=rivals.get(cls, ()))
             )
-        return self._run_scored(jobs, seconds, unscored="no_cam")
+        # The shares (the 480 px pass and the walk, model/tagprop.py) as a job of their own, ahead of
+        # the tags' cuts: with threads > 1 they run beside the first tag's GrabCut instead of after it
+        # (each tag's gate waits for them), the same masks sooner (README "Speed", session 10).
+        ahead = partial(self._tagprop.shares, self, tags) if self._tagprop is not None and self.threads > 1 and tags else None
+        return self._run_scored(jobs, seconds, unscored="no_cam", ahead=ahead)
 
     def _rival_max(self, voc_class: str, rivals: Sequence[str]) -> np.ndarray:
         """Per pixel the highest raw CAM among ``rivals`` (those with ImageNet members). From the

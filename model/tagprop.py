@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from . import voc
-from .cnn import CnnOutput, pool_voc_cams
+from .cnn import VOC_ROWS, CnnOutput, pool_voc_cams
 from .features import forward_features
 from .squeezenet import SqueezeNet11
 
@@ -345,8 +345,9 @@ class TagShares:
                     self._scaled = []
                     for n, f in enumerate(self.params.scales):
                         fire = ("fire3", "fire5") if walk and n == 0 else ()
-                        q = forward_features(self.net, scaled_input(seg.image, cnn_shape, f), None, fire)
-                        self._scaled.append(pool_voc_cams(q.cam))
+                        # only the VOC CAMs are read: the classifier runs for their ImageNet rows alone
+                        q = forward_features(self.net, scaled_input(seg.image, cnn_shape, f), None, fire, VOC_ROWS)
+                        self._scaled.append(pool_voc_cams(q.cam, VOC_ROWS))
                         if fire:
                             self._walk = (q.input_shape, [q.layers["fire3"], q.layers["fire5"]])
                 if self._walk is not None:

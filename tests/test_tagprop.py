@@ -295,6 +295,33 @@ def test_the_walk_runs_on_the_scaled_pass_grid_and_features(net) -> None:
     assert np.abs(one - share).max() > 0.05  # the first pass's walk is another answer
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_scaled_pass_runs_the_classifier_for_the_voc_rows_alone_and_gets_the_same_cams(net, threads) -> None:
+    """The 480 px pass needs the VOC CAMs only (model/cnn.py VOC_ROWS, 247 of the 1000 ImageNet
+    classes): its classifier conv on those output channels gives the pooled CAMs of the full conv
+    bit for bit (the tag masks stay the same), with the engine's 1 and the backend's 2 threads."""
+    import torch
+
+    from model.cnn import VOC_ROWS, pool_voc_cams
+    from model.features import forward_features
+
+    assert len(VOC_ROWS) == 247 and list(VOC_ROWS) == sorted(VOC_ROWS)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for image_id in (MOTO, CAT):
+            img = scaled_input(VocDataset(VOC_ROOT).load(image_id).image, (240, 320), 1.5)
+            full = forward_features(net.net, img, None, ("fire3", "fire5"))
+            rows = forward_features(net.net, img, None, ("fire3", "fire5"), VOC_ROWS)
+            assert rows.cam.shape[0] == 247 and rows.logits.shape == (0,)
+            assert np.array_equal(pool_voc_cams(rows.cam, VOC_ROWS), pool_voc_cams(full.cam))
+            assert pool_voc_cams(full.cam).max() > 0
+            for name in ("fire3", "fire5"):
+                assert np.array_equal(rows.layers[name], full.layers[name])
+    finally:
+        torch.set_num_threads(before)
+
+
 # The keep gate relative to the tag's own evidence (TagParams.keep_rel, featcut's class_tag_keep_rel).
 BOTTLES = "2007_000250"  # bottle + diningtable: the bottle's GrabCut mask spills (IoU 0.18 served before keep_rel)
 
@@ -354,3 +381,31 @@ def test_featcut_serves_the_re_cut_and_its_version_says_so() -> None:
     featcut = get_config("featcut")
     assert featcut.class_tag_recut and not get_config("default").class_tag_recut
     assert featcut.version_key != dataclasses.replace(featcut, class_tag_recut=False).version_key
+
+
+def test_the_shares_start_ahead_of_the_tags_cuts_with_the_same_masks(net, monkeypatch) -> None:
+    """Segmenter.segment_classes with threads > 1 starts the shares (the 480 px pass and the walk)
+    as a job of their own beside the tags' GrabCuts: the first job the pool gets is that one, and
+    masks and scores are those of one thread, where the first tag's gate computes them."""
+    import model.segmenter as segmenter
+
+    s = VocDataset(VOC_ROOT).load(MOTO)
+    tags = s.classes_present()
+    assert len(tags) == 2
+    first_jobs: list[str] = []
+    real = segmenter.run_jobs
+
+    def spying(jobs, threads):  # type: ignore[no-untyped-def]
+        first_jobs.append(getattr(jobs[0], "func", jobs[0]).__name__)
+        return real(jobs, threads)
+
+    monkeypatch.setattr(segmenter, "run_jobs", spying)
+    got = {}
+    for threads in (1, 2):
+        seg = Segmenter(get_config("featcut"), net=net, threads=threads)
+        seg.set_image(s.image)
+        got[threads] = seg.segment_classes([(c, None) for c in tags], agreement=True)
+    assert first_jobs == ["_segment_class", "shares"]
+    for one, two in zip(got[1], got[2], strict=True):
+        assert not isinstance(one, Exception) and not isinstance(two, Exception)
+        assert np.array_equal(one.mask, two.mask) and one.score == two.score and one.mask.any()
