@@ -87,11 +87,7 @@ class FeatCutParams:
     # slices along the leading direction, one M-step: with the featcut preset's score_max_side 48,
     # half the second opinion's CPU and a score that ranks boxes better on both halves (README "Speed").
     score_gmm_iterations: int | None = 0
-    # Experiment-only switches, outside the model version. Session 10's speed levers, none kept
-    # (README "Speed"): "gmm_iterations" (EM rounds of each GMM fit in a mask's own cut, box and
-    # click answers; 4), "neighbours" (the max-flow graph's, 8 or 4) and "gmm_float32" (the
-    # window's GMM likelihoods in single precision; False).
-    extra: dict = field(default_factory=dict, compare=False)
+    extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
 
 
 @dataclass
@@ -230,7 +226,7 @@ class FeatCut:
         guide = lab
         if self.p.pairwise_features > 0 and fz.shape[2] > 3:
             guide = np.concatenate([fz[:, :, :3], self.p.pairwise_features * fz[:, :, 3:]], axis=2)
-        entry = (lab, fz, potts_weights(guide, self.p.lam, int(self.p.extra.get("neighbours", 8))), features)
+        entry = (lab, fz, potts_weights(guide, self.p.lam), features)
         with self._lock:
             if len(self._windows) > 16:
                 self._windows.clear()
@@ -354,11 +350,9 @@ class FeatCut:
                 if unsure is not None and it == 0 and np.count_nonzero(ys & (wl > 0)) >= 10 * len(gmm_cols):
                     fit_fg = ys & (wl > 0)  # the first fit: the CAM's core only (if it has enough samples)
                 em = {} if not score or p.score_gmm_iterations is None else {"iterations": p.score_gmm_iterations}
-                if not em and "gmm_iterations" in p.extra:  # an experiment's rounds for the mask's own cut
-                    em = {"iterations": int(p.extra["gmm_iterations"])}
                 fg_m = fit_gmm(gs[fit_fg], ws[fit_fg], p.gmm_components, **em)
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components, **em)
-                fg_ll, bg_ll = gmm_logliks(g, fg_m, bg_m, float32=bool(p.extra.get("gmm_float32", False)))
+                fg_ll, bg_ll = gmm_logliks(g, fg_m, bg_m)
                 z += p.gmm_weight * np.clip(fg_ll - bg_ll, -30, 30)
             cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 HARD = 1e6  # capacity of a hard constraint: above any sum of pairwise weights around a pixel
-# Neighbour offsets (dy, dx) of the 8-neighbourhood, one direction per pair of pixels; the first
-# two alone are the 4-neighbourhood.
+# Neighbour offsets (dy, dx) of the 8-neighbourhood, one direction per pair of pixels.
 OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
@@ -112,7 +111,7 @@ def fit_gmm(x: np.ndarray, w: np.ndarray, k: int = 5, iterations: int = 4, reg: 
 
 
 def _monomials(xt: torch.Tensor) -> torch.Tensor | None:
-    """(n, m) contiguous x_i x_j (i <= j, ``torch.triu_indices`` order) of (n, d) float64 (or float32) pixels,
+    """(n, m) contiguous x_i x_j (i <= j, ``torch.triu_indices`` order) of (n, d) float64 pixels,
     for _component_loglik; None past QUADRATIC_MAX_DIMS. Built in numpy: the same products
     (exactly), 6x faster than torch's advanced indexing (2.8 -> 0.45 ms for 19,200 pixels)."""
     d = xt.shape[1]
@@ -151,7 +150,6 @@ def _component_loglik(
         return logpi[None] - 0.5 * ((sol**2).sum(2).T + logdet[None] + d * np.log(2 * np.pi))
     prec = linv.transpose(1, 2) @ linv  # (k, d, d)
     _, iu, twice = _triu(d)  # off-diagonal terms appear twice in x^T P x
-    twice = twice.to(xt.dtype)
     quad = _monomials(xt) if quad is None else quad  # (n, m)
     pm = (prec @ mu[:, :, None])[:, :, 0]  # (k, d): P mu
     maha = quad @ (prec[:, iu[0], iu[1]] * twice).T - 2 * xt @ pm.T + (mu * pm).sum(1)[None]
@@ -163,25 +161,21 @@ def gmm_loglik(x: np.ndarray, model: tuple[torch.Tensor, ...]) -> np.ndarray:
     return gmm_logliks(x, model)[0]
 
 
-def gmm_logliks(x: np.ndarray, *models: tuple[torch.Tensor, ...], float32: bool = False) -> list[np.ndarray]:
+def gmm_logliks(x: np.ndarray, *models: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     """:func:`gmm_loglik` of the same (..., d) features under each model: the pixels are converted
     and their monomials built once, not per model (a cut scores its window under the foreground
-    and the background GMM). The same values as one gmm_loglik call per model, bit for bit.
-    ``float32``: the pixels and the models in single precision (not the same values)."""
+    and the background GMM). The same values as one gmm_loglik call per model, bit for bit."""
     shape = x.shape[:-1]
-    xt = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32))
-    xt = xt if float32 else xt.double()
+    xt = torch.from_numpy(np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)).double()
     quad = _monomials(xt)
     out = []
-    for model in models:
-        logpi, mu, chol = (t.float() for t in model) if float32 else model
+    for logpi, mu, chol in models:
         out.append(torch.logsumexp(_component_loglik(xt, logpi, mu, chol, quad), dim=1).numpy().reshape(shape).astype(np.float32))
     return out
 
 
-def potts_weights(image: np.ndarray, lam: float, neighbours: int = 8) -> list[np.ndarray]:
-    """Edge weights, one (h, w) array per OFFSETS direction, for ``image`` (h, w, c) float
-    (``neighbours`` 4: the first two directions only).
+def potts_weights(image: np.ndarray, lam: float) -> list[np.ndarray]:
+    """Edge weights, one (h, w) array per OFFSETS direction, for ``image`` (h, w, c) float.
 
     w_pq = lam * exp(-beta |I_p - I_q|^2) / |p - q| where the pixel q = p + offset exists, 0
     elsewhere; beta = 1 / (2 mean |I_p - I_q|^2) over all neighbour pairs (GrabCut's choice,
@@ -189,9 +183,8 @@ def potts_weights(image: np.ndarray, lam: float, neighbours: int = 8) -> list[np
     """
     h, w = image.shape[:2]
     img = image.astype(np.float32)
-    offsets = _offsets(neighbours)
     diffs = []
-    for dy, dx in offsets:
+    for dy, dx in OFFSETS:
         d2 = np.zeros((h, w), np.float32)
         ys = slice(0, h - dy)
         xs = slice(max(0, -dx), w - max(0, dx))
@@ -205,17 +198,11 @@ def potts_weights(image: np.ndarray, lam: float, neighbours: int = 8) -> list[np
     count = sum(int(v.sum()) for _, v in diffs)
     beta = 1.0 / (2.0 * total / count) if count and total > 0 else 0.0
     out = []
-    for (d2, valid), (dy, dx) in zip(diffs, offsets, strict=True):
+    for (d2, valid), (dy, dx) in zip(diffs, OFFSETS, strict=True):
         wgt = lam * np.exp(-beta * d2) / np.hypot(dy, dx)
         wgt[~valid] = 0.0
         out.append(wgt.astype(np.float64))
     return out
-
-
-def _offsets(neighbours: int) -> tuple[tuple[int, int], ...]:
-    if neighbours not in (4, 8):
-        raise ValueError(f"neighbours must be 4 or 8, not {neighbours}")
-    return OFFSETS[: neighbours // 2]
 
 
 def min_cut(
@@ -228,9 +215,9 @@ def min_cut(
     """Bool foreground of min sum_p cost_{label p}(p) + sum_{pq cut} w_pq over a grid.
 
     ``cost_fg`` / ``cost_bg`` (h, w): cost of labelling a pixel foreground / background (any
-    real; only their difference matters). ``pairwise``: per OFFSETS direction (all four, or the
-    first two for a 4-neighbour graph), the weight of the edge from p to p + offset, paid when the
-    two take different labels. Hard masks override the unary (background wins where both are set).
+    real; only their difference matters). ``pairwise``: per OFFSETS direction, the weight of the
+    edge from p to p + offset, paid when the two take different labels. Hard masks override the
+    unary (background wins where both are set).
     """
     h, w = cost_fg.shape
     diff = (cost_fg - cost_bg).astype(np.float64)
@@ -246,7 +233,7 @@ def min_cut(
     # arrive (0.2 ms of a 160 x 120 cut's 2.7; the same graph, the same cut).
     g = maxflow.Graph[float](h * w, len(pairwise) * h * w)
     nodes = g.add_grid_nodes((h, w))
-    for (dy, dx), wgt in zip(_offsets(2 * len(pairwise)), pairwise, strict=True):
+    for (dy, dx), wgt in zip(OFFSETS, pairwise, strict=True):
         structure = np.zeros((3, 3))
         structure[1 + dy, 1 + dx] = 1.0
         g.add_grid_edges(nodes, weights=wgt, structure=structure, symmetric=True)

@@ -324,28 +324,3 @@ def test_score_gmm_iterations_apply_to_the_second_opinion_alone(ds: VocDataset, 
     res = cheap.segment_box(o.box, o.name, agreement=True)
     assert rounds == [None, None, 1, 1]  # foreground and background GMM of each cut
     assert np.array_equal(res.mask, served.mask)
-
-
-def test_a_four_neighbour_graph_and_float32_likelihoods_as_experiment_switches() -> None:
-    """graphcut's 4-neighbour graph (the first two OFFSETS) still smooths, and weighs each pixel
-    pair once; float32 GMM likelihoods stay within rounding of the float64 ones (session 10's
-    speed levers, FeatCutParams.extra)."""
-    from model.graphcut import fit_gmm, gmm_logliks
-
-    rng = np.random.default_rng(3)
-    truth = np.zeros((30, 30), bool)
-    truth[8:22, 8:22] = True
-    noisy = np.where(rng.random(truth.shape) < 0.15, ~truth, truth)
-    cost_fg = np.where(noisy, 0.0, 1.0)
-    img = rng.random((30, 30, 3)).astype(np.float32)
-    four, eight = potts_weights(img, 0.6, neighbours=4), potts_weights(img, 0.6)
-    assert len(four) == 2 and len(eight) == 4
-    smooth = min_cut(cost_fg, 1.0 - cost_fg, potts_weights(np.zeros_like(img), 0.6, neighbours=4))
-    assert (smooth != truth).sum() < (noisy != truth).sum() / 2
-    with pytest.raises(ValueError, match="neighbours"):
-        potts_weights(img, 0.6, neighbours=6)
-    x = rng.normal(size=(4000, 3)).astype(np.float32)
-    fg, bg = fit_gmm(x[:2000] + 1.0, np.ones(2000)), fit_gmm(x[2000:], np.ones(2000))
-    exact, single = gmm_logliks(x, fg, bg), gmm_logliks(x, fg, bg, float32=True)
-    for a, b in zip(exact, single, strict=True):
-        assert np.abs(a - b).max() < 1e-3 and not np.array_equal(a, b)
