@@ -476,6 +476,19 @@ class Segmenter:
             return gated, None
         return res.mask, res.confidence
 
+    def _tag_init(self, voc_class: str, tech: Technique, rivals: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """A tag's CAM and its 4-valued start digitized by ``tech``'s thresholds, the pixels the
+        rivals' CAMs win made probable background (class_exclusive); None where the CAM has no evidence."""
+        cam, evidence = self.class_cam(voc_class)
+        if not evidence:
+            return None
+        init = digitize(cam, cam_thresholds(tech))
+        if self.config.class_exclusive and rivals:
+            # a pixel is lost where any rival's raw CAM beats this class's (rivals never hold voc_class)
+            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class)
+            init[lost & foreground(init)] = GC_PR_BGD
+        return cam, init
+
     def _segment_class_cam(
         self, voc_class: str, technique: Technique | None, score: bool = False, rivals: Sequence[str] = ()
     ) -> MaskResult:
@@ -484,14 +497,10 @@ class Segmenter:
             raise ValueError("naked GrabCut needs a box; a tag uses 'cam' or a GrabCut-CAM variant")
         voc.voc_index(voc_class)
         h, w = self.image.shape[:2]
-        cam, evidence = self.class_cam(voc_class)
-        if not evidence:
+        start = self._tag_init(voc_class, tech, rivals)
+        if start is None:
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
-        init = digitize(cam, cam_thresholds(tech))
-        if self.config.class_exclusive and rivals:
-            # a pixel is lost where any rival's raw CAM beats this class's (rivals never hold voc_class)
-            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class)
-            init[lost & foreground(init)] = GC_PR_BGD
+        cam, init = start
         if tech.kind == "cam":
             m = foreground(init)
             return MaskResult(m, tech, cam_score(m, cam))

@@ -55,9 +55,9 @@ from model.cut import CutInputs, Window, windowed_cut
 from model.featcut import FeatCutCut
 from model.grabcut import foreground, has_both_sides
 from model.image import decode_image
-from model.results import MaskResult, cam_score, cam_thresholds, mask_iou
+from model.results import MaskResult, cam_score, mask_iou
 from model.segmenter import Segmenter
-from model.techniques import GC_BGD, GC_PR_BGD, Technique, digitize
+from model.techniques import GC_BGD, Technique
 from model.windows import tag_window
 
 SPLITS = ("all", "A", "B", "E", "O")
@@ -114,16 +114,13 @@ class VariantSegmenter(Segmenter):
                 finally:
                     self._cut = grabcut  # type: ignore[method-assign]
             return super()._segment_class_cam(voc_class, technique, score, rivals)
-        # Segmenter._segment_class_cam up to the cut, which is left out.
+        # Segmenter._segment_class_cam up to the cut, which is left out (its start: Segmenter._tag_init).
         tech = technique or self.config.class_technique
         h, w = self.image.shape[:2]
-        cam, evidence = self.class_cam(voc_class)
-        if not evidence:
+        start = self._tag_init(voc_class, tech if self.cam_t is None else Technique(tech.variant, self.cam_t), rivals)
+        if start is None:
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
-        init = digitize(cam, cam_thresholds(tech if self.cam_t is None else Technique(tech.variant, self.cam_t)))
-        if self.config.class_exclusive and rivals:
-            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class)
-            init[lost & foreground(init)] = GC_PR_BGD
+        cam, init = start
         m = foreground(init)
         fallback = None if has_both_sides(init) else "no_background"
         if self.start == "share" and fallback is None:
@@ -137,13 +134,10 @@ class VariantSegmenter(Segmenter):
         box of the initial foreground grown 25%, shrinks with it)."""
         tech = technique or self.config.class_technique
         h, w = self.image.shape[:2]
-        cam, evidence = self.class_cam(voc_class)
-        if not evidence:
+        start = self._tag_init(voc_class, tech, rivals)
+        if start is None:
             return MaskResult(np.zeros((h, w), bool), tech, 0.0, "no_cam")
-        init = digitize(cam, cam_thresholds(tech))
-        if self.config.class_exclusive and rivals:
-            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class)
-            init[lost & foreground(init)] = GC_PR_BGD
+        cam, init = start
         assert self._tagprop is not None
         key, share = self._tagprop.shares(self, (voc_class, *rivals))
         k = key.index(voc_class) + 1
