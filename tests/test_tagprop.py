@@ -408,4 +408,8 @@ def test_the_shares_start_ahead_of_the_tags_cuts_with_the_same_masks(net, monkey
     assert first_jobs == ["_segment_class", "shares"]
     for one, two in zip(got[1], got[2], strict=True):
         assert not isinstance(one, Exception) and not isinstance(two, Exception)
-        assert np.array_equal(one.mask, two.mask) and one.score == two.score and one.mask.any()
+        # Masks exactly; scores to float rounding: the ahead job's 480 px pass runs on a pool thread,
+        # whose torch intra-op thread count can differ from the caller's after an earlier
+        # torch.set_num_threads (CI: 0.50190185 vs 0.50190179), and the CNN's sums round with it.
+        assert np.array_equal(one.mask, two.mask) and one.mask.any()
+        assert one.score is not None and two.score is not None and abs(one.score - two.score) < 1e-6
