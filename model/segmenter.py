@@ -504,6 +504,11 @@ class Segmenter:
         if tech.kind == "cam":
             m = foreground(init)
             return MaskResult(m, tech, cam_score(m, cam))
+        return self._cut_tag(cam, init, tech, score)
+
+    def _cut_tag(self, cam: np.ndarray, init: np.ndarray, tech: Technique, score: bool) -> MaskResult:
+        """A tag's GrabCut from its 4-valued start in the tag's window (class_window_margin); a start
+        without both sides answers its foreground as it is (``no_background``)."""
         if not has_both_sides(init):
             m = foreground(init)
             return MaskResult(m, tech, cam_score(m, cam), "no_background")

@@ -58,7 +58,6 @@ from model.image import decode_image
 from model.results import MaskResult, cam_score, mask_iou
 from model.segmenter import Segmenter
 from model.techniques import GC_BGD, Technique
-from model.windows import tag_window
 
 SPLITS = ("all", "A", "B", "E", "O")
 STARTS = ("grabcut", "cam", "share", "featcut", "gcR")
@@ -143,11 +142,7 @@ class VariantSegmenter(Segmenter):
         k = key.index(voc_class) + 1
         reach = (share[k] >= self._tagprop.params.keep) | (share.argmax(0) == k)
         init[~reach] = GC_BGD
-        if not has_both_sides(init):
-            m = foreground(init)
-            return MaskResult(m, tech, cam_score(m, cam), "no_background")
-        m, fallback = self._cut(init, tag_window(init, self.config.class_window_margin), self._side("tag", score))
-        return MaskResult(m, tech, cam_score(m, cam), fallback)
+        return self._cut_tag(cam, init, tech, score)
 
     def _core_cut(
         self, init: np.ndarray, window: Window | None, max_side: int | None, extras: CutInputs | None = None
