@@ -32,6 +32,7 @@ from .cut import Cut, CutInputs, CutReport
 from .features import PixelFeatures
 from .grabcut import run_grabcut
 from .graphcut import fit_gmm, fit_logistic, gmm_logliks, logistic_logits, min_cut, potts_weights
+from .prompts import split_click_overlap
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
 
 MAX_FIT_SAMPLES = 2048  # the unary models are fitted on a regular subsample of the window (+ every click pixel)
@@ -278,7 +279,7 @@ class FeatCut:
             cx, cy = int(x), int(y)
             if 0 <= cx < w and 0 <= cy < h:
                 (pos if positive else neg)[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = True
-        pos &= ~neg
+        split_click_overlap(pos, neg, [(x, y) for x, y, s in points if s], [(x, y) for x, y, s in points if not s])
         hard_fg = (hard_fg | pos) & ~neg
         hard_bg = hard_bg | neg
         clicked = pos | neg

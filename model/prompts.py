@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -55,7 +56,9 @@ class Seeds:
     """Hard hints from an annotator: clicks (pixel points) and brush strokes (bool masks).
 
     Positive hints become definite foreground, negative ones definite background; each click
-    is a disk of radius ``max(3 px, 1% of the shorter image side)``.
+    is a disk of radius ``max(3 px, 1% of the shorter image side)``. Where a positive and a
+    negative click's disks overlap, each pixel goes to the nearer click (:func:`split_click_overlap`);
+    where a brush stroke overlaps anything of the other label, the negative wins.
     """
 
     positive_points: tuple[tuple[float, float], ...] = ()
@@ -78,6 +81,7 @@ class Seeds:
                 if 0 <= x < width and 0 <= y < height:
                     cv2.circle(m, (int(x), int(y)), r, 1, thickness=-1)
         p, n = pos.astype(bool), neg.astype(bool)
+        split_click_overlap(p, n, self.positive_points, self.negative_points)
         for src, dst in ((self.positive_mask, p), (self.negative_mask, n)):
             if src is not None:
                 if src.shape != (height, width):
@@ -85,6 +89,36 @@ class Seeds:
                 dst |= src.astype(bool)
         p &= ~n
         return p, n
+
+
+def split_click_overlap(
+    pos: np.ndarray,
+    neg: np.ndarray,
+    positive_points: Iterable[tuple[float, float]],
+    negative_points: Iterable[tuple[float, float]],
+) -> None:
+    """Give each pixel in both a positive and a negative click's disk (``pos`` and ``neg``, bool,
+    changed in place) to the nearer of the two clicks; equal distances stay negative.
+
+    A disk is several pixels wide, so an annotator's click close to an earlier click of the other
+    label fell inside its disk, and "negative wins" ignored it: the simulator then clicked the same
+    missed pixel to the end (2007_008468's chair stuck at 0.75 IoU for 18 clicks). Nearest-click
+    keeps every click's own pixel and splits the overlap between the two."""
+    both = pos & neg
+    if not both.any():
+        return
+    ys, xs = np.nonzero(both)
+
+    def nearest(points: Iterable[tuple[float, float]]) -> np.ndarray:
+        d = np.full(len(ys), np.inf)
+        for x, y in points:
+            if math.isfinite(x) and math.isfinite(y):
+                np.minimum(d, (xs - int(x)) ** 2 + (ys - int(y)) ** 2, out=d)
+        return d
+
+    to_pos = nearest(positive_points) < nearest(negative_points)
+    neg[ys[to_pos], xs[to_pos]] = False
+    pos[ys[~to_pos], xs[~to_pos]] = False
 
 
 def _any(m: np.ndarray | None) -> bool:

@@ -417,3 +417,22 @@ def test_segment_seeds_edge_cases(seg, main):
     # clicks outside the image are ignored: nothing positive is left
     r = seg.segment_seeds(Seeds(positive_points=((-50, -50), (900, 10))))
     assert r.fallback == "no_positive_seed" and not r.mask.any()
+
+
+def test_overlapping_click_disks_go_to_the_nearer_click_and_brushes_stay_negative_first():
+    # 100 x 100 image: disks of radius 3. A negative click at (50, 50), a positive one 2 px right.
+    pos, neg = Seeds(positive_points=((52, 50),), negative_points=((50, 50),)).rasterize(100, 100)
+    assert pos[50, 52] and not neg[50, 52]  # the positive click's own pixel is positive
+    assert neg[50, 50] and not pos[50, 50]
+    assert not (pos & neg).any()
+    assert neg[50, 51] and not pos[50, 51]  # equidistant: negative
+    assert pos[50, 53] and neg[50, 49]  # each click keeps its far side
+    # both disks still cover what they covered, between them
+    alone_p, _ = Seeds(positive_points=((52, 50),)).rasterize(100, 100)
+    _, alone_n = Seeds(negative_points=((50, 50),)).rasterize(100, 100)
+    assert ((pos | neg) == (alone_p | alone_n)).all()
+    # a negative brush stroke over a positive click still wins
+    stroke = np.zeros((100, 100), bool)
+    stroke[48:57, 51:56] = True
+    pos2, neg2 = Seeds(positive_points=((52, 50),), negative_mask=stroke).rasterize(100, 100)
+    assert not pos2[50, 52] and neg2[50, 52] and not (pos2 & neg2).any()
