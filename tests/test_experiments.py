@@ -20,6 +20,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "featcut_negative.py": (["0", "2"], "objects; mean IoU before / GrabCut / featcut"),
     "tag_score.py": (["--limit", "1"], "tags with a CAM"),
     "speed_box.py": (["--images", "3"], "|   min_cut |"),
+    "box_select.py": (["--limit", "1", "--variant", "base:", "--variant", "lam8:lam=8"], "pick by confidence"),
     "tags_speed.py": (["--limit", "1", "--variant", "base:", "--variant", "cam:start=cam"], "1 images, 2 tags"),
 }
 
