@@ -1,6 +1,6 @@
 """Issue 12 (boxes): can a box's own score pick, per object, the better of several featcut variants?
 
-    .venv/bin/python tools/experiments/box_select.py [--out OUT.json] [--limit N] --variant base: --variant ffc5:fit_fg_cam=0.5 ...
+    .venv/bin/python tools/experiments/box_select.py [--out OUT.json] [--limit N] --variant base: --variant ffc5:fit_fg_cam=0.5
     .venv/bin/python tools/experiments/box_select.py --out OUT.json --analyse
 
 Run: every VOC object's box through the engine's own path (``Segmenter.segment_boxes(agreement=True)``,
