@@ -279,7 +279,7 @@ class FeatCut:
             cx, cy = int(x), int(y)
             if 0 <= cx < w and 0 <= cy < h:
                 (pos if positive else neg)[max(0, cy - 1) : cy + 2, max(0, cx - 1) : cx + 2] = True
-        split_click_overlap(pos, neg, [(x, y) for x, y, s in points if s], [(x, y) for x, y, s in points if not s])
+        split_click_overlap(pos, neg, [(x, y) for x, y, s in points if s], [(x, y) for x, y, s in points if not s], 2)
         hard_fg = (hard_fg | pos) & ~neg
         hard_bg = hard_bg | neg
         clicked = pos | neg

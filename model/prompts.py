@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from .techniques import Technique
 
@@ -81,7 +82,7 @@ class Seeds:
                 if 0 <= x < width and 0 <= y < height:
                     cv2.circle(m, (int(x), int(y)), r, 1, thickness=-1)
         p, n = pos.astype(bool), neg.astype(bool)
-        split_click_overlap(p, n, self.positive_points, self.negative_points)
+        split_click_overlap(p, n, self.positive_points, self.negative_points, r)
         for src, dst in ((self.positive_mask, p), (self.negative_mask, n)):
             if src is not None:
                 if src.shape != (height, width):
@@ -96,27 +97,35 @@ def split_click_overlap(
     neg: np.ndarray,
     positive_points: Iterable[tuple[float, float]],
     negative_points: Iterable[tuple[float, float]],
+    reach: int,
 ) -> None:
     """Give each pixel in both a positive and a negative click's disk (``pos`` and ``neg``, bool,
-    changed in place) to the nearer of the two clicks; equal distances stay negative.
+    changed in place) to the nearer of the two clicks; equal distances stay negative. ``reach``:
+    the disks' radius (any larger value gives the same result).
 
     A disk is several pixels wide, so an annotator's click close to an earlier click of the other
     label fell inside its disk, and "negative wins" ignored it: the simulator then clicked the same
     missed pixel to the end (2007_008468's chair stuck at 0.75 IoU for 18 clicks). Nearest-click
-    keeps every click's own pixel and splits the overlap between the two."""
+    keeps every click's own pixel and splits the overlap between the two. The distances come from
+    SciPy's exact Euclidean transform of the overlap's bounding box grown by ``reach`` (every click
+    whose disk covers an overlap pixel lies in it), so the cost is bounded by the image's size
+    whatever the number of clicks."""
     both = pos & neg
     if not both.any():
         return
     ys, xs = np.nonzero(both)
+    h, w = both.shape
+    y0, y1 = max(0, int(ys.min()) - reach), min(h, int(ys.max()) + reach + 1)
+    x0, x1 = max(0, int(xs.min()) - reach), min(w, int(xs.max()) + reach + 1)
 
-    def nearest(points: Iterable[tuple[float, float]]) -> np.ndarray:
-        d = np.full(len(ys), np.inf)
+    def distance(points: Iterable[tuple[float, float]]) -> np.ndarray:
+        away = np.ones((y1 - y0, x1 - x0), bool)  # False at the clicks' own pixels
         for x, y in points:
-            if math.isfinite(x) and math.isfinite(y):
-                np.minimum(d, (xs - int(x)) ** 2 + (ys - int(y)) ** 2, out=d)
-        return d
+            if math.isfinite(x) and math.isfinite(y) and y0 <= int(y) < y1 and x0 <= int(x) < x1:
+                away[int(y) - y0, int(x) - x0] = False
+        return ndimage.distance_transform_edt(away)[ys - y0, xs - x0]
 
-    to_pos = nearest(positive_points) < nearest(negative_points)
+    to_pos = distance(positive_points) < distance(negative_points)
     neg[ys[to_pos], xs[to_pos]] = False
     pos[ys[~to_pos], xs[~to_pos]] = False
 

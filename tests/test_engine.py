@@ -436,3 +436,22 @@ def test_overlapping_click_disks_go_to_the_nearer_click_and_brushes_stay_negativ
     stroke[48:57, 51:56] = True
     pos2, neg2 = Seeds(positive_points=((52, 50),), negative_mask=stroke).rasterize(100, 100)
     assert not pos2[50, 52] and neg2[50, 52] and not (pos2 & neg2).any()
+
+
+def test_click_overlaps_split_by_distance_match_a_brute_force_nearest_click():
+    # 300 random clicks of both labels on a 60 x 80 image: every pixel covered by both labels' disks
+    # goes to its nearest click (ties negative), checked against all-pairs distances.
+    rng = np.random.default_rng(7)
+    pts = rng.uniform(0, [80, 60], size=(300, 2))
+    labels = rng.random(300) < 0.5
+    seeds = Seeds(tuple(map(tuple, pts[labels])), tuple(map(tuple, pts[~labels])))
+    pos, neg = seeds.rasterize(60, 80)
+    alone_p, _ = Seeds(positive_points=seeds.positive_points).rasterize(60, 80)
+    _, alone_n = Seeds(negative_points=seeds.negative_points).rasterize(60, 80)
+    both = alone_p & alone_n
+    assert both.sum() > 500 and not (pos & neg).any() and ((pos | neg) == (alone_p | alone_n)).all()
+    ys, xs = np.nonzero(both)
+    cx, cy = pts[:, 0].astype(int), pts[:, 1].astype(int)
+    d2 = (xs[:, None] - cx[None]) ** 2 + (ys[:, None] - cy[None]) ** 2
+    nearer_pos = d2[:, labels].min(1) < d2[:, ~labels].min(1)
+    assert (pos[ys, xs] == nearer_pos).all() and (neg[ys, xs] == ~nearer_pos).all()
