@@ -5,10 +5,10 @@
 
 Run: every VOC object's box through the engine's own path (``Segmenter.segment_boxes(agreement=True)``,
 the featcut preset), once per FeatCutParams variant (the Segmenter's cut swapped, the image's CNN pass
-and hypercolumns shared), recording per object the intersection / union with the ground truth (void
-ignored), the class, and the served score with its two parts (agreement with the second opinion, the
-cut's confidence). Analyse: the report's class-wise binary mIoU of each variant, of the per-object oracle,
-and of picking per object the variant with the highest score / confidence / agreement, per half
+and hypercolumns shared), recording per object its counts against the ground truth (void ignored,
+``evaluator.metrics.BinaryCounts``), the class, and the served score with its two parts (agreement
+with the second opinion, the cut's confidence). Analyse: the report's class-wise binary mIoU of each
+variant, of the per-object oracle, and of picking per object the variant with the highest score / confidence / agreement, per half
 (A = even, B = odd position in the train list). Masks served are never changed by this script.
 """
 
@@ -19,12 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from evaluator.dataset import VocDataset
+from evaluator.metrics import BinaryCounts
 from model import voc
 from model.config import get_config
 from model.featcut import FeatCutCut
@@ -49,7 +49,9 @@ def run(voc_root: str, variants: list[tuple[str, dict]], limit: int | None) -> l
             for o, r in zip(s.objects, res, strict=True):
                 if isinstance(r, Exception):
                     raise r
-                gt = s.object_mask == o.instance
+                c = BinaryCounts.zeros()
+                ci = voc.voc_index(o.name) - 1
+                c.add(ci, r.mask, s.object_mask == o.instance, valid)
                 rows.append(
                     dict(
                         image=image_id,
@@ -57,8 +59,9 @@ def run(voc_root: str, variants: list[tuple[str, dict]], limit: int | None) -> l
                         instance=o.instance,
                         cls=o.name,
                         variant=name,
-                        inter=int((r.mask & gt & valid).sum()),
-                        union=int(((r.mask | gt) & valid).sum()),
+                        tp=int(c.tp[ci]),
+                        fp=int(c.fp[ci]),
+                        fn=int(c.fn[ci]),
                         score=float(r.score),
                         confidence=float(r.confidence or 0.0),
                         agreement=float(r.agreement or 0.0),
@@ -69,14 +72,14 @@ def run(voc_root: str, variants: list[tuple[str, dict]], limit: int | None) -> l
 
 
 def miou(picks: list[dict]) -> float:
-    inter = np.zeros(20)
-    union = np.zeros(20)
+    """The report's class-wise binary mIoU (evaluator.metrics) of the picked objects' counts."""
+    c = BinaryCounts.zeros()
     for r in picks:
-        c = voc.voc_index(r["cls"]) - 1
-        inter[c] += r["inter"]
-        union[c] += r["union"]
-    ok = union > 0
-    return float((inter[ok] / union[ok]).mean() * 100)
+        ci = voc.voc_index(r["cls"]) - 1
+        c.tp[ci] += r["tp"]
+        c.fp[ci] += r["fp"]
+        c.fn[ci] += r["fn"]
+    return c.summary()["mIoU"] * 100
 
 
 def analyse(rows: list[dict]) -> None:
@@ -85,7 +88,7 @@ def analyse(rows: list[dict]) -> None:
         by.setdefault((r["image"], r["instance"]), {})[r["variant"]] = r
     names = list(next(iter(by.values())))
     rules = {f"variant {n}": (lambda d, n=n: d[n]) for n in names}
-    rules["oracle"] = lambda d: max(d.values(), key=lambda r: r["inter"] / max(r["union"], 1))
+    rules["oracle"] = lambda d: max(d.values(), key=lambda r: r["tp"] / max(r["tp"] + r["fp"] + r["fn"], 1))
     for key in ("score", "confidence", "agreement"):
         rules[f"pick by {key}"] = lambda d, key=key: max(d.values(), key=lambda r: r[key])
     print(f"{'rule':28s} {'all':>6s} {'A':>6s} {'B':>6s}  picks")
