@@ -47,6 +47,12 @@ class EngineConfig:
     # Boxes with ``agreement=True``: the score averages the agreement with the cut's own confidence
     # in its answer (model/results.py agreement_score), where the cut reports one (featcut does).
     score_confidence: bool = False
+    # Boxes: a box says an object is there, so a cut that keeps no pixel of it (a weak colour
+    # contrast the smoothness term wins: 4 of the 579 VOC boxes with featcut) answers the box's CAM
+    # at least this fraction of its peak in the box (fallback "cut_empty"), the tags' convention
+    # (class_tag_fallback); None: the empty mask (the report). Box answers only: after clicks an
+    # empty mask is the annotator's doing.
+    box_empty_fallback: float | None = None
     # Tags: the other classes tagged on the image compete for pixels. A pixel where another
     # tagged class's (raw) CAM is higher cannot be foreground of this one (it becomes probable
     # background), since a pixel has one class. The report segments each tag on its own (False).
@@ -172,6 +178,7 @@ FEATCUT = dataclasses.replace(
     class_tagprop=True,
     class_tag_scales=(1.5,),
     class_tag_fallback=0.5,
+    box_empty_fallback=0.5,
     class_tag_walk_scaled=True,
     class_tag_keep_rel=0.5,
     class_tag_recut=True,

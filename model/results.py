@@ -23,7 +23,8 @@ class MaskResult:
     all-zero CAM; a box fell back to naked GrabCut, a tag's mask is empty),
     "cam_no_foreground" (digitized CAM had no foreground in the box: naked GrabCut instead),
     "no_background" (nothing to model the background: the initial mask is returned),
-    "no_positive_seed" (segment_seeds without a positive click or stroke: empty mask).
+    "no_positive_seed" (segment_seeds without a positive click or stroke: empty mask),
+    "cut_empty" (a box's cut kept no pixel: the box's CAM at ``box_empty_fallback`` of its peak).
     """
 
     mask: np.ndarray  # (H, W) bool

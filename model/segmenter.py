@@ -354,6 +354,12 @@ class Segmenter:
         m[y1:] = False
         m[:, :x0] = False
         m[:, x1:] = False
+        # A box says an object is there: a cut that kept none of it answers the box's CAM core.
+        level = self.config.box_empty_fallback
+        box_cam = None if cam is None or not evidence or interactive or m.any() else cam[y0:y1, x0:x1]
+        if level is not None and box_cam is not None and cut_fallback is None and float(box_cam.max()) > 0:
+            m[y0:y1, x0:x1] = box_cam >= level * float(box_cam.max())
+            cut_fallback = "cut_empty"
         res = MaskResult(m, tech, cam_score(m, cam), fallback or cut_fallback)
         if extras is not None and cut_fallback is None:
             res.learned = extras.head

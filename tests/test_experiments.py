@@ -21,6 +21,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "tag_score.py": (["--limit", "1"], "tags with a CAM"),
     "speed_box.py": (["--images", "3"], "|   min_cut |"),
     "box_select.py": (["--limit", "1", "--variant", "base:", "--variant", "lam8:lam=8"], "pick by confidence"),
+    "box_empty.py": (["--limit", "1"], "objects, 0 empty"),
     "tags_speed.py": (["--limit", "1", "--variant", "base:", "--variant", "cam:start=cam"], "1 images, 2 tags"),
 }
 

@@ -156,6 +156,32 @@ def test_edge_cases_keep_their_defined_results(ds: VocDataset, seg: Segmenter) -
     assert r.fallback == "no_cam" and r.mask.any()
 
 
+def test_a_box_the_cut_leaves_empty_answers_its_cams_core(ds: VocDataset, seg: Segmenter) -> None:
+    """Two VOC people (a dark figure in a dark subway car, a small one in a crowd) whose cut keeps
+    no pixel of the box: the weak colour contrast loses to the smoothness term. A box says an
+    object is there, so the answer is the box's CAM at half its peak, flagged ``cut_empty``."""
+    plain = Segmenter(dataclasses.replace(get_config("featcut"), box_empty_fallback=None), net=seg.net)
+    for image_id, instance in (("2007_008218", 3), ("2007_008526", 4)):
+        s = ds.load(image_id)
+        o = next(o for o in s.objects if o.instance == instance)
+        gt, valid = s.object_mask == instance, s.object_mask != 255
+        plain.set_image(s.image)
+        empty = plain.segment_box(o.box, o.name)
+        assert not empty.mask.any() and empty.fallback is None  # the case is real: the cut alone answers nothing
+        seg.set_image(s.image)
+        res = seg.segment_box(o.box, o.name)
+        x0, y0, x1, y1 = o.box.clip(*s.image.shape[1::-1])
+        inside = np.zeros_like(gt)
+        inside[y0:y1, x0:x1] = True
+        assert res.fallback == "cut_empty" and res.mask.any() and not (res.mask & ~inside).any()
+        assert iou(res.mask, gt, valid) > 0.6
+        # Clicks then refine the fallback answer like any other (no fallback once clicked).
+        x, y, positive = next_click(res.mask, gt, valid)
+        seeds = Seeds(((float(x), float(y)),), ()) if positive else Seeds((), ((float(x), float(y)),))
+        after = seg.segment_box(o.box, o.name, seeds=seeds, previous=res.mask)
+        assert after.fallback is None
+
+
 def test_previous_is_ignored_by_grabcut_presets(ds: VocDataset) -> None:
     s = ds.load("2007_000039")
     seg = Segmenter(get_config("default"))

@@ -43,6 +43,7 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_tag_recut": (True, False),
     "class_tag_support_score": (True, False),
     "score_confidence": (True, False),
+    "box_empty_fallback": (0.5, None),
 }
 
 
