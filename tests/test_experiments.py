@@ -22,6 +22,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "speed_box.py": (["--images", "3"], "|   min_cut |"),
     "box_select.py": (["--limit", "1", "--variant", "base:", "--variant", "lam8:lam=8"], "pick by confidence"),
     "box_empty.py": (["--limit", "1"], "objects, 0 empty"),
+    "engine_levers.py": (["box", "--limit", "1", "--variant", "base:"], "pick by confidence"),
     "tags_speed.py": (["--limit", "1", "--variant", "base:", "--variant", "cam:start=cam"], "1 images, 2 tags"),
 }
 
