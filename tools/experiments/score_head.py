@@ -2,13 +2,16 @@
 cross-validated Spearman rho (``score_rho``, what the gate checks) foretell the rho it gets on the
 other half of the images?
 
-    .venv/bin/python tools/experiments/score_head.py [--cache FILE.npz] [--points 50,100,200]
+    .venv/bin/python tools/experiments/score_head.py [--cache FILE.npz] [--points 50,100,200] [--alternatives]
 
 Every object of the 205 shared images is collected once as a correction (evaluator.learn's
 ``correction_samples``: the served featcut box answer, its agreement and its true IoU), halves A / B
 by even / odd position in the split list. For each direction and number of corrections n: the CV
 rho of the learnt score and of the agreement on the first n of one half, and the rho of a score
-model fitted on those n on all of the other half.
+model fitted on those n on all of the other half. ``--alternatives`` (session 15) adds, on the other
+half, two score models not served: the class offsets taken on the residuals of the training-free
+score calibrated by a line fitted on the n corrections ("resid"), and the answer's in-box fill
+against its class's corrected fill, min / max of the two, shrunk like the class prior ("fill").
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from evaluator.dataset import VocDataset
 from evaluator.learn import correction_samples
 from model.engine import Segmenter, get_config
-from model.head import ObjectSample, sample_score, score_head, score_rho, training_free_score
+from model.head import SCORE_SHRINK, ObjectSample, sample_score, score_head, score_rho, training_free_score
 
 VOC_ROOT = os.environ.get("CAMCUT_VOC", "/work/shared/voc2012/VOC2012")
 FIELDS = ("voc_class", "agreement", "core_iou", "group")
@@ -59,15 +62,49 @@ def collect(cache: Path | None) -> dict[int, list[ObjectSample]]:
     return out
 
 
+def _shrunk_offsets(classes: list[str], values: np.ndarray) -> dict[str, float]:
+    """Each class's mean of ``values`` minus the project's, shrunk as the served class prior is."""
+    mean, by = float(np.mean(values)), {}
+    for c, v in zip(classes, values, strict=True):
+        by.setdefault(c, []).append(float(v))
+    return {c: (sum(v) + SCORE_SHRINK * mean) / (len(v) + SCORE_SHRINK) - mean for c, v in by.items()}
+
+
+def _fill(s: ObjectSample, truth: bool) -> float:
+    x = s.x.astype(np.float32)
+    inbox = x[:, 3] > 0.5
+    return float(np.count_nonzero((s.y if truth else x[:, 1] > 0) & inbox) / max(1, np.count_nonzero(inbox)))
+
+
+def alternatives(fit: list[ObjectSample], other: list[ObjectSample]) -> str:
+    """Other-half rho of the "resid" and "fill" score models fitted on ``fit`` (module docstring)."""
+    tf, y = np.array([training_free_score(s) for s in fit]), np.array([s.core_iou for s in fit])
+    b, a = np.polyfit(tf, y, 1)
+    off = _shrunk_offsets([s.voc_class for s in fit], y - (a + b * tf))
+    truth = [s.core_iou for s in other]
+    resid = [a + b * training_free_score(s) + off.get(s.voc_class, 0.0) for s in other]
+    fills = np.array([_fill(s, True) for s in fit])
+    mean = float(fills.mean())
+    cls_fill = {c: mean + v for c, v in _shrunk_offsets([s.voc_class for s in fit], fills).items()}
+    ratio = []
+    for s in other:
+        got, want = _fill(s, False), cls_fill.get(s.voc_class, mean)
+        ratio.append(min(got, want) / max(got, want, 1e-6))
+    return f"{spearmanr(truth, resid).statistic:.3f} / {spearmanr(truth, ratio).statistic:.3f}"
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--points", default="50,100,200")
+    ap.add_argument("--alternatives", action="store_true", help="also the resid / fill score models (session 15)")
     a = ap.parse_args(argv)
     halves = collect(a.cache)
     print(f"objects: A {len(halves[0])}, B {len(halves[1])}")
-    print("| learn -> score | corrections | CV rho learnt / training-free | other half: learnt / training-free / agreement |")
-    print("|---|---:|---|---|")
+    extra = " other half: resid / fill |" if a.alternatives else ""
+    head = "| learn -> score | corrections | CV rho learnt / training-free | other half: learnt / training-free / agreement |"
+    print(head + extra)
+    print("|---|---:|---|---|" + ("---|" if a.alternatives else ""))
     for src, dst in ((0, 1), (1, 0)):
         for n in [int(p) for p in a.points.split(",")]:
             fit = halves[src][:n]
@@ -78,7 +115,8 @@ def main(argv: list[str]) -> int:
             free = spearmanr(truth, [training_free_score(s) for s in halves[dst]]).statistic
             agreement = spearmanr(truth, [s.agreement for s in halves[dst]]).statistic
             other = f"{learnt:.3f} / {free:.3f} / {agreement:.3f}"
-            print(f"| {'AB'[src]} -> {'AB'[dst]} | {len(fit)} | {cv[0]:.3f} / {cv[1]:.3f} | {other} |")
+            alt = f" {alternatives(fit, halves[dst])} |" if a.alternatives else ""
+            print(f"| {'AB'[src]} -> {'AB'[dst]} | {len(fit)} | {cv[0]:.3f} / {cv[1]:.3f} | {other} |{alt}")
     return 0
 
 
