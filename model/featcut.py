@@ -31,7 +31,7 @@ import numpy as np
 from .cut import Cut, CutInputs, CutReport
 from .features import PixelFeatures
 from .grabcut import run_grabcut
-from .graphcut import fit_gmm, fit_logistic, gmm_logliks, logistic_logits, min_cut, potts_weights
+from .graphcut import fit_gmm, fit_logistic, gmm_logliks, logistic_logits, min_cut, potts_weights, ring_geodesic
 from .prompts import split_click_overlap
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
 
@@ -88,6 +88,16 @@ class FeatCutParams:
     # slices along the leading direction, one M-step: with the featcut preset's score_max_side 48,
     # half the second opinion's CPU and a score that ranks boxes better on both halves (README "Speed").
     score_gmm_iterations: int | None = 0
+    # Ring connectivity prior of a box's first answer (0: off, served): nats against foreground of
+    # geo_weight * exp(-d / geo_scale), d the pixel's geodesic distance from the window's ring
+    # (outside the box) over steps costing their Lab difference less geo_free (graphcut.ring_geodesic).
+    # Background inside a box is mostly joined to the background outside it by a smooth path (sky
+    # between wings, floor between chair legs); the colour models alone cannot say so when the CAM's
+    # core holds those colours. Per class it helps or hurts a lot (README ablation, session 15),
+    # so it is a candidate for a per-class choice learnt from corrections, not a global setting.
+    geo_weight: float = 0.0
+    geo_scale: float = 5.0
+    geo_free: float = 2.0
     extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
 
 
@@ -331,6 +341,10 @@ class FeatCut:
         unsure = None
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
+        ring_prior = 0.0
+        if p.geo_weight > 0 and prev is None and not points:  # a box's first answer only
+            geo = ring_geodesic(image, hard_bg, p.geo_free)
+            ring_prior = (p.geo_weight * np.exp(-geo / p.geo_scale) * ~hard_bg).astype(np.float32)
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -355,7 +369,7 @@ class FeatCut:
                 bg_m = fit_gmm(gs[~ys], ws[~ys], p.gmm_components, **em)
                 fg_ll, bg_ll = gmm_logliks(g, fg_m, bg_m)
                 z += p.gmm_weight * np.clip(fg_ll - bg_ll, -30, 30)
-            cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False]
+            cost_fg = np.logaddexp(0.0, -z) + p.click_strength * prior[False] + ring_prior
             cost_bg = np.logaddexp(0.0, z) + p.click_strength * prior[True]
             if prev is not None and keep_previous and p.keep_far > 0:
                 # A click re-fits the colour models of the whole window, which could flip regions the

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import functools
 
+import cv2
 import maxflow  # type: ignore[import-untyped]  # PyMaxflow ships no type hints
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import dijkstra
 
 HARD = 1e6  # capacity of a hard constraint: above any sum of pairwise weights around a pixel
 # Neighbour offsets (dy, dx) of the 8-neighbourhood, one direction per pair of pixels.
@@ -203,6 +206,26 @@ def potts_weights(image: np.ndarray, lam: float) -> list[np.ndarray]:
         wgt[~valid] = 0.0
         out.append(wgt.astype(np.float64))
     return out
+
+
+def ring_geodesic(image: np.ndarray, sources: np.ndarray, free: float) -> np.ndarray:
+    """(h, w) geodesic distance of every pixel of ``image`` (h, w, 3 uint8 RGB) from the nearest
+    ``sources`` pixel (h, w bool): the least sum of 8-neighbour steps, each costing its 8-bit Lab
+    colour difference less ``free`` (at least 1e-3), so a path through a smooth gradient (sky,
+    a wall, a floor) is nearly free and one across an edge is not. SciPy's Dijkstra over the
+    pixel graph; inf where no source is reachable (no source at all)."""
+    h, w = sources.shape
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32).reshape(-1, 3)
+    idx = np.arange(h * w).reshape(h, w)
+    pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :]), (idx[:-1, :-1], idx[1:, 1:]), (idx[:-1, 1:], idx[1:, :-1])]
+    a = np.concatenate([p.ravel() for p, _ in pairs])
+    b = np.concatenate([q.ravel() for _, q in pairs])
+    cost = np.maximum(0.0, np.linalg.norm(lab[a] - lab[b], axis=1) - free) + 1e-3
+    graph = coo_matrix((cost, (a, b)), shape=(h * w, h * w)).tocsr()
+    start = idx[sources]
+    if start.size == 0:
+        return np.full((h, w), np.inf)
+    return dijkstra(graph, directed=False, indices=start, min_only=True).reshape(h, w)
 
 
 def min_cut(
