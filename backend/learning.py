@@ -84,6 +84,8 @@ def _arrays(s: ObjectSample) -> dict[str, np.ndarray]:
     a = {"x": s.x, "y": s.y}
     if s.uv is not None and s.shape is not None:  # the shape prior's (model/shapeprior.py)
         a["uv"], a["shape"] = s.uv, s.shape
+    if s.ring is not None:  # the answer with the core's ring prior (model/head.py ring_head)
+        a["ring"] = s.ring
     return a
 
 
@@ -106,8 +108,9 @@ def _load_samples(store: Store, project: str) -> tuple[list[ObjectSample], float
         # Samples stored before the shape prior have no uv / shape: they teach the MLP only.
         uv = a["uv"].astype(np.float16) if "uv" in a else None
         shape = a["shape"].astype(np.float16) if "shape" in a else None
+        ring = a["ring"].astype(bool) if "ring" in a else None  # stored before the ring prior: none
         out.append(ObjectSample(str(cls), a["x"].astype(np.float16), a["y"].astype(bool), float(agreement),
-                                float(core_iou), uv, shape, f"a{annotation}"))  # fmt: skip
+                                float(core_iou), uv, shape, f"a{annotation}", ring))  # fmt: skip
     return out, max((float(r[4]) for r in rows), default=0.0)
 
 

@@ -98,6 +98,9 @@ class FeatCutParams:
     geo_weight: float = 0.0
     geo_scale: float = 5.0
     geo_free: float = 2.0
+    # The ring prior's weight where a learned head switches it on for a class (model/head.py
+    # ring_head), and in the answer recorded beside the core's for every correction.
+    learned_geo_weight: float = 2.0
     extra: dict = field(default_factory=dict, compare=False)  # experiment-only switches
 
 
@@ -341,10 +344,13 @@ class FeatCut:
         unsure = None
         if prev is None and cam is not None and p.fit_fg_cam is not None:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
-        ring_prior = 0.0
-        if p.geo_weight > 0 and prev is None and not points:  # a box's first answer only
-            geo = ring_geodesic(image, hard_bg, p.geo_free)
-            ring_prior = (p.geo_weight * np.exp(-geo / p.geo_scale) * ~hard_bg).astype(np.float32)
+        ring_prior: np.ndarray | float = 0.0
+        ring_term: np.ndarray | None = None  # exp(-d / geo_scale) in the box, d from the ring
+        first = prev is None and not points  # a box's first answer: the only one the ring prior shapes
+        want_ring = first and head is not None and head.wants_ring and p.learned_geo_weight > 0
+        if first and (p.geo_weight > 0 or want_ring):
+            ring_term = (np.exp(-ring_geodesic(image, hard_bg, p.geo_free) / p.geo_scale) * ~hard_bg).astype(np.float32)
+            ring_prior = p.geo_weight * ring_term
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -380,8 +386,11 @@ class FeatCut:
                 cost_bg = cost_bg + far * prev
             mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
             target = mask & inbox
-        if head is not None and prev is None and not points:  # a learned head re-cuts a box answer (model/head.py)
-            mask = head.refine(image, init, cam, fz, head_features, z, mask, pair)
+        if head is not None and first:  # a learned head re-cuts a box answer (model/head.py)
+            ring = None
+            if want_ring and ring_term is not None:  # the same unary with the ring prior at the learned weight
+                ring = min_cut(cost_fg - ring_prior + p.learned_geo_weight * ring_term, cost_bg, pair, hard_fg, hard_bg)
+            mask = head.refine(image, init, cam, fz, head_features, z, mask, pair, ring)
         if p.cleanup and (prev is not None or pos.any()):
             anchor = pos | (prev if prev is not None else np.zeros_like(pos))
             _, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)

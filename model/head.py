@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -62,6 +62,11 @@ MIN_OBJECTS = 200
 # held out on 10 objects, past the 2-SE gate) lost 0.044 mean IoU on 63 other objects.
 MLP_MIN_OBJECTS = 200
 PER_CLASS_MIN = 40  # objects of one class (in the fit part) before it gets its own head
+# The ring connectivity prior (model/featcut.py FeatCutParams.geo_weight) is switched on per class
+# where the class's corrections in the fit part are better answered with it (mean grid IoU gain past
+# MIN_GAIN, at least RING_MIN_OBJECTS of them): chosen per class on one half of the shared VOC
+# images it gained on the other both ways (README ablation, session 15), globally it does not.
+RING_MIN_OBJECTS = 5
 MIN_GAIN = 0.005  # held-out mean IoU a new head must gain over the current one
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # candidate weights of the shape prior's log-odds
 GATE_Z = 2.0  # ... and in standard errors of its per-object gains (one-sided, ~97.5%)
@@ -203,6 +208,7 @@ class ObjectSample:
     uv: np.ndarray | None = None  # (n, 2) float16: the grid pixels' box coordinates (None: stored before the prior)
     shape: np.ndarray | None = None  # (SIZE, SIZE) float16: the correction resampled to its box (model/shapeprior.py)
     group: str = ""  # the image (annotation) it came from: the gate holds out whole images
+    ring: np.ndarray | None = None  # (n,) bool: the answer with the ring prior there (None: not recorded)
 
 
 @dataclass
@@ -226,12 +232,22 @@ class Head:
     # minus the project's; "agreement", heads stored before it: the agreement plus score_w's ridge
     # correction on the mask stats (score_w is zero and unused in a "class" head).
     score_base: str = "class"
+    ring_classes: tuple[str, ...] = ()  # classes answered with the core's ring prior (a "ring" head)
+
+    @property
+    def recuts(self) -> bool:
+        """Whether the head's logits differ from the core's own unary (an MLP or a shape prior), so
+        that :meth:`Hook.refine` cuts again on them."""
+        return self.w1.shape[1] > 0 or self.shape_w > 0
 
     @property
     def changes_masks(self) -> bool:
-        """False for a head whose logits are the core's own unary (no MLP, no shape prior): it
-        only scores the core's answers, so the cut is not run again (:meth:`Hook.refine`)."""
-        return self.w1.shape[1] > 0 or self.shape_w > 0
+        """False for a head that only scores the core's answers (no MLP, no shape prior, no class
+        with the ring prior): the cut is not run again (:meth:`Hook.refine`)."""
+        return self.recuts or bool(self.ring_classes)
+
+    def ring_for(self, voc_class: str) -> bool:
+        return voc_class in self.ring_classes
 
     def shape_logit(self, voc_class: str, uv: np.ndarray | None) -> np.ndarray | float:
         """The shape prior's term at box coordinates ``uv`` (n, 2) (0.0: no prior, or no uv)."""
@@ -281,6 +297,7 @@ class Head:
                 -1, shapeprior.SIZE, shapeprior.SIZE),
             "shape_w": np.array([self.shape_w], np.float32),
             "score_base": np.array([self.score_base], dtype=np.str_),
+            "ring_classes": np.array(sorted(self.ring_classes), dtype=np.str_).reshape(-1),
         }  # fmt: skip
 
     @classmethod
@@ -301,8 +318,9 @@ class Head:
         base = str(a["score_base"][0]) if "score_base" in a else "agreement"  # stored before the confidence
         if base not in ("class", "agreement"):
             raise ValueError(f"unknown score base {base!r}")
+        ring = tuple(str(c) for c in a["ring_classes"]) if "ring_classes" in a else ()  # stored before: none
         return cls(tuple(str(c) for c in a["classes"]), f32("mean"), f32("std"), f32("w1"), f32("b1"), f32("w2"),
-                   f32("b2"), f32("core"), f32("score_w"), priors, maps, sw, base)  # fmt: skip
+                   f32("b2"), f32("core"), f32("score_w"), priors, maps, sw, base, ring)  # fmt: skip
 
 
 class Hook:
@@ -316,6 +334,13 @@ class Hook:
         self.mask: np.ndarray | None = None  # the answer at the window's working size
         self.head_logit: np.ndarray | None = None
         self.agreement: float | None = None  # set by HeadSet.rescore once the second opinion is known
+        self.ring: np.ndarray | None = None  # the answer with the ring prior (working size), when cut
+
+    @property
+    def wants_ring(self) -> bool:
+        """Whether the cut should also answer with its ring prior: to record it (no head), or
+        because the head answers this class with it."""
+        return self.head is None or self.head.ring_for(self.voc_class)
 
     def refine(
         self,
@@ -327,17 +352,22 @@ class Hook:
         z: np.ndarray,
         mask: np.ndarray,
         pair: list[np.ndarray],
+        ring: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Called by featcut with the core's box answer: returns the head's re-cut (or the answer)."""
+        """Called by featcut with the core's box answer (and, if :attr:`wants_ring`, its answer with
+        the ring prior): returns the head's answer (the core's, the ring one, or a re-cut)."""
         x = pixel_features(image, init, cam, fz, fixed, z, mask)
         u, v, self.box = box_uv(init)
-        self.x, self.uv = x, np.stack([u, v], axis=2)
+        self.x, self.uv, self.ring = x, np.stack([u, v], axis=2), ring
         if self.head is None:
             self.mask = mask
             return mask
         hz = self.head.logits(x.reshape(-1, N_PIXEL), self.voc_class, self.uv.reshape(-1, 2)).reshape(mask.shape)
         self.head_logit = hz
-        if not self.head.changes_masks:  # a score-only head: the core's answer, exactly
+        if ring is not None and self.head.ring_for(self.voc_class):  # a ring head's class
+            self.mask = ring
+            return ring
+        if not self.head.recuts:  # a score-only head (or a ring head's other classes): the core's answer
             self.mask = mask
             return mask
         out = min_cut(np.logaddexp(0.0, -hz), np.logaddexp(0.0, hz), pair, init == GC_FGD, init == GC_BGD)
@@ -373,8 +403,9 @@ class Hook:
         x = self.x[gy, gx].reshape(-1, N_PIXEL)[keep]
         uv = self.uv[gy, gx].reshape(-1, 2)[keep]
         shape = shapeprior.box_shape(y, self.box, ok)
+        ring = None if self.ring is None else self.ring[gy, gx].ravel()[keep]
         return ObjectSample(self.voc_class, x.astype(np.float16), y[gy, gx].ravel()[keep], agreement, core_iou,
-                            uv.astype(np.float16), shape.astype(np.float16))  # fmt: skip
+                            uv.astype(np.float16), shape.astype(np.float16), ring=ring)  # fmt: skip
 
 
 class HeadSet:
@@ -521,6 +552,27 @@ def prior_head(samples: Sequence[ObjectSample]) -> Head:
     return head
 
 
+def ring_head(samples: Sequence[ObjectSample]) -> Head:
+    """A head that answers with the core's ring prior the classes whose corrections in ``samples``
+    it answers better (grid IoU, RING_MIN_OBJECTS of them at least, mean gain past MIN_GAIN), and
+    with the core's own answer the others (and the score model)."""
+    gains: dict[str, list[float]] = {}
+    for s in samples:
+        if s.ring is not None:
+            gains.setdefault(s.voc_class, []).append(grid_iou(s.ring, s.y) - grid_iou(s.x[:, 1] > 0, s.y))
+    head = _core_head()
+    head.ring_classes = tuple(sorted(c for c, g in gains.items() if len(g) >= RING_MIN_OBJECTS and np.mean(g) > MIN_GAIN))
+    # The score model learns the IoU of the answers served: on a ring class, the core's corrected
+    # IoU moved by the ring answer's grid gain over the core's.
+    served = [
+        s if not head.ring_for(s.voc_class) or s.ring is None
+        else replace(s, core_iou=float(np.clip(s.core_iou + grid_iou(s.ring, s.y) - grid_iou(s.x[:, 1] > 0, s.y), 0, 1)))
+        for s in samples
+    ]  # fmt: skip
+    _fit_priors_and_score(head, served)
+    return head
+
+
 def score_head(samples: Sequence[ObjectSample]) -> Head:
     """A head that changes no mask (``changes_masks`` False): the core's answers, with the score
     model (and per-class prior IoUs) fitted on ``samples``."""
@@ -601,7 +653,10 @@ def heldout_iou(head: Head | None, samples: Sequence[ObjectSample]) -> float:
     out = []
     for s in samples:
         x = s.x.astype(np.float32)
-        pred = cut_estimate(x, head.logits(x, s.voc_class, s.uv)) if head is not None else x[:, 1] > 0
+        if head is not None and head.ring_for(s.voc_class) and s.ring is not None:
+            pred = np.asarray(s.ring, bool)
+        else:
+            pred = cut_estimate(x, head.logits(x, s.voc_class, s.uv)) if head is not None else x[:, 1] > 0
         out.append(grid_iou(pred, s.y))
     return float(np.mean(out)) if out else 0.0
 
@@ -615,7 +670,8 @@ class FitReport:
     old_iou: float
     seconds: float
     classes: tuple[str, ...] = ()
-    kind: str = ""  # the best candidate: "prior" (shape prior over the core), "mlp" (MLP + prior) or "score" (kept
+    kind: str = ""  # the best candidate: "prior" (shape prior over the core), "ring" (the core's ring prior for some
+    # classes), "mlp" (MLP + prior) or "score" (kept
     # instead of them: the score model alone, no mask changed)
     rho: tuple[float, float] | None = None  # kind "score": score_rho's (learnt, training-free)
 
@@ -672,7 +728,7 @@ def fit_heads(
     def judge(hs: dict[str, Head]) -> np.ndarray:
         return np.array([heldout_iou(served(hs, s.voc_class), [s]) for s in held])
 
-    candidates = [{"": prior_head(fit)}]
+    candidates = [{"": prior_head(fit)}, {"": ring_head(fit)}]
     if mlp and n >= MLP_MIN_OBJECTS:
         try:
             project: Head | None = fit_head(fit, budget_s=budget_s * 0.6, **kw)
@@ -711,7 +767,7 @@ def fit_heads(
             maps = shapeprior.class_maps([np.asarray(s.shape, np.float32) for s in have], [s.voc_class for s in have])
             for h in heads.values():
                 h.shape_maps = maps
-    kind = ("prior", "mlp")[best]
+    kind = ("prior", "ring", "mlp")[best]
     return FitReport(ok, heads if ok else dict(old), k, new_iou, old_iou, time.process_time() - t0, tuple(sorted(heads)), kind)
 
 
@@ -729,6 +785,7 @@ __all__ = [
     "heldout_iou",
     "pixel_features",
     "prior_head",
+    "ring_head",
     "sample_score",
     "score_head",
     "score_rho",

@@ -13,6 +13,7 @@ from model.engine import Segmenter, get_config
 from model.head import (
     MIN_OBJECTS,
     N_PIXEL,
+    RING_MIN_OBJECTS,
     SCORE_MIN_GAIN,
     Head,
     HeadSet,
@@ -22,6 +23,7 @@ from model.head import (
     fit_heads,
     heldout_iou,
     prior_head,
+    ring_head,
     score_head,
     score_rho,
     training_free_score,
@@ -174,7 +176,7 @@ def test_no_mlp_head_from_few_corrections(samples: list[ObjectSample]) -> None:
 
     few = (samples * 3)[: MLP_MIN_OBJECTS - 1]
     rep = fit_heads(few, epochs=2, min_objects=0)
-    assert rep.kind in ("prior", "score")
+    assert rep.kind in ("prior", "ring", "score")  # a candidate without an MLP
     assert all(h.w1.shape[1] == 0 for h in rep.heads.values())  # whatever was kept has no MLP
 
 
@@ -301,3 +303,45 @@ def test_a_head_stored_before_the_class_score_keeps_its_agreement_score(samples:
     bad = dict(arrays, score_base=np.array(["magic"], dtype=np.str_))
     with pytest.raises(ValueError):
         Head.from_arrays(bad)
+
+
+def test_samples_record_the_ring_answer_and_a_ring_head_serves_it_for_its_classes_only() -> None:
+    """The ring connectivity prior (model/featcut.py ``learned_geo_weight``) switched on per class
+    by a learned head: every recorded correction carries the answer with the prior beside the
+    core's, ``ring_head`` picks the classes it answers better, and served, that class gets the
+    prior's answer (the same as the core with ``geo_weight`` set) while other classes keep the
+    core's. 2007_003565's gull: the core keeps most of the sky in its box, the prior takes it out."""
+    from model.featcut import FeatCutCut, FeatCutParams
+
+    ds = VocDataset(VOC)
+    s = ds.load("2007_003565")
+    obj = next(o for o in s.objects if o.instance == 1)
+    gt, valid = s.object_mask == 1, s.object_mask != 255
+    rec = Segmenter(get_config("featcut"))
+    rec.heads = HeadSet()
+    rec.set_image(s.image)
+    got = correction_sample(rec, obj.box, obj.name, gt, valid)
+    assert got is not None and got.ring is not None and got.ring.shape == got.y.shape
+    core = got.x[:, 1] > 0
+    ring_gain = float(np.mean(got.ring == got.y)) - float(np.mean(core == got.y))
+    assert ring_gain > 0.2  # the sky pixels of the grid, right with the prior, wrong without
+    head = ring_head([dataclasses_replace(got, group=str(i)) for i in range(RING_MIN_OBJECTS)])
+    assert head.ring_classes == ("bird",) and head.changes_masks and not head.recuts
+    assert heldout_iou(head, [got]) > heldout_iou(None, [got]) + 0.2
+    again = Head.from_arrays(head.to_arrays())
+    assert again.ring_classes == ("bird",)
+    old = {k: v for k, v in head.to_arrays().items() if k != "ring_classes"}  # a head stored before it
+    assert Head.from_arrays(old).ring_classes == ()
+
+    served = Segmenter(get_config("featcut"), net=rec.net)
+    served.heads = HeadSet({"": again}, "h1")
+    served.set_image(s.image)
+    ringed = Segmenter(get_config("featcut"), net=rec.net)
+    ringed.cutter = FeatCutCut(FeatCutParams(geo_weight=FeatCutParams().learned_geo_weight))
+    ringed.set_image(s.image)
+    plain = Segmenter(get_config("featcut"), net=rec.net)
+    plain.set_image(s.image)
+    bird = served.segment_box(obj.box, "bird").mask
+    assert np.array_equal(bird, ringed.segment_box(obj.box, "bird").mask)
+    assert not np.array_equal(bird, plain.segment_box(obj.box, "bird").mask)
+    assert np.array_equal(served.segment_box(obj.box, "aeroplane").mask, plain.segment_box(obj.box, "aeroplane").mask)

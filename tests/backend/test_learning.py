@@ -10,6 +10,7 @@ the same version; a project without corrections keeps the training-free model ex
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,9 @@ def test_corrections_stored_during_a_fit_are_new_to_the_next(tmp_path: Path, dat
 
 def test_samples_keep_the_shape_prior_arrays_and_their_image(tmp_path: Path, database_url: str) -> None:
     """The shape prior (model/shapeprior.py) needs each sample's box coordinates and corrected
-    shape, and the gate holds out whole annotations: all three survive the store (as arrays)."""
+    shape, the ring head (model/head.py ring_head) its answer with the ring prior, and the gate
+    holds out whole annotations: all four survive the store (as arrays); a sample without the
+    ring answer (stored before it) loads without one."""
     import backend.learning as learning
     from model.head import N_PIXEL, ObjectSample
     from model.shapeprior import SIZE
@@ -172,12 +175,15 @@ def test_samples_keep_the_shape_prior_arrays_and_their_image(tmp_path: Path, dat
     rng = np.random.default_rng(1)
     s = ObjectSample(
         "dog", rng.random((8, N_PIXEL)).astype(np.float16), rng.random(8) > 0.5, 0.7, 0.6,
-        rng.random((8, 2)).astype(np.float16), rng.random((SIZE, SIZE)).astype(np.float16),
+        rng.random((8, 2)).astype(np.float16), rng.random((SIZE, SIZE)).astype(np.float16), ring=rng.random(8) > 0.5,
     )  # fmt: skip
+    old = dataclasses.replace(s, ring=None)
     with store.transaction() as db:
-        learning.write_samples(db, "7", 42, "2025-02-01T00:00:00Z", [("r0", s), ("r1", s)])
+        learning.write_samples(db, "7", 42, "2025-02-01T00:00:00Z", [("r0", s), ("r1", old)])
     got = learning.load_samples(store, "7")
     assert len(got) == 2
     assert got[0].uv is not None and np.array_equal(got[0].uv, s.uv)
     assert got[0].shape is not None and np.array_equal(got[0].shape, s.shape)
+    assert got[0].ring is not None and got[0].ring.dtype == bool and np.array_equal(got[0].ring, s.ring)
+    assert got[1].ring is None
     assert got[0].group == got[1].group != ""  # one annotation: one image
