@@ -94,7 +94,7 @@ class FeatCutParams:
     # Background inside a box is mostly joined to the background outside it by a smooth path (sky
     # between wings, floor between chair legs); the colour models alone cannot say so when the CAM's
     # core holds those colours. Per class it helps or hurts a lot (README ablation, session 15),
-    # so it is a candidate for a per-class choice learnt from corrections, not a global setting.
+    # so a learned head switches it on per class instead (model/head.py ring_head): off here.
     geo_weight: float = 0.0
     geo_scale: float = 5.0
     geo_free: float = 2.0
