@@ -556,19 +556,20 @@ def ring_head(samples: Sequence[ObjectSample]) -> Head:
     """A head that answers with the core's ring prior the classes whose corrections in ``samples``
     it answers better (grid IoU, RING_MIN_OBJECTS of them at least, mean gain past MIN_GAIN), and
     with the core's own answer the others (and the score model)."""
-    gains: dict[str, list[float]] = {}
-    for s in samples:
-        if s.ring is not None:
-            gains.setdefault(s.voc_class, []).append(grid_iou(s.ring, s.y) - grid_iou(s.x[:, 1] > 0, s.y))
+    # Each recorded sample's grid IoU gain of the ring answer over the core's (None: not recorded).
+    gain = [None if s.ring is None else grid_iou(s.ring, s.y) - grid_iou(s.x[:, 1] > 0, s.y) for s in samples]
+    by_class: dict[str, list[float]] = {}
+    for s, g in zip(samples, gain, strict=True):
+        if g is not None:
+            by_class.setdefault(s.voc_class, []).append(g)
     head = _core_head()
-    head.ring_classes = tuple(sorted(c for c, g in gains.items() if len(g) >= RING_MIN_OBJECTS and np.mean(g) > MIN_GAIN))
+    head.ring_classes = tuple(sorted(c for c, g in by_class.items() if len(g) >= RING_MIN_OBJECTS and np.mean(g) > MIN_GAIN))
     # The score model learns the IoU of the answers served: on a ring class, the core's corrected
     # IoU moved by the ring answer's grid gain over the core's.
     served = [
-        s if not head.ring_for(s.voc_class) or s.ring is None
-        else replace(s, core_iou=float(np.clip(s.core_iou + grid_iou(s.ring, s.y) - grid_iou(s.x[:, 1] > 0, s.y), 0, 1)))
-        for s in samples
-    ]  # fmt: skip
+        s if g is None or not head.ring_for(s.voc_class) else replace(s, core_iou=float(np.clip(s.core_iou + g, 0, 1)))
+        for s, g in zip(samples, gain, strict=True)
+    ]
     _fit_priors_and_score(head, served)
     return head
 

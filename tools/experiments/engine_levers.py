@@ -123,7 +123,7 @@ def ceiling(objects: Path, sides: tuple[int, ...] = (160, 240, 320), level: floa
             small = cv2.resize(crop, (max(1, round((x1 - x0) * sc)), max(1, round((y1 - y0) * sc))), interpolation=cv2.INTER_AREA)
             m = np.zeros_like(gt)
             m[y0:y1, x0:x1] = cv2.resize((small > 0.5).astype(np.float32), (x1 - x0, y1 - y0)) > 0.5
-            out.append(np.count_nonzero(m & gt & ok) / max(1, np.count_nonzero((m | gt) & ok)))
+            out.append(clicks.iou(m, gt, ok))  # the clicks task's own IoU (void ignored)
         ious = " / ".join(f"{v:.3f}" for v in out)
         print(f"| {r['image_id']} | {r['instance']} | {r['voc_class']} | {x1 - x0}x{y1 - y0} | {ious} | {max(r['ious']):.3f} |")
 
