@@ -220,7 +220,6 @@ class FeatCut:
             or p.unary in ("lr", "both")
             or (p.unary in ("gmm", "both") and p.gmm_dims > 0)
             or p.pairwise_features > 0
-            or (p.geo_weight > 0 and p.extra.get("geo_features", 0.0) > 0)
         )
 
     def _inputs(self, image: np.ndarray, features: np.ndarray | None) -> tuple[tuple, np.ndarray, list[np.ndarray]]:
@@ -350,10 +349,7 @@ class FeatCut:
         first = prev is None and not points  # a box's first answer: the only one the ring prior shapes
         want_ring = first and head is not None and head.wants_ring and p.learned_geo_weight > 0
         if first and (p.geo_weight > 0 or want_ring):
-            gw = float(p.extra.get("geo_features", 0.0))
-            guide = fz[:, :, 3:] if gw > 0 and fz.shape[2] > 3 else None
-            geo = ring_geodesic(image, hard_bg, p.geo_free, guide, gw)
-            ring_term = (np.exp(-geo / p.geo_scale) * ~hard_bg).astype(np.float32)
+            ring_term = (np.exp(-ring_geodesic(image, hard_bg, p.geo_free) / p.geo_scale) * ~hard_bg).astype(np.float32)
             ring_prior = p.geo_weight * ring_term
         mask = target
         for it in range(max(1, iterations)):

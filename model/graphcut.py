@@ -208,9 +208,7 @@ def potts_weights(image: np.ndarray, lam: float) -> list[np.ndarray]:
     return out
 
 
-def ring_geodesic(
-    image: np.ndarray, sources: np.ndarray, free: float, guide: np.ndarray | None = None, guide_weight: float = 0.0
-) -> np.ndarray:
+def ring_geodesic(image: np.ndarray, sources: np.ndarray, free: float) -> np.ndarray:
     """(h, w) geodesic distance of every pixel of ``image`` (h, w, 3 uint8 RGB) from the nearest
     ``sources`` pixel (h, w bool): the least sum of 8-neighbour steps, each costing its 8-bit Lab
     colour difference less ``free`` (at least 1e-3), so a path through a smooth gradient (sky,
@@ -222,11 +220,7 @@ def ring_geodesic(
     pairs = [(idx[:, :-1], idx[:, 1:]), (idx[:-1, :], idx[1:, :]), (idx[:-1, :-1], idx[1:, 1:]), (idx[:-1, 1:], idx[1:, :-1])]
     a = np.concatenate([p.ravel() for p, _ in pairs])
     b = np.concatenate([q.ravel() for _, q in pairs])
-    step = np.linalg.norm(lab[a] - lab[b], axis=1)
-    if guide is not None and guide_weight > 0:
-        gf = guide.reshape(h * w, -1)
-        step = step + guide_weight * np.linalg.norm(gf[a] - gf[b], axis=1)
-    cost = np.maximum(0.0, step - free) + 1e-3
+    cost = np.maximum(0.0, np.linalg.norm(lab[a] - lab[b], axis=1) - free) + 1e-3
     graph = coo_matrix((cost, (a, b)), shape=(h * w, h * w)).tocsr()
     start = idx[sources]
     if start.size == 0:
