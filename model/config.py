@@ -162,7 +162,9 @@ QUALITY = dataclasses.replace(
 )
 # "featcut": the box / click core of model/featcut.py behind the cut seam: per-image colour
 # GMMs (the foreground's first fit on the CAM's core, its peak a hint only; one fit + cut round
-# from a box, re-fitted at each click) and a contrast-sensitive Potts term, solved exactly by max-flow,
+# from a box, re-fitted at each click; a box's first answer also pays for foreground joined to the
+# ring outside the box by a smooth path, unless that takes out > 30% of it) and a contrast-sensitive
+# Potts term, solved exactly by max-flow,
 # the box's window 10% around it at <= 160 px; clicks pull their SqueezeNet-hypercolumn
 # look-alikes toward their label, starting from the previous mask. Settings in FeatCutParams,
 # chosen on both halves of the 205 VOC images (README "The feature cut"). Tags: default's

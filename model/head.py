@@ -62,10 +62,13 @@ MIN_OBJECTS = 200
 # held out on 10 objects, past the 2-SE gate) lost 0.044 mean IoU on 63 other objects.
 MLP_MIN_OBJECTS = 200
 PER_CLASS_MIN = 40  # objects of one class (in the fit part) before it gets its own head
-# The ring connectivity prior (model/featcut.py FeatCutParams.geo_weight) is switched on per class
-# where the class's corrections in the fit part are better answered with it (mean grid IoU gain past
-# MIN_GAIN, at least RING_MIN_OBJECTS of them): chosen per class on one half of the shared VOC
-# images it gained on the other both ways (README ablation, session 15), globally it does not.
+# The ring connectivity prior (model/featcut.py FeatCutParams.geo_weight) is served with a guard
+# (geo_max_share: its answer is dropped where it took out more than 30% of the answer without it);
+# a "ring" head serves the prior's answer unguarded for the classes whose corrections in the fit
+# part are better answered so (mean grid IoU gain past MIN_GAIN, at least RING_MIN_OBJECTS of them).
+# Chosen per class on one half of the shared VOC images the unguarded prior gained on the other
+# both ways (README ablation, session 15), globally it does not; the guard keeps it where it is
+# safe (session 16), and a bird whose wings enclose half its box needs the head to get it.
 RING_MIN_OBJECTS = 5
 MIN_GAIN = 0.005  # held-out mean IoU a new head must gain over the current one
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)  # candidate weights of the shape prior's log-odds

@@ -310,7 +310,8 @@ def test_samples_record_the_ring_answer_and_a_ring_head_serves_it_for_its_classe
     by a learned head: every recorded correction carries the answer with the prior beside the
     core's, ``ring_head`` picks the classes it answers better, and served, that class gets the
     prior's answer (the same as the core with ``geo_weight`` set) while other classes keep the
-    core's. 2007_003565's gull: the core keeps most of the sky in its box, the prior takes it out."""
+    core's. 2007_003565's gull: the core keeps most of the sky in its box, the prior takes it out
+    (more than the guard's share of the answer, so the core serves the answer without it)."""
     from model.featcut import FeatCutCut, FeatCutParams
 
     ds = VocDataset(VOC)
@@ -337,7 +338,7 @@ def test_samples_record_the_ring_answer_and_a_ring_head_serves_it_for_its_classe
     served.heads = HeadSet({"": again}, "h1")
     served.set_image(s.image)
     ringed = Segmenter(get_config("featcut"), net=rec.net)
-    ringed.cutter = FeatCutCut(FeatCutParams(geo_weight=FeatCutParams().learned_geo_weight))
+    ringed.cutter = FeatCutCut(FeatCutParams(geo_weight=FeatCutParams().learned_geo_weight, geo_max_share=1.0))
     ringed.set_image(s.image)
     plain = Segmenter(get_config("featcut"), net=rec.net)
     plain.set_image(s.image)
