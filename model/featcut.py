@@ -356,7 +356,9 @@ class FeatCut:
         first = prev is None and not points  # a box's first answer: the only one the ring prior shapes
         want_ring = first and head is not None and head.wants_ring and p.learned_geo_weight > 0
         if first and (p.geo_weight > 0 or want_ring):
-            ring_term = (np.exp(-ring_geodesic(image, hard_bg, p.geo_free) / p.geo_scale) * ~hard_bg).astype(np.float32)
+            # Past 6 scales the prior is under 2 e^-6 = 0.005 nats: the search stops there (inf -> 0).
+            geo = ring_geodesic(image, hard_bg, p.geo_free, limit=6.0 * p.geo_scale)
+            ring_term = (np.exp(-geo / p.geo_scale) * ~hard_bg).astype(np.float32)
             ring_prior = p.geo_weight * ring_term
         mask = target
         for it in range(max(1, iterations)):

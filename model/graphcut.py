@@ -225,12 +225,13 @@ def _grid_graph(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return a, b, b.astype(np.int32), indptr
 
 
-def ring_geodesic(image: np.ndarray, sources: np.ndarray, free: float) -> np.ndarray:
+def ring_geodesic(image: np.ndarray, sources: np.ndarray, free: float, limit: float = np.inf) -> np.ndarray:
     """(h, w) geodesic distance of every pixel of ``image`` (h, w, 3 uint8 RGB) from the nearest
     ``sources`` pixel (h, w bool): the least sum of 8-neighbour steps, each costing its 8-bit Lab
     colour difference less ``free`` (at least 1e-3), so a path through a smooth gradient (sky,
     a wall, a floor) is nearly free and one across an edge is not. SciPy's Dijkstra over the
-    pixel graph; inf where no source is reachable (no source at all)."""
+    pixel graph; inf where no source is reachable (no source at all) or farther than ``limit``
+    (the search stops there: most of an object's inside is past its edge, and never visited)."""
     h, w = sources.shape
     start = np.flatnonzero(sources)
     if start.size == 0:
@@ -239,7 +240,7 @@ def ring_geodesic(image: np.ndarray, sources: np.ndarray, free: float) -> np.nda
     a, b, indices, indptr = _grid_graph(h, w)
     cost = np.maximum(0.0, np.linalg.norm(lab[a] - lab[b], axis=1) - free) + 1e-3
     graph = csr_matrix((cost, indices, indptr), shape=(h * w, h * w))
-    return dijkstra(graph, directed=False, indices=start, min_only=True).reshape(h, w)
+    return dijkstra(graph, directed=False, indices=start, min_only=True, limit=limit).reshape(h, w)
 
 
 def min_cut(

@@ -398,6 +398,8 @@ def test_ring_geodesic_is_free_along_a_gradient_and_dear_across_an_edge() -> Non
     edge = float(np.linalg.norm(lab[0, 29] - lab[0, 30]))
     assert d[:, 30:].min() >= edge - 2.0 - 1e-3 > 50
     assert np.isinf(ring_geodesic(img, np.zeros_like(src), free=2.0)).all()
+    near = ring_geodesic(img, src, free=2.0, limit=30.0)  # the search stops past the limit
+    assert np.array_equal(near[:, :30], d[:, :30]) and np.isinf(near[:, 30:]).all()
 
 
 def _box_answer(ds: VocDataset, net: Any, image_id: str, instance: int, params: FeatCutParams | None) -> tuple[float, np.ndarray]:
