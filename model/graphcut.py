@@ -220,9 +220,10 @@ def _grid_graph(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     order = np.lexsort((b, a))  # row-major: by source, then target (no duplicate edges)
     a, b = a[order], b[order]
     indptr = np.searchsorted(a, np.arange(h * w + 1)).astype(np.int32)
-    for arr in (a, b):
+    out = (a, b, b.astype(np.int32), indptr)
+    for arr in out:  # shared by every window of this shape, in every thread
         arr.setflags(write=False)
-    return a, b, b.astype(np.int32), indptr
+    return out
 
 
 def ring_geodesic(image: np.ndarray, sources: np.ndarray, free: float, limit: float = np.inf) -> np.ndarray:
