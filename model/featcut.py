@@ -31,7 +31,16 @@ import numpy as np
 from .cut import Cut, CutInputs, CutReport
 from .features import PixelFeatures
 from .grabcut import run_grabcut
-from .graphcut import fit_gmm, fit_logistic, gmm_logliks, logistic_logits, min_cut, potts_weights, ring_geodesic
+from .graphcut import (
+    fit_gmm,
+    fit_logistic,
+    gmm_logliks,
+    logistic_logits,
+    min_cut,
+    min_cut_and_relaxed,
+    potts_weights,
+    ring_geodesic,
+)
 from .prompts import split_click_overlap
 from .techniques import GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD
 
@@ -355,11 +364,27 @@ class FeatCut:
         ring_term: np.ndarray | None = None  # exp(-d / geo_scale) in the box, d from the ring
         first = prev is None and not points  # a box's first answer: the only one the ring prior shapes
         want_ring = first and head is not None and head.wants_ring and p.learned_geo_weight > 0
-        if first and (p.geo_weight > 0 or want_ring):
+        ringable = (
+            first
+            or (bool(p.extra.get("tag_ring")) and prev is not None and not points and not clicked.any())
+            or (bool(p.extra.get("click_ring")) and prev is not None and bool(points))
+        )
+        if ringable and (p.geo_weight > 0 or want_ring):
             # Past 6 scales the prior is under 2 e^-6 = 0.005 nats: the search stops there (inf -> 0).
-            geo = ring_geodesic(image, hard_bg, p.geo_free, limit=6.0 * p.geo_scale)
+            half = int(p.extra.get("geo_half", 1))
+            if half > 1:
+                hh, ww = max(1, h // half), max(1, w // half)
+                small = cv2.resize(image, (ww, hh), interpolation=cv2.INTER_AREA)
+                src = cv2.resize(hard_bg.astype(np.uint8), (ww, hh), interpolation=cv2.INTER_AREA) > 0
+                g2 = ring_geodesic(small, src, p.geo_free, limit=6.0 * p.geo_scale / half) * half
+                geo = cv2.resize(np.minimum(g2, 1e6).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            else:
+                geo = ring_geodesic(image, hard_bg, p.geo_free, limit=6.0 * p.geo_scale)
             ring_term = (np.exp(-geo / p.geo_scale) * ~hard_bg).astype(np.float32)
             ring_prior = p.geo_weight * ring_term
+        # The guard of the ring prior: the answer without it, beside the answer with it (below).
+        guard = ringable and p.geo_weight > 0 and p.geo_max_share < 1.0 and isinstance(ring_prior, np.ndarray)
+        without: np.ndarray | None = None
         mask = target
         for it in range(max(1, iterations)):
             y = (target | pos) & ~neg
@@ -393,15 +418,17 @@ class FeatCut:
                 far = p.keep_far * np.clip(1.0 - near_click, 0.0, 1.0)
                 cost_fg = cost_fg + far * ~prev
                 cost_bg = cost_bg + far * prev
-            mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
+            if guard and it == max(1, iterations) - 1:
+                # the guard's second opinion (the same unary of the last EM round without the prior)
+                # from the same graph; the served em_iterations is 1, the box's only round
+                mask, without = min_cut_and_relaxed(cost_fg, cost_bg, pair, hard_fg, hard_bg, np.asarray(ring_prior))
+            else:
+                mask = min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)
             target = mask & inbox
         ringed = mask  # the answer with the ring prior at geo_weight, unguarded
-        if first and p.geo_weight > 0 and p.geo_max_share < 1.0:
-            # min_cut is monotone in the unary: the ring's answer is a subset of the answer without it
-            # (the unary of the last EM round; the served em_iterations is 1, the box's only round)
-            without = min_cut(cost_fg - ring_prior, cost_bg, pair, hard_fg, hard_bg)
-            if np.count_nonzero(without & ~mask) > p.geo_max_share * np.count_nonzero(without):
-                mask = without
+        # min_cut is monotone in the unary: the ring's answer is a subset of the answer without it
+        if without is not None and np.count_nonzero(without & ~mask) > p.geo_max_share * np.count_nonzero(without):
+            mask = without
         if head is not None and first:  # a learned head re-cuts a box answer (model/head.py)
             ring = None
             if want_ring and ring_term is not None:  # the same unary with the ring prior at the learned weight

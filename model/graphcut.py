@@ -17,6 +17,7 @@ up every core for each small product and is 10-40x slower on a busy 2-core machi
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import cv2
 import maxflow  # type: ignore[import-untyped]  # PyMaxflow ships no type hints
@@ -265,6 +266,49 @@ def min_cut(
     edge from p to p + offset, paid when the two take different labels. Hard masks override the
     unary (background wins where both are set).
     """
+    g, nodes = _cut_graph(cost_fg, cost_bg, pairwise, hard_fg, hard_bg)
+    g.maxflow()
+    return ~g.get_grid_segments(nodes)
+
+
+def min_cut_and_relaxed(
+    cost_fg: np.ndarray,
+    cost_bg: np.ndarray,
+    pairwise: list[np.ndarray],
+    hard_fg: np.ndarray | None,
+    hard_bg: np.ndarray | None,
+    relief: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`min_cut` of the costs, and of the same costs with ``relief`` (h, w, >= 0) taken
+    off ``cost_fg`` outside the hard masks, from one graph: the second max-flow starts from the
+    first's flow and search trees (PyMaxflow's ``reuse_trees``, Kohli & Torr's dynamic graph
+    cuts), the changed pixels marked. Both answers are exact; the second costs a fraction of a
+    new cut, as the relief only adds source capacity where it is non-zero."""
+    g, nodes = _cut_graph(cost_fg, cost_bg, pairwise, hard_fg, hard_bg)
+    g.maxflow()
+    first = ~g.get_grid_segments(nodes)
+    lift = np.asarray(relief, np.float64).copy()
+    for hard in (hard_fg, hard_bg):
+        if hard is not None:
+            lift[hard] = 0.0
+    # Less cost for foreground = the same amount more source capacity (only differences count).
+    changed = nodes[lift > 0]
+    if changed.size == 0:
+        return first, first.copy()
+    g.add_grid_tedges(nodes, lift, np.zeros_like(lift))
+    g.mark_grid_nodes(changed)
+    g.maxflow(reuse_trees=True)
+    return first, ~g.get_grid_segments(nodes)
+
+
+def _cut_graph(
+    cost_fg: np.ndarray,
+    cost_bg: np.ndarray,
+    pairwise: list[np.ndarray],
+    hard_fg: np.ndarray | None,
+    hard_bg: np.ndarray | None,
+) -> tuple[Any, np.ndarray]:
+    """The max-flow graph of :func:`min_cut` (a PyMaxflow Graph, untyped) and its (h, w) node ids."""
     h, w = cost_fg.shape
     diff = (cost_fg - cost_bg).astype(np.float64)
     src = np.maximum(-diff, 0.0)  # paid if p ends on the sink (background) side: bg is costlier
@@ -284,8 +328,7 @@ def min_cut(
         structure[1 + dy, 1 + dx] = 1.0
         g.add_grid_edges(nodes, weights=wgt, structure=structure, symmetric=True)
     g.add_grid_tedges(nodes, src, snk)
-    g.maxflow()
-    return ~g.get_grid_segments(nodes)
+    return g, nodes
 
 
-__all__ = ["HARD", "OFFSETS", "fit_logistic", "logistic_logits", "min_cut", "potts_weights"]
+__all__ = ["HARD", "OFFSETS", "fit_logistic", "logistic_logits", "min_cut", "min_cut_and_relaxed", "potts_weights"]

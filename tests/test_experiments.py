@@ -19,7 +19,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "grabcut_cost.py": (["--sides", "100", "--runs", "1"], "100 px ("),
     "featcut_negative.py": (["0", "2"], "objects; mean IoU before / GrabCut / featcut"),
     "tag_score.py": (["--limit", "1"], "tags with a CAM"),
-    "speed_box.py": (["--images", "3"], "|   min_cut |"),
+    "speed_box.py": (["--images", "3"], "|   min_cut_and_relaxed |"),
     "box_select.py": (["--limit", "1", "--variant", "base:", "--variant", "lam8:lam=8"], "pick by confidence"),
     "box_empty.py": (["--limit", "1"], "objects, 0 empty"),
     "engine_levers.py": (["box", "--limit", "1", "--variant", "base:"], "pick by confidence"),

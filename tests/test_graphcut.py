@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.graphcut import QUADRATIC_MAX_DIMS, fit_gmm, gmm_loglik
+from model.graphcut import QUADRATIC_MAX_DIMS, fit_gmm, gmm_loglik, min_cut, min_cut_and_relaxed, potts_weights
 
 
 @pytest.mark.parametrize("d", [3, QUADRATIC_MAX_DIMS + 4])  # both ways of computing the Mahalanobis term
@@ -66,3 +66,28 @@ def test_gmm_logliks_of_two_models_are_each_models_own_bit_for_bit(d: int) -> No
     for got, m in zip(both, models, strict=True):
         want = torch.logsumexp(_component_loglik(xt, *m), dim=1).numpy().reshape(30, 40).astype(np.float32)
         assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_min_cut_and_relaxed_gives_both_cuts_of_two_separate_solves() -> None:
+    """The guard's answer without the ring prior comes from the same graph (dynamic max-flow,
+    search trees reused): both answers must be the exact cuts that two fresh solves give."""
+    rng = np.random.default_rng(7)
+    h, w = 60, 80
+    changed = 0
+    for trial in range(12):
+        img = np.cumsum(rng.random((h, w, 3)).astype(np.float32) * 60, axis=1) / np.arange(1, w + 1)[None, :, None]
+        pair = potts_weights(img, 4.0)
+        yy, xx = np.mgrid[0:h, 0:w]
+        z = rng.normal(size=(h, w)).cumsum(axis=0) / 8 + 3.0 * (np.hypot(yy - 35, xx - 45) < 20) - 1.0
+        cost_fg, cost_bg = np.logaddexp(0, -z), np.logaddexp(0, z)
+        hard_bg = np.zeros((h, w), bool)
+        hard_bg[:6], hard_bg[:, :7] = True, True
+        hard_fg = np.zeros((h, w), bool)
+        hard_fg[40:43, 50:53] = True
+        relief = (2.0 * np.exp(-5 * rng.random((h, w))) * ~hard_bg) if trial else np.zeros((h, w))
+        with_it, relaxed = min_cut_and_relaxed(cost_fg + relief, cost_bg, pair, hard_fg, hard_bg, relief)
+        assert (with_it == min_cut(cost_fg + relief, cost_bg, pair, hard_fg, hard_bg)).all()
+        assert (relaxed == min_cut(cost_fg, cost_bg, pair, hard_fg, hard_bg)).all()
+        assert not (with_it & ~relaxed).any()  # monotone in the unary: less cost for foreground, a superset
+        changed += int(relaxed.sum() > with_it.sum())
+    assert changed >= 6  # the relief changed most answers, so the reused search trees were exercised

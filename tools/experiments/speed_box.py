@@ -34,7 +34,7 @@ from model.config import get_config
 from model.image import decode_image
 from model.segmenter import Segmenter
 
-TIMED = ("fit_gmm", "gmm_logliks", "min_cut", "potts_weights", "_zscore")
+TIMED = ("fit_gmm", "gmm_logliks", "min_cut", "potts_weights", "_zscore", "ring_geodesic", "min_cut_and_relaxed")
 
 
 def _timed(acc: dict[str, float], key: Callable[..., str], f: Callable[..., Any]) -> Callable[..., Any]:

@@ -75,6 +75,8 @@ class VariantSegmenter(Segmenter):
         cam_t: float | None = None,
         threads: int = 1,
         ahead: bool = True,
+        split: float = 0.0,
+        split_min: float = 0.05,
     ) -> None:
         super().__init__(config, net=net, threads=threads)
         self.ahead = ahead  # False: the shares are not started ahead of the tags' cuts (before session 10)
@@ -82,6 +84,8 @@ class VariantSegmenter(Segmenter):
         if start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}")
         self.start = start
+        self.split = split  # > 0: the re-cut per group of the gated mask (_recut_parts)
+        self.split_min = split_min
         # The re-cut's own FeatCutParams changes (e.g. keep_far, click_em_iterations): a second cutter.
         self.recut_cutter = None
         if recut:
@@ -92,6 +96,35 @@ class VariantSegmenter(Segmenter):
         return super()._run_scored(jobs, seconds, unscored, ahead if self.ahead else None)
 
     def _recut_tag(self, voc_class: str, gated: np.ndarray) -> tuple[np.ndarray, float | None]:
+        if self.split:
+            return self._recut_parts(voc_class, gated)
+        return self._recut_one(voc_class, gated)
+
+    def _recut_parts(self, voc_class: str, gated: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """``split``: each group of the gated mask (8-connected after a dilation of ``split`` of the
+        image's longer side) re-cut on its own bounding box, the answers joined; groups under
+        ``split_min`` of the mask keep their gated pixels."""
+        h, w = gated.shape
+        r = max(1, int(round(self.split * max(h, w))))
+        grown = cv2.dilate(gated.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        n, comp = cv2.connectedComponents(grown, connectivity=8)
+        if n <= 2:
+            return self._recut_one(voc_class, gated)
+        out = np.zeros_like(gated)
+        total = int(gated.sum())
+        confs = []
+        for k in range(1, n):
+            part = gated & (comp == k)
+            if part.sum() < self.split_min * total:
+                out |= part
+                continue
+            m, c = self._recut_one(voc_class, part)
+            out |= m
+            if c is not None:
+                confs.append(c)
+        return out, (float(np.mean(confs)) if confs else None)
+
+    def _recut_one(self, voc_class: str, gated: np.ndarray) -> tuple[np.ndarray, float | None]:
         if self.recut_cutter is None:
             return super()._recut_tag(voc_class, gated)
         served, self.cutter = self.cutter, self.recut_cutter  # one thread: swapped for the call
@@ -169,9 +202,11 @@ def make(spec: dict[str, object], net: CamNet, threads: int = 1) -> VariantSegme
     start = str(fields.pop("start", "grabcut"))
     recut = {k[6:]: fields.pop(k) for k in list(fields) if k.startswith("recut.")}
     cam_t = fields.pop("cam_t", None)
+    split = float(fields.pop("split", 0.0))  # type: ignore[arg-type]
+    split_min = float(fields.pop("split_min", 0.05))  # type: ignore[arg-type]
     cfg = dataclasses.replace(get_config("featcut"), **fields)  # type: ignore[arg-type]
     cam = None if cam_t is None else float(cam_t)  # type: ignore[arg-type]
-    return VariantSegmenter(cfg, net, start, recut, cam, threads, ahead)
+    return VariantSegmenter(cfg, net, start, recut, cam, threads, ahead, split, split_min)
 
 
 def tag_mode(seg: Segmenter, jpeg: bytes, tags: list[str]) -> list[MaskResult]:
