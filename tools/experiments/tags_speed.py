@@ -11,7 +11,10 @@ A variant's SPEC is a comma list of ``field=value``: EngineConfig fields of the 
 (e.g. ``class_grabcut_max_side=160``) and the experiment's own switch ``start``, what the gate
 gets as "today's mask" of a tag in place of OpenCV GrabCut's (``grabcut``: served; ``cam``: the
 digitized CAM's foreground, the pixels where the tag's CAM is >= t and no rival's is higher, with
-no cut; ``share``: every pixel, so the gate keeps where the share passes the keep gate). The
+no cut; ``share``: every pixel, so the gate keeps where the share passes the keep gate), ``split``
+(session 17: > 0, the re-cut per group of the gated mask, groups joined after a dilation by that
+share of the image's longer side; ``split_min``, a group's least share of the mask to be re-cut)
+and ``recut.FIELD``, a FeatCutParams field of the re-cut's own cutter. The
 first variant (``base``: featcut as served) is the reference of the digest check: a variant whose
 masks and scores are all equal to it says ``same``.
 
