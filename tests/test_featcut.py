@@ -404,14 +404,22 @@ def test_ring_geodesic_is_free_along_a_gradient_and_dear_across_an_edge() -> Non
     assert np.array_equal(near[:, :30], d[:, :30]) and np.isinf(near[:, 30:]).all()
 
 
-def _box_answer(ds: VocDataset, net: Any, image_id: str, instance: int, params: FeatCutParams | None) -> tuple[float, np.ndarray]:
-    """(IoU, mask) of one VOC object's box answer, with the served core or with these params."""
+def _object_engine(
+    ds: VocDataset, net: Any, image_id: str, instance: int, params: FeatCutParams | None
+) -> tuple[Segmenter, Any, Any]:
+    """(featcut engine with its image set, the VOC sample, the object): the served core or these params."""
     s = ds.load(image_id)
     o = next(o for o in s.objects if o.instance == instance)
     seg = Segmenter(get_config("featcut"), net=net)
     if params is not None:
         seg.cutter = FeatCutCut(params)
     seg.set_image(s.image)
+    return seg, s, o
+
+
+def _box_answer(ds: VocDataset, net: Any, image_id: str, instance: int, params: FeatCutParams | None) -> tuple[float, np.ndarray]:
+    """(IoU, mask) of one VOC object's box answer, with the served core or with these params."""
+    seg, s, o = _object_engine(ds, net, image_id, instance, params)
     mask = seg.segment_box(o.box, o.name).mask
     return iou(mask, s.object_mask == instance, s.object_mask != 255), mask
 
@@ -454,12 +462,7 @@ def _box_clicks(ds: VocDataset, net: Any, image_id: str, instance: int, params: 
     """The simulator's IoU after 0..``clicks`` clicks from one VOC object's box (evaluator.clicks)."""
     from evaluator.clicks import run_object
 
-    s = ds.load(image_id)
-    o = next(o for o in s.objects if o.instance == instance)
-    seg = Segmenter(get_config("featcut"), net=net)
-    if params is not None:
-        seg.cutter = FeatCutCut(params)
-    seg.set_image(s.image)
+    seg, s, o = _object_engine(ds, net, image_id, instance, params)
     return run_object(seg, s, o, 0, max_clicks=clicks, stop_iou=1.01).ious[: clicks + 1]
 
 
