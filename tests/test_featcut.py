@@ -404,6 +404,34 @@ def test_ring_geodesic_is_free_along_a_gradient_and_dear_across_an_edge() -> Non
     assert np.array_equal(near[:, :30], d[:, :30]) and np.isinf(near[:, 30:]).all()
 
 
+def test_ring_geodesic_is_the_least_path_sum_a_textbook_dijkstra_finds() -> None:
+    """On a small random window with sources at its border and inside, every distance equals a
+    plain heap Dijkstra over the 8-neighbour steps (the cost of each its Lab difference less
+    ``free``, at least 1e-3): the CSR graph's slots, targets and costs are the grid's own."""
+    import heapq
+
+    rng = np.random.default_rng(3)
+    h, w = 9, 13
+    img = rng.integers(90, 140, (h, w, 3)).astype(np.uint8)
+    src = np.zeros((h, w), bool)
+    src[0, :], src[4, 6] = True, True
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).astype(np.float64)
+    best = np.full((h, w), np.inf)
+    heap = [(0.0, y, x) for y, x in zip(*np.nonzero(src), strict=True)]
+    while heap:
+        d, y, x = heapq.heappop(heap)
+        if d >= best[y, x]:
+            continue
+        best[y, x] = d
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                ny, nx = y + dy, x + dx
+                if (dy or dx) and 0 <= ny < h and 0 <= nx < w:
+                    step = max(0.0, float(np.linalg.norm(lab[y, x] - lab[ny, nx])) - 2.0) + 1e-3
+                    heapq.heappush(heap, (d + step, ny, nx))
+    assert np.allclose(ring_geodesic(img, src, free=2.0), best, rtol=1e-5, atol=1e-4)
+
+
 def _object_engine(
     ds: VocDataset, net: Any, image_id: str, instance: int, params: FeatCutParams | None
 ) -> tuple[Segmenter, Any, Any]:
