@@ -393,7 +393,7 @@ class FeatCut:
             unsure = inbox & (cam >= p.cam_bg) & (cam < p.fit_fg_cam) & ~clicked
         ring_prior: np.ndarray | float = 0.0
         ring_term: np.ndarray | None = None  # exp(-d / geo_scale) in the box, d from the ring
-        first = prev is None and not points  # a box's first answer: the only one the ring prior shapes
+        first = prev is None and not points  # a box's first answer: the only one a learned head re-cuts
         want_ring = first and head is not None and head.wants_ring and p.learned_geo_weight > 0
         # The ring prior shapes a box's answers: its first and, with geo_clicks, every click's re-cut
         # (keep_previous: from a box, whose outside is background; not clicks alone, whose window is a guess).
