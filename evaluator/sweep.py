@@ -71,7 +71,7 @@ class CnnCache:
 
     def __init__(self, directory: str | Path | None, weights_sha: str, config: EngineConfig) -> None:
         self.dir = Path(directory) if directory else None
-        self.salt = f"{weights_sha}:{voc.MAPPING_VERSION}:{config.cnn_max_side}".encode()
+        self.salt = f"{weights_sha}:{voc.MAPPING_VERSION}:{config.cnn_max_side}:{config.cam_context}".encode()
         if self.dir:
             self.dir.mkdir(parents=True, exist_ok=True)
 

@@ -51,12 +51,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return p
 
 
-def class_probabilities(logits: np.ndarray) -> list[ClassScore]:
-    """VOC classes ranked by the softmax mass of their ImageNet members (0 for classes without any)."""
+def class_probabilities(logits: np.ndarray, context: bool = False) -> list[ClassScore]:
+    """VOC classes ranked by the softmax mass of their ImageNet members (0 for classes without any);
+    with ``context``, of their context classes too (voc.cam_members: a person's garments are
+    evidence of a person, as in the CAM). No index is in two classes' sums either way."""
     p = softmax(logits)
     scores = []
     for name in voc.VOC_CLASSES:
-        members = voc.imagenet_members(name)
+        members = voc.cam_members(name, context)
         scores.append(ClassScore(name, float(p[list(members)].sum()) if members else 0.0))
     return sorted(scores, key=lambda s: -s.probability)
 
@@ -76,20 +78,22 @@ def renormalised(scores: Sequence[ClassScore], classes: Iterable[str]) -> list[C
     return sorted((ClassScore(s.voc_class, max(s.probability, 0.0) / total) for s in keep), key=lambda s: -s.probability)
 
 
-# The ImageNet classes that belong to a VOC class (247 of the 1000), in index order. A pass that
-# needs the VOC CAMs and not the logits (the tag path's 480 px pass) runs the classifier for these
-# rows alone: a quarter of its cost, the same values bit for bit (model/features.py forward_features).
-VOC_ROWS: tuple[int, ...] = tuple(sorted(set().union(*(voc.imagenet_members(c) for c in voc.VOC_CLASSES))))
+# The ImageNet classes a VOC CAM may pool (247 members of a VOC class and person's 49 context
+# classes: 296 of the 1000), in index order. A pass that needs the VOC CAMs and not the logits (the
+# tag path's 480 px pass) runs the classifier for these rows alone: under a third of its cost, the
+# same values bit for bit (model/features.py forward_features).
+VOC_ROWS: tuple[int, ...] = tuple(sorted(set().union(*(voc.cam_members(c, context=True) for c in voc.VOC_CLASSES))))
 
 
-def pool_voc_cams(cam1000: np.ndarray, rows: Sequence[int] | None = None) -> np.ndarray:
+def pool_voc_cams(cam1000: np.ndarray, rows: Sequence[int] | None = None, context: bool = False) -> np.ndarray:
     """(1000, h, w) ImageNet CAM -> (20, h, w) VOC CAMs by max over each class's members.
 
-    ``rows``: ``cam1000`` holds only these ImageNet classes' maps, in this order (e.g. VOC_ROWS)."""
+    ``rows``: ``cam1000`` holds only these ImageNet classes' maps, in this order (e.g. VOC_ROWS).
+    ``context``: each class's context classes pooled too (person: the garments; voc.cam_members)."""
     at = None if rows is None else {r: i for i, r in enumerate(rows)}
     out = np.zeros((len(voc.VOC_CLASSES),) + cam1000.shape[1:], dtype=np.float32)
     for i, name in enumerate(voc.VOC_CLASSES):
-        members = voc.imagenet_members(name)
+        members = voc.cam_members(name, context)
         if members:
             out[i] = cam1000[list(members) if at is None else [at[m] for m in members]].max(axis=0)
     return out
@@ -149,6 +153,6 @@ class CamNet:
             logits, cam = self.net(x)
         return logits[0].numpy().astype(np.float32), np.ascontiguousarray(cam[0].numpy(), dtype=np.float32)
 
-    def run(self, rgb: np.ndarray, max_side: int | None = None) -> CnnOutput:
+    def run(self, rgb: np.ndarray, max_side: int | None = None, context: bool = False) -> CnnOutput:
         logits, cam = self.forward(rgb, max_side)
-        return CnnOutput(logits=logits, voc_cams=pool_voc_cams(cam))
+        return CnnOutput(logits=logits, voc_cams=pool_voc_cams(cam, context=context))

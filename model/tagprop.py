@@ -72,6 +72,7 @@ class TagParams:
     """Every setting of the tag path; how each was chosen is in /work/notes/tags-results.md."""
 
     grid: int = 8  # propagation grid: CNN-input pixels per cell (fire5's own stride)
+    cam_context: bool = False  # the CAMs pool each class's context classes too (EngineConfig.cam_context)
     radius: int = 4  # affinity neighbourhood, in cells (6 scored the same and costs twice as much)
     beta: float = 8.0  # affinity = cos^beta (AffinityNet's exponent)
     steps: int = 16  # random-walk steps
@@ -322,7 +323,7 @@ class TagShares:
             self._scaled = None
             self._walk = None
             self._shares = {}
-        return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam))
+        return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam, context=self.params.cam_context))
 
     def take(self, input_shape: tuple[int, int], fire3: np.ndarray, fire5: np.ndarray) -> None:
         """fire3 / fire5 of this image from a pass already run (the featcut configuration's
@@ -347,7 +348,7 @@ class TagShares:
                         fire = ("fire3", "fire5") if walk and n == 0 else ()
                         # only the VOC CAMs are read: the classifier runs for their ImageNet rows alone
                         q = forward_features(self.net, scaled_input(seg.image, cnn_shape, f), None, fire, VOC_ROWS)
-                        self._scaled.append(pool_voc_cams(q.cam, VOC_ROWS))
+                        self._scaled.append(pool_voc_cams(q.cam, VOC_ROWS, self.params.cam_context))
                         if fire:
                             self._walk = (q.input_shape, [q.layers["fire3"], q.layers["fire5"]])
                 if self._walk is not None:

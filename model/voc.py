@@ -20,6 +20,8 @@ __all__ = [
     "MAPPING_VERSION",
     "UnknownClassError",
     "VOC_CLASSES",
+    "cam_members",
+    "context_members",
     "imagenet_members",
     "voc_class_of",
     "voc_index",
@@ -90,11 +92,27 @@ def _load_mapping() -> tuple[str, Mapping[str, tuple[int, ...]], Mapping[int, st
     return str(table["version"]), MappingProxyType(members), MappingProxyType(owner)
 
 
+def _load_context() -> Mapping[str, tuple[int, ...]]:
+    """The table's "context" section: per VOC class, ImageNet classes seen where it is (person:
+    the garments), which a CAM may pool but which are not the class's members."""
+    table = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
+    context: dict[str, tuple[int, ...]] = {c: () for c in VOC_CLASSES}
+    for voc, entry in table.get("context", {}).items():
+        if voc not in context:
+            raise RuntimeError(f"{MAPPING_PATH}: context for unknown VOC class {voc!r}")
+        indices = tuple(sorted(int(m["index"]) for m in entry["members"]))
+        if not all(0 <= i < 1000 for i in indices):
+            raise RuntimeError(f"{MAPPING_PATH}: context of {voc}: ImageNet index out of range")
+        context[voc] = indices
+    return MappingProxyType(context)
+
+
 IMAGENET_CATEGORIES: tuple[str, ...] = _load_categories()
 MAPPING_VERSION: str
 _MEMBERS: Mapping[str, tuple[int, ...]]
 _OWNER: Mapping[int, str]
 MAPPING_VERSION, _MEMBERS, _OWNER = _load_mapping()
+_CONTEXT = _load_context()
 
 #: VOC classes with no ImageNet-1k counterpart (no CAM can be computed for them).
 CLASSES_WITHOUT_IMAGENET: frozenset[str] = frozenset(c for c in VOC_CLASSES if not _MEMBERS[c])
@@ -117,6 +135,19 @@ def voc_index(name: str) -> int:
 def imagenet_members(voc_class: str) -> tuple[int, ...]:
     """Sorted ImageNet-1k indices that translate to ``voc_class`` (may be empty)."""
     return _MEMBERS[_canonical(voc_class)]
+
+
+def context_members(voc_class: str) -> tuple[int, ...]:
+    """Sorted ImageNet-1k indices of ``voc_class``'s context classes (may be empty): person's are
+    ImageNet's garments (WordNet clothing.n.01), which SqueezeNet sees where a person is."""
+    return _CONTEXT[_canonical(voc_class)]
+
+
+def cam_members(voc_class: str, context: bool = False) -> tuple[int, ...]:
+    """The ImageNet classes whose CAMs a VOC class's CAM pools: its members, and with ``context``
+    its context classes too (EngineConfig.cam_context)."""
+    members = imagenet_members(voc_class)
+    return tuple(sorted(set(members) | set(context_members(voc_class)))) if context and members else members
 
 
 def voc_class_of(imagenet_index: int) -> str | None:

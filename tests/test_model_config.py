@@ -44,6 +44,7 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_tag_support_score": (True, False),
     "score_confidence": (True, False),
     "box_empty_fallback": (0.5, None),
+    "cam_context": (True, False),
 }
 
 
@@ -138,6 +139,20 @@ def test_softmax_and_class_probabilities():
     assert p.dtype == np.float64 and abs(p.sum() - 1.0) < 1e-12 and p[0] > p[1] > p[2]
     scores = class_probabilities(np.zeros(1000, np.float32))
     assert len(scores) == 20 and all(a.probability >= b.probability for a, b in zip(scores, scores[1:], strict=False))
+
+
+def test_a_garments_softmax_mass_is_a_persons_only_with_the_context_classes():
+    """cam_context (featcut): person's probability sums its members' and its 49 garments' softmax
+    mass; without, a photo the CNN calls "jersey" gives person nothing (the report)."""
+    from model import voc
+
+    z = np.zeros(1000, np.float32)
+    z[610] = 20.0  # jersey, T-shirt: a garment, owned by no VOC class
+    assert voc.voc_class_of(610) is None and 610 in voc.context_members("person")
+    plain = {s.voc_class: s.probability for s in class_probabilities(z)}
+    context = {s.voc_class: s.probability for s in class_probabilities(z, context=True)}
+    assert plain["person"] < 1e-6 < 0.99 < context["person"]
+    assert {c: p for c, p in plain.items() if c != "person"} == {c: p for c, p in context.items() if c != "person"}
 
 
 class Recording(Cut):

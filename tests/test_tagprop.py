@@ -297,15 +297,16 @@ def test_the_walk_runs_on_the_scaled_pass_grid_and_features(net) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_scaled_pass_runs_the_classifier_for_the_voc_rows_alone_and_gets_the_same_cams(net, threads) -> None:
-    """The 480 px pass needs the VOC CAMs only (model/cnn.py VOC_ROWS, 247 of the 1000 ImageNet
-    classes): its classifier conv on those output channels gives the pooled CAMs of the full conv
-    bit for bit (the tag masks stay the same), with the engine's 1 and the backend's 2 threads."""
+    """The 480 px pass needs the VOC CAMs only (model/cnn.py VOC_ROWS: 247 members of a VOC class
+    and person's 49 garments, 296 of the 1000 ImageNet classes): its classifier conv on those output
+    channels gives the pooled CAMs of the full conv bit for bit, with and without the context classes
+    (the tag masks stay the same), with the engine's 1 and the backend's 2 threads."""
     import torch
 
     from model.cnn import VOC_ROWS, pool_voc_cams
     from model.features import forward_features
 
-    assert len(VOC_ROWS) == 247 and list(VOC_ROWS) == sorted(VOC_ROWS)
+    assert len(VOC_ROWS) == 296 and list(VOC_ROWS) == sorted(VOC_ROWS)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -313,8 +314,9 @@ def test_the_scaled_pass_runs_the_classifier_for_the_voc_rows_alone_and_gets_the
             img = scaled_input(VocDataset(VOC_ROOT).load(image_id).image, (240, 320), 1.5)
             full = forward_features(net.net, img, None, ("fire3", "fire5"))
             rows = forward_features(net.net, img, None, ("fire3", "fire5"), VOC_ROWS)
-            assert rows.cam.shape[0] == 247 and rows.logits.shape == (0,)
-            assert np.array_equal(pool_voc_cams(rows.cam, VOC_ROWS), pool_voc_cams(full.cam))
+            assert rows.cam.shape[0] == 296 and rows.logits.shape == (0,)
+            for context in (False, True):
+                assert np.array_equal(pool_voc_cams(rows.cam, VOC_ROWS, context), pool_voc_cams(full.cam, context=context))
             assert pool_voc_cams(full.cam).max() > 0
             for name in ("fire3", "fire5"):
                 assert np.array_equal(rows.layers[name], full.layers[name])
@@ -413,3 +415,42 @@ def test_the_shares_start_ahead_of_the_tags_cuts_with_the_same_masks(net, monkey
         # torch.set_num_threads (CI: 0.50190185 vs 0.50190179), and the CNN's sums round with it.
         assert np.array_equal(one.mask, two.mask) and one.mask.any()
         assert one.score is not None and two.score is not None and abs(one.score - two.score) < 1e-6
+
+
+# The person CAM with its context classes (EngineConfig.cam_context, model/data/imagenet_to_voc.json "context").
+PERSON = "2007_002954"  # one person; tag IoU 0.16 from ballplayer / groom / scuba diver, 0.72 with the garments
+
+
+def test_the_person_cam_reads_the_garments_and_finds_the_person_its_members_miss(net) -> None:
+    """ImageNet has three person classes, and SqueezeNet sees a photographed person mostly as what
+    they wear: with the garments pooled (featcut's cam_context) the tagged person's served mask
+    covers the person; with the members alone it keeps a fraction (0.72 vs 0.16 IoU)."""
+    s, seg = _featcut(net, PERSON)
+    assert s.classes_present() == ["person"]
+    res = seg.segment_class("person", others=["person"])
+    served = res.mask
+    off = Segmenter(dataclasses.replace(get_config("featcut"), cam_context=False), net=net)
+    off.set_image(s.image)
+    members_only = off.segment_class("person", others=["person"]).mask
+    assert _iou(served, s, "person") > 0.6 > _iou(members_only, s, "person") + 0.3
+    # only the person CAM changes: the other classes' CAMs are the same with and without
+    person = voc.voc_index("person") - 1
+    same = [i for i in range(len(voc.VOC_CLASSES)) if i != person]
+    np.testing.assert_array_equal(seg.cnn.voc_cams[same], off.cnn.voc_cams[same])
+    assert (seg.cnn.voc_cams[person] >= off.cnn.voc_cams[person]).all()
+    # the tag's score reads the person probability with the garments' mass too (its CAM's evidence),
+    # while guessing which classes the image shows does not (the pyjama is 0.08 of this photo's mass)
+    from model.cnn import class_probabilities
+    from model.results import tag_support_score
+
+    with_garments = {c.voc_class: c.probability for c in class_probabilities(seg.cnn.logits, context=True)}["person"]
+    guessed = {c.voc_class: c.probability for c in seg.class_probabilities()}["person"]
+    assert with_garments > guessed + 0.1
+    support = seg._tagprop.support(seg, "person", served, [])  # type: ignore[union-attr]
+    assert res.score == pytest.approx(tag_support_score(support, with_garments))
+
+
+def test_featcut_serves_the_context_classes_and_its_version_says_so() -> None:
+    featcut = get_config("featcut")
+    assert featcut.cam_context and not get_config("default").cam_context and not get_config("reference").cam_context
+    assert featcut.version_key != dataclasses.replace(featcut, cam_context=False).version_key

@@ -15,6 +15,8 @@ from model.voc import (
     MAPPING_VERSION,
     VOC_CLASSES,
     UnknownClassError,
+    cam_members,
+    context_members,
     imagenet_members,
     voc_class_of,
     voc_index,
@@ -263,3 +265,30 @@ def test_voc_class_of_rejects_bad_indices() -> None:
     with pytest.raises(TypeError):
         voc_class_of(3.0)  # type: ignore[arg-type]
     assert voc.voc_class_of(0) is None  # tench
+
+
+# --- context classes (the "context" section: pooled by a CAM, never owned) ------------------------
+
+
+def test_person_context_is_imagenets_clothing_and_no_index_is_owned_by_it() -> None:
+    ctx = TABLE["context"]
+    assert list(ctx) == ["person"] and ctx["person"]["root"] == "clothing.n.01"
+    entries = ctx["person"]["members"]
+    assert len(entries) == 49
+    names = {e["name"] for e in entries}
+    assert {"jersey", "suit", "sweatshirt", "jean", "military uniform", "cowboy hat"} <= names
+    for e in entries:
+        assert e["name"] == CATEGORIES[e["index"]], e
+        assert e["via"].startswith("wordnet: ") and e["via"].endswith("> clothing.n.01"), e
+        assert voc_class_of(e["index"]) is None, e  # context never owns: class probabilities are unchanged
+    assert context_members("person") == tuple(sorted(e["index"] for e in entries))
+
+
+def test_cam_members_add_the_context_only_when_asked() -> None:
+    for c in EXPECTED_VOC:
+        assert cam_members(c) == imagenet_members(c)
+        if c != "person":
+            assert context_members(c) == () and cam_members(c, context=True) == imagenet_members(c)
+    both = cam_members("PERSON", context=True)
+    assert both == tuple(sorted(set(imagenet_members("person")) | set(context_members("person"))))
+    assert idx("ballplayer") in both and idx("jersey") in both and idx("jersey") not in cam_members("person")
