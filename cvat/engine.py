@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.config import read_setting
 from backend.labels import LabelMap
 from model import VOC_CLASSES, Box, BoxError, BoxPrompt, Seeds, Segmenter, Technique
+from model.config import get_config
 from model.polygons import mask_to_polygons
 
 # The detector's default class threshold: the same 0.2 as Segmenter.predict_classes, the
@@ -52,10 +54,11 @@ def resolve_labels(names: Sequence[str], labels: LabelMap) -> dict[str, str]:
 
 
 class Engine:
-    """One Segmenter, reused for every frame (its CNN weights load once)."""
+    """One Segmenter, reused for every frame (its CNN weights load once), in the configuration the
+    Label Studio backend serves (CAMCUT_CONFIG, featcut by default)."""
 
     def __init__(self, segmenter: Segmenter | None = None, threads: int = 1) -> None:
-        self.segmenter = segmenter or Segmenter(threads=threads)
+        self.segmenter = segmenter or Segmenter(get_config(read_setting("CAMCUT_CONFIG")), threads=threads)
 
     def set_image(self, rgb: np.ndarray) -> Segmenter:
         self.segmenter.set_image(rgb)
@@ -82,8 +85,9 @@ class Engine:
         self, pos: Sequence[Sequence[float]], neg: Sequence[Sequence[float]], bbox: Sequence[float] | None
     ) -> np.ndarray:
         """Mask of one object on the image last given to set_image: a box (x1, y1, x2, y2)
-        with optional clicks inside it, or clicks alone. CVAT interactors carry no label, so
-        the box is cut by naked GrabCut with the clicks as hard seeds."""
+        with optional clicks inside it, or clicks alone. CVAT interactors carry no label, so the
+        box is cut without a CAM (technique "grabcut": featcut's own cut in featcut) with the
+        clicks as hard seeds."""
         seg = self.segmenter
         h, w = seg.image.shape[:2]
         seeds = Seeds(tuple(_point(p) for p in pos), tuple(_point(p) for p in neg))

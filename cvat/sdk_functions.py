@@ -94,7 +94,9 @@ class InteractionFunction:
 
     def preprocess_image(self, context: cvataa.InteractionFunctionContext, image: PIL.Image.Image) -> Preprocessed:
         rgb = from_pil(image)
-        return Preprocessed(rgb, self.engine.segmenter.net.run(rgb, self.engine.segmenter.config.cnn_max_side))
+        # set_image's own output: the CAMs pooled as the configuration pools them, and featcut's
+        # hypercolumns with them, so detect's set_image reuses the pass instead of running it again.
+        return Preprocessed(rgb, self.engine.segmenter.set_image(rgb))
 
     def detect(
         self, context: cvataa.InteractionFunctionContext, pp_image: Preprocessed, prompts: cvataa.InteractionPrompts

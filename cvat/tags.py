@@ -1,7 +1,7 @@
 """``python -m cvat.tags``: masks from a CVAT task's (or job's) image tags, and optionally its boxes.
 
 No CVAT route hands a model an image's class tags, so this reads them through cvat-sdk and
-writes one mask shape per tag (the class's CAM region, cut by GrabCut) and, with ``--boxes``,
+writes one mask shape per tag (the served configuration's tag mask: featcut's by default) and, with ``--boxes``,
 per rectangle. Resumable like ``camcut bulk``: every finished frame is appended to a JSON-lines
 state file, and a rerun skips the frames recorded there as done.
 

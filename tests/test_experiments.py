@@ -24,6 +24,7 @@ RUNS = {  # script -> (arguments for one image, a line its output must contain)
     "box_empty.py": (["--limit", "1"], "objects, 0 empty"),
     "engine_levers.py": (["box", "--limit", "1", "--variant", "base:"], "pick by confidence"),
     "tags_speed.py": (["--limit", "1", "--variant", "base:", "--variant", "cam:start=cam"], "1 images, 2 tags"),
+    "cvat_interactor.py": (["--limit", "1", "--configs", "featcut,default"], "1 images, 4 objects, mean IoU"),
 }
 
 

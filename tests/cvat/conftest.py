@@ -18,9 +18,15 @@ from tests.backend.conftest import VOC, instance_masks, jpeg, voc_boxes  # noqa:
 ROOT = Path(__file__).resolve().parents[2]
 CVAT_CLI = Path(sys.executable).with_name("cvat-cli")
 
-# Single-class VOC images where the CNN finds the class (probed with cvat.engine.Engine.detect):
-# stem -> (the CVAT task's label name, a synonym where possible, and its VOC class).
-DETECT_STEMS = {"2007_000738": ("airplane", "aeroplane"), "2007_000713": ("Boat", "boat"), "2007_001073": ("cattle", "cow")}
+# Single-class VOC images where the CNN finds the class (probed with cvat.engine.Engine.detect, the
+# served featcut: CNN at 320 px; the cow herd 2007_001073 used before reaches p 0.12 there, below the
+# detector's default 0.2, and the one cow that passes, 2007_002088, gets a 0.20 IoU tag mask): stem ->
+# (the CVAT task's label name, a synonym where possible, and its VOC class).
+DETECT_STEMS = {
+    "2007_000738": ("airplane", "aeroplane"),
+    "2007_000713": ("Boat", "boat"),
+    "2007_004003": ("motorcycle", "motorbike"),
+}
 
 
 def gt_union(stem: str) -> np.ndarray:

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images 
 LABELS = [
     {"id": 11, "name": "airplane", "type": "any"},
     {"id": 12, "name": "Boat", "type": "any"},
-    {"id": 13, "name": "cattle", "type": "any"},
+    {"id": 13, "name": "motorcycle", "type": "any"},
     {"id": 14, "name": "widget", "type": "any"},
 ]
-IOU_FLOOR = 0.5  # probed: 0.70 / 0.71 / 0.70 for these three images (cvat.engine.Engine.detect)
+IOU_FLOOR = 0.5  # probed: 0.82 / 0.67 / 0.70 for these three images (cvat.engine.Engine.detect, featcut)
 
 
 def _task(frames: list[tuple[str, bytes]]) -> FakeTask:
@@ -45,7 +45,7 @@ def test_auto_annotate_masks_equal_engine_and_match_voc(tmp_path: Path, voc_fram
                 "--function-module",
                 "cvat.detector",
                 "-p",
-                "labels=str:airplane,Boat,cattle",
+                "labels=str:airplane,Boat,motorcycle",
                 "--allow-unmatched-labels",
             ],
             tmp_path,

@@ -27,12 +27,12 @@ from .fake_cvat import FakeCvat, FakeTask
 pytestmark = pytest.mark.slow  # each test runs a subprocess on real VOC images (> 15 s on 2 cores)
 
 IOU_FLOOR = 0.5
-# "cattle" is a tag-only label: its mask goes to the mask label "cow" (same engine class).
+# "motorcycle" is a tag-only label: its mask goes to the mask label "motorbike" (same engine class).
 LABELS = [
     {"id": 11, "name": "airplane", "type": "any"},
     {"id": 12, "name": "Boat", "type": "any"},
-    {"id": 13, "name": "cattle", "type": "tag"},
-    {"id": 15, "name": "cow", "type": "mask"},
+    {"id": 13, "name": "motorcycle", "type": "tag"},
+    {"id": 15, "name": "motorbike", "type": "mask"},
     {"id": 14, "name": "widget", "type": "any"},
 ]
 STEMS = list(DETECT_STEMS)
