@@ -66,18 +66,12 @@ class Scores:
             self.fallbacks[k] = self.fallbacks.get(k, 0) + n
 
 
-# Bumped whenever what a cache file holds changes (2: the tag path's CAMs beside the VOC CAMs), so
-# that files written by older code are never read as this code's output.
-CACHE_FORMAT = 2
-
-
 class CnnCache:
     """CNN outputs on disk, keyed by image bytes, weights, class table and CNN input size."""
 
     def __init__(self, directory: str | Path | None, weights_sha: str, config: EngineConfig) -> None:
         self.dir = Path(directory) if directory else None
-        key = (CACHE_FORMAT, weights_sha, voc.MAPPING_VERSION, config.cnn_max_side, config.class_cam_context)
-        self.salt = ":".join(map(str, key)).encode()
+        self.salt = f"{weights_sha}:{voc.MAPPING_VERSION}:{config.cnn_max_side}:{config.cam_context}".encode()
         if self.dir:
             self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -95,7 +89,7 @@ class CnnCache:
             return None
         try:
             with np.load(p) as z:
-                return CnnOutput(logits=z["logits"], voc_cams=z["voc_cams"], tag_cams=z["tag_cams"] if "tag_cams" in z else None)
+                return CnnOutput(logits=z["logits"], voc_cams=z["voc_cams"])
         except Exception:
             return None  # a torn file from an interrupted run is recomputed
 
@@ -104,10 +98,7 @@ class CnnCache:
         if p is None:
             return
         tmp = p.with_suffix(f".{os.getpid()}.tmp.npz")
-        arrays = {"logits": out.logits, "voc_cams": out.voc_cams}
-        if out.tag_cams is not None:
-            arrays["tag_cams"] = out.tag_cams
-        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
+        np.savez(tmp, logits=out.logits, voc_cams=out.voc_cams)
         os.replace(tmp, p)  # atomic: a concurrent reader sees the old or the new file
 
 
@@ -139,7 +130,7 @@ def evaluate_sample(
                     ci = voc.voc_index(name) - 1
                     counts.add(ci, r.mask, sample.class_mask == ci + 1, valid)
                     # A pixel claimed by several classes goes to the one with the highest CAM.
-                    cam, _ = seg.class_cam(name, tag=True)
+                    cam, _ = seg.class_cam(name)
                     win = r.mask & (cam >= best)
                     labels[win] = ci + 1
                     best[win] = cam[win]

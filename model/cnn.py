@@ -31,9 +31,6 @@ class CnnOutput:
 
     logits: np.ndarray  # (1000,) float32
     voc_cams: np.ndarray  # (20, h, w) float32, VOC_CLASSES order, >= 0
-    # The tag path's CAMs where they differ (EngineConfig.class_cam_context: each class's context
-    # classes pooled too, person's garments); None: the tags read voc_cams.
-    tag_cams: np.ndarray | None = None
     # The same pass's hypercolumns (model.features.PixelFeatures) when the configuration uses
     # them (featcut), so that a caller caching this output (the backend's ImageCache) skips the
     # pass on the annotator's next prompt too; not part of the evaluator's disk cache.
@@ -102,11 +99,6 @@ def pool_voc_cams(cam1000: np.ndarray, rows: Sequence[int] | None = None, contex
     return out
 
 
-def pooled(logits: np.ndarray, cam1000: np.ndarray, tag_context: bool = False) -> CnnOutput:
-    """A pass's output: its VOC CAMs, and with ``tag_context`` the tag path's own, context classes pooled."""
-    return CnnOutput(logits, pool_voc_cams(cam1000), pool_voc_cams(cam1000, context=True) if tag_context else None)
-
-
 def normalise(cam: np.ndarray, region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, bool]:
     """Divide a non-negative CAM by its max (over ``region`` = (x0, y0, x1, y1) if given).
 
@@ -161,6 +153,6 @@ class CamNet:
             logits, cam = self.net(x)
         return logits[0].numpy().astype(np.float32), np.ascontiguousarray(cam[0].numpy(), dtype=np.float32)
 
-    def run(self, rgb: np.ndarray, max_side: int | None = None, tag_context: bool = False) -> CnnOutput:
+    def run(self, rgb: np.ndarray, max_side: int | None = None, context: bool = False) -> CnnOutput:
         logits, cam = self.forward(rgb, max_side)
-        return pooled(logits, cam, tag_context)
+        return CnnOutput(logits=logits, voc_cams=pool_voc_cams(cam, context=context))

@@ -26,14 +26,12 @@ class EngineConfig:
     name: str = "reference"
     cnn_max_side: int | None = None  # None: CNN on the full-resolution image (the report)
     cam_norm: str = "image"  # "image" | "box": where the VOC CAM's maximum is taken
-    # Tags: the tag path's CAMs (CnnOutput.tag_cams) and a tag's class probability (its score's)
-    # pool each class's context classes too (model/data/imagenet_to_voc.json "context",
-    # voc.cam_members): person's also read ImageNet's garments (WordNet clothing.n.01), since
-    # ballplayer, groom and scuba diver are all ImageNet has of a person (tags 39.95 -> 40.45). Boxes
-    # and clicks keep the members' CAMs (the garments changed them by +0.02 mIoU, +0.01 NoC@85), and
-    # guessing which classes an image shows never reads them (Segmenter.class_probabilities).
+    # The VOC CAMs and a tag's class probability (its score's) pool each class's context classes
+    # too (model/data/imagenet_to_voc.json "context", voc.cam_members): person's also read ImageNet's
+    # garments (WordNet clothing.n.01), since ballplayer, groom and scuba diver are all ImageNet
+    # has of a person. Guessing which classes an image shows never does (Segmenter.class_probabilities).
     # False: the members alone (the report).
-    class_cam_context: bool = False
+    cam_context: bool = False
     # The cut algorithm (a name in model.cut.CUTS) and GrabCut's iteration count.
     cut: str = "grabcut"
     grabcut_iterations: int = 1
@@ -183,7 +181,7 @@ FEATCUT = dataclasses.replace(
     DEFAULT,
     name="featcut",
     cut="featcut",
-    class_cam_context=True,
+    cam_context=True,
     crop_margin=0.10,
     grabcut_max_side=160,
     class_tagprop=True,

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from . import voc
-from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pooled
+from .cnn import CamNet, ClassScore, CnnOutput, class_probabilities, normalise, pool_voc_cams
 from .config import REFERENCE, EngineConfig
 from .cut import Cut, CutInputs, CutReport, Window, make_cut, windowed_cut
 from .featcut import click_region, click_window, continues, widen
@@ -82,7 +82,7 @@ class Segmenter:
         self.cutter: Cut = make_cut(config)
         self._image: np.ndarray | None = None
         self._cnn: CnnOutput | None = None
-        self._upsampled: dict[tuple[int, bool], np.ndarray] = {}  # (class index, the tag path's CAM)
+        self._upsampled: dict[int, np.ndarray] = {}
         # A cut that models CNN features (featcut) gets hypercolumns from the CAM's own pass.
         self._needs_features = bool(getattr(self.cutter, "needs_features", False))
         self._features: PixelFeatures | None = None
@@ -92,7 +92,7 @@ class Segmenter:
             fallback=config.class_tag_fallback,
             walk_scaled=config.class_tag_walk_scaled,
             keep_rel=config.class_tag_keep_rel,
-            cam_context=config.class_cam_context,
+            cam_context=config.cam_context,
         )
         self._tagprop = TagShares(self.net.net, config.cnn_max_side, tag_params) if config.class_tagprop else None
         # A learned per-project head set (model/head.py HeadSet), set before set_image; None is the
@@ -123,13 +123,14 @@ class Segmenter:
                 self._tagprop.take(self._features.input_shape, fire3, fire5)
             if cnn is None:
                 assert self._features.cam is not None  # a fresh pass's: only a caller's cached output is packed
-                cnn = pooled(self._features.logits, self._features.cam, self.config.class_cam_context)
+                cams = pool_voc_cams(self._features.cam, context=self.config.cam_context)
+                cnn = CnnOutput(logits=self._features.logits, voc_cams=cams)
             # What the caller may cache with the output (the backend's ImageCache, 8 images) kept
             # compact from here on: the raw layers packed, the 1000-class CAM dropped (5 -> 1.4 MB
             # per image; the worker's peak RSS, README "Speed").
             self._features.pack()
             cnn = dataclasses.replace(cnn, features=self._features)
-        self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side, self.config.class_cam_context)
+        self._cnn = cnn if cnn is not None else self.net.run(self._image, self.config.cnn_max_side, self.config.cam_context)
         self._upsampled = {}
         self._tag_proxy = None
         self._rival_tops = {}
@@ -162,20 +163,13 @@ class Segmenter:
         """The CNN's own guess of the VOC classes present (the report's "prediction")."""
         return [s for s in self.class_probabilities()[:top_k] if s.probability >= min_probability]
 
-    def raw_class_cam(self, voc_class: str, tag: bool = False) -> np.ndarray:
+    def raw_class_cam(self, voc_class: str) -> np.ndarray:
         """The VOC class's CAM upsampled to the image size, not normalised (>= 0)."""
         i = voc.voc_index(voc_class) - 1
-        cams = self._cams(tag)
-        key = (i, cams is not self.cnn.voc_cams)
-        if key not in self._upsampled:
+        if i not in self._upsampled:
             h, w = self.image.shape[:2]
-            self._upsampled[key] = cv2.resize(cams[i], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
-        return self._upsampled[key]
-
-    def _cams(self, tag: bool) -> np.ndarray:
-        """(20, h, w) VOC CAMs of the pass: the tag path's (``tag``, with class_cam_context's context
-        classes) or the boxes' and clicks' (the members alone: within a box the garments added nothing)."""
-        return self.cnn.tag_cams if tag and self.cnn.tag_cams is not None else self.cnn.voc_cams
+            self._upsampled[i] = cv2.resize(self.cnn.voc_cams[i], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
+        return self._upsampled[i]
 
     def forget_cams(self) -> None:
         """Drop the upsampled CAMs kept so far (each is a float32 image: 160 MB at 40 MP); a
@@ -184,8 +178,8 @@ class Segmenter:
         if self._tag_proxy is not None:
             self._tag_proxy.forget_cams()
 
-    def class_cam(self, voc_class: str, region: Window | None = None, tag: bool = False) -> tuple[np.ndarray, bool]:
-        return normalise(self.raw_class_cam(voc_class, tag), region)
+    def class_cam(self, voc_class: str, region: Window | None = None) -> tuple[np.ndarray, bool]:
+        return normalise(self.raw_class_cam(voc_class), region)
 
     # -- box task ----------------------------------------------------------------------------
     def segment_box(
@@ -437,7 +431,7 @@ class Segmenter:
                 first = np.full((h, w), -np.inf, np.float32)
                 second, arg = first.copy(), np.zeros((h, w), np.int8)
                 for i in ids:  # each tag's CAM upsampled once, not kept
-                    cam = cv2.resize(self._cams(True)[i - 1], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
+                    cam = cv2.resize(self.cnn.voc_cams[i - 1], (w, h), interpolation=cv2.INTER_LINEAR).clip(min=0)
                     above = cam > first
                     np.maximum(second, np.where(above, first, cam), out=second)
                     np.copyto(first, cam, where=above)
@@ -473,13 +467,13 @@ class Segmenter:
             if self.config.class_tag_recut and res.mask.any():
                 res.mask, res.confidence = self._recut_tag(voc_class, res.mask)
             if self.config.class_tag_support_score:
-                # How sure the CNN is of a tag the annotator gave: with class_cam_context its evidence, as its CAM's
+                # How sure the CNN is of a tag the annotator gave: with cam_context its evidence, as its CAM's
                 # (the score's Spearman rho over the 347 VOC tags 0.526 with, 0.486 without; README (22)).
-                ranked = class_probabilities(self.cnn.logits, self.config.class_cam_context)
+                ranked = class_probabilities(self.cnn.logits, self.config.cam_context)
                 probability = {c.voc_class: c.probability for c in ranked}.get(voc_class, 0.0)
                 res.score = tag_support_score(self._tagprop.support(self, voc_class, res.mask, rivals), probability)
             else:
-                res.score = cam_score(res.mask, self.class_cam(voc_class, tag=True)[0])
+                res.score = cam_score(res.mask, self.class_cam(voc_class)[0])
         return res
 
     def _recut_tag(self, voc_class: str, gated: np.ndarray) -> tuple[np.ndarray, float | None]:
@@ -498,13 +492,13 @@ class Segmenter:
     def _tag_init(self, voc_class: str, tech: Technique, rivals: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
         """A tag's CAM and its 4-valued start digitized by ``tech``'s thresholds, the pixels the
         rivals' CAMs win made probable background (class_exclusive); None where the CAM has no evidence."""
-        cam, evidence = self.class_cam(voc_class, tag=True)
+        cam, evidence = self.class_cam(voc_class)
         if not evidence:
             return None
         init = digitize(cam, cam_thresholds(tech))
         if self.config.class_exclusive and rivals:
             # a pixel is lost where any rival's raw CAM beats this class's (rivals never hold voc_class)
-            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class, tag=True)
+            lost = self._rival_max(voc_class, rivals) > self.raw_class_cam(voc_class)
             init[lost & foreground(init)] = GC_PR_BGD
         return cam, init
 

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from . import voc
-from .cnn import VOC_ROWS, CnnOutput, pool_voc_cams, pooled
+from .cnn import VOC_ROWS, CnnOutput, pool_voc_cams
 from .features import forward_features
 from .squeezenet import SqueezeNet11
 
@@ -72,7 +72,7 @@ class TagParams:
     """Every setting of the tag path; how each was chosen is in /work/notes/tags-results.md."""
 
     grid: int = 8  # propagation grid: CNN-input pixels per cell (fire5's own stride)
-    cam_context: bool = False  # the CAMs pool each class's context classes too (EngineConfig.class_cam_context)
+    cam_context: bool = False  # the CAMs pool each class's context classes too (EngineConfig.cam_context)
     radius: int = 4  # affinity neighbourhood, in cells (6 scored the same and costs twice as much)
     beta: float = 8.0  # affinity = cos^beta (AffinityNet's exponent)
     steps: int = 16  # random-walk steps
@@ -281,11 +281,9 @@ class _SegmenterLike(Protocol):
     def image(self) -> np.ndarray: ...
 
     @property
-    def cnn(self) -> CnnOutput: ...  # .voc_cams / .tag_cams (20, h16, w16)
+    def cnn(self) -> object: ...  # CnnOutput: .voc_cams (20, h16, w16)
 
-    def class_cam(  # (H, W) in [0, 1], evidence
-        self, voc_class: str, region: tuple[int, int, int, int] | None = None, tag: bool = False
-    ) -> tuple[np.ndarray, bool]: ...
+    def class_cam(self, voc_class: str) -> tuple[np.ndarray, bool]: ...  # (H, W) in [0, 1], evidence
 
 
 class TagShares:
@@ -325,7 +323,7 @@ class TagShares:
             self._scaled = None
             self._walk = None
             self._shares = {}
-        return pooled(p.logits, p.cam, self.params.cam_context)
+        return CnnOutput(logits=p.logits, voc_cams=pool_voc_cams(p.cam, context=self.params.cam_context))
 
     def take(self, input_shape: tuple[int, int], fire3: np.ndarray, fire5: np.ndarray) -> None:
         """fire3 / fire5 of this image from a pass already run (the featcut configuration's
@@ -356,8 +354,7 @@ class TagShares:
                 if self._walk is not None:
                     cnn_shape, layers = self._walk
                 idx = [voc.voc_index(c) - 1 for c in key]
-                cnn = seg.cnn
-                cams = np.asarray(cnn.voc_cams if cnn.tag_cams is None else cnn.tag_cams)[idx]
+                cams = np.asarray(seg.cnn.voc_cams)[idx]  # type: ignore[attr-defined]
                 extra = [c[idx] for c in self._scaled]
                 self._shares[key] = propagated_shares(cnn_shape, cams, layers, seg.image.shape[:2], self.params, extra)
             return key, self._shares[key]
@@ -372,7 +369,7 @@ class TagShares:
         k = key.index(_canonical(voc_class))
         if self.params.fallback is None:
             return gate(mask[None], share[[0, k + 1]], self.params)[0]
-        return answer(mask, share, k, seg.class_cam(voc_class, tag=True)[0], self.params, cut_ran)
+        return answer(mask, share, k, seg.class_cam(voc_class)[0], self.params, cut_ran)
 
     def support(self, seg: _SegmenterLike, voc_class: str, mask: np.ndarray, rivals: Sequence[str]) -> float:
         """The mean share of ``voc_class`` over ``mask`` (0 for an empty mask): how strongly the

@@ -145,7 +145,7 @@ def context_members(voc_class: str) -> tuple[int, ...]:
 
 def cam_members(voc_class: str, context: bool = False) -> tuple[int, ...]:
     """The ImageNet classes whose CAMs a VOC class's CAM pools: its members, and with ``context``
-    its context classes too (EngineConfig.class_cam_context)."""
+    its context classes too (EngineConfig.cam_context)."""
     members = imagenet_members(voc_class)
     return tuple(sorted(set(members) | set(context_members(voc_class)))) if context and members else members
 

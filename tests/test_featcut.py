@@ -499,8 +499,10 @@ def test_the_ring_prior_in_click_re_cuts_keeps_a_persons_box_background_out(ds: 
     three clicks are positive, on missed parts. Without the ring prior in the re-cuts (geo_clicks
     off: only the box's first answer had it) each re-cut keeps about 520 background pixels of the
     box (IoU 0.70 after three clicks); with it the background joined to the outside by a smooth
-    path goes (136-181 wrong pixels, 0.83)."""
+    path goes (0.76; 0.83 before featcut's person CAM read the garments, cam_context), and the
+    prior's answer stays ahead at every click."""
     served = _box_clicks(ds, seg.net, "2007_000515", 2, None, 3)
     without = _box_clicks(ds, seg.net, "2007_000515", 2, FeatCutParams(geo_clicks=False), 3)
     assert served[0] == without[0]  # the same first answer: only the re-cuts differ
-    assert without[3] < 0.75 and served[3] > 0.8
+    assert without[3] < 0.72 and served[3] > without[3] + 0.05
+    assert all(a >= b for a, b in zip(served[1:], without[1:], strict=True))

@@ -44,7 +44,7 @@ PERTURBED: dict[str, tuple[object, ...]] = {
     "class_tag_support_score": (True, False),
     "score_confidence": (True, False),
     "box_empty_fallback": (0.5, None),
-    "class_cam_context": (True, False),
+    "cam_context": (True, False),
 }
 
 
@@ -142,7 +142,7 @@ def test_softmax_and_class_probabilities():
 
 
 def test_a_garments_softmax_mass_is_a_persons_only_with_the_context_classes():
-    """class_cam_context (featcut): person's probability sums its members' and its 49 garments' softmax
+    """cam_context (featcut): person's probability sums its members' and its 49 garments' softmax
     mass; without, a photo the CNN calls "jersey" gives person nothing (the report)."""
     from model import voc
 

@@ -120,7 +120,7 @@ def test_featcut_box_score_ranks_better_than_the_agreement_alone_on_a_real_slice
 def test_featcut_tag_score_is_the_shares_support_with_the_class_probability_and_ranks_better_than_the_mean_cam():
     # featcut (class_tag_support_score): a tag's score is the mean of its answer's support by the
     # propagated shares and the CNN's probability of the class (model/results.py tag_support_score),
-    # with featcut's class_cam_context the person's garments' mass in it too (model/cnn.py class_probabilities).
+    # with featcut's cam_context the person's garments' mass in it too (model/cnn.py class_probabilities).
     # On all 347 tags of the 205 images rho 0.526 vs 0.050 for the mean CAM in the mask, the score
     # served before (README "Mask scores"); on these 12 images measured 0.67 vs 0.40 (20 tags).
     from model.cnn import class_probabilities
@@ -133,7 +133,7 @@ def test_featcut_tag_score_is_the_shares_support_with_the_class_probability_and_
         s = ds.load(image_id)
         seg.set_image(s.image)
         tags = s.classes_present()
-        probability = {c.voc_class: c.probability for c in class_probabilities(seg.cnn.logits, seg.config.class_cam_context)}
+        probability = {c.voc_class: c.probability for c in class_probabilities(seg.cnn.logits, seg.config.cam_context)}
         for name in tags:
             res = seg.segment_class(name, others=tags)
             assert seg._tagprop is not None

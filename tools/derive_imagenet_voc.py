@@ -278,7 +278,7 @@ def check_names(categories: list[str], wordnet: WordNet, wnids: list[str]) -> No
 
 # Context classes: things a VOC object carries, so that their CAM fires where the object is. Not
 # members (an index keeps its one owner and class probabilities do not change): only a CAM pools
-# them, where the engine configuration asks (EngineConfig.class_cam_context). person: VOC has no
+# them, where the engine configuration asks (EngineConfig.cam_context). person: VOC has no
 # ImageNet counterpart beyond ballplayer, groom and scuba diver, while a person in a photograph
 # is mostly what they wear, and ImageNet's garment classes (clothing.n.01: "a covering designed
 # to be worn on a person's body") are what SqueezeNet sees there.
