@@ -71,8 +71,7 @@ def _load_categories() -> tuple[str, ...]:
     return tuple(names)
 
 
-def _load_mapping() -> tuple[str, Mapping[str, tuple[int, ...]], Mapping[int, str]]:
-    table = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
+def _load_mapping(table: dict) -> tuple[str, Mapping[str, tuple[int, ...]], Mapping[int, str]]:
     classes = table["classes"]
     if tuple(classes) != VOC_CLASSES:
         raise RuntimeError(f"{MAPPING_PATH}: classes must be the 20 VOC classes in VOC order")
@@ -92,10 +91,9 @@ def _load_mapping() -> tuple[str, Mapping[str, tuple[int, ...]], Mapping[int, st
     return str(table["version"]), MappingProxyType(members), MappingProxyType(owner)
 
 
-def _load_context() -> Mapping[str, tuple[int, ...]]:
+def _load_context(table: dict) -> Mapping[str, tuple[int, ...]]:
     """The table's "context" section: per VOC class, ImageNet classes seen where it is (person:
     the garments), which a CAM may pool but which are not the class's members."""
-    table = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
     context: dict[str, tuple[int, ...]] = {c: () for c in VOC_CLASSES}
     for voc, entry in table.get("context", {}).items():
         if voc not in context:
@@ -111,8 +109,10 @@ IMAGENET_CATEGORIES: tuple[str, ...] = _load_categories()
 MAPPING_VERSION: str
 _MEMBERS: Mapping[str, tuple[int, ...]]
 _OWNER: Mapping[int, str]
-MAPPING_VERSION, _MEMBERS, _OWNER = _load_mapping()
-_CONTEXT = _load_context()
+_TABLE = json.loads(MAPPING_PATH.read_text(encoding="utf-8"))
+MAPPING_VERSION, _MEMBERS, _OWNER = _load_mapping(_TABLE)
+_CONTEXT = _load_context(_TABLE)
+del _TABLE
 
 #: VOC classes with no ImageNet-1k counterpart (no CAM can be computed for them).
 CLASSES_WITHOUT_IMAGENET: frozenset[str] = frozenset(c for c in VOC_CLASSES if not _MEMBERS[c])

@@ -289,8 +289,9 @@ def derive_context(wordnet: WordNet, wnids: list[str], categories: list[str]) ->
     out: dict[str, dict] = {}
     for name, root in CONTEXT.items():
         members = []
+        roots = {wordnet.synset(root)}
         for idx, wnid in enumerate(wnids):
-            chain = wordnet.path_to(int(wnid[1:]), {wordnet.synset(root)})
+            chain = wordnet.path_to(int(wnid[1:]), roots)
             if chain is not None:
                 via = "wordnet: " + " > ".join(wordnet.name(o) for o in chain)
                 members.append({"index": idx, "name": categories[idx], "wnid": wnid, "via": via})
