@@ -4,8 +4,8 @@
 
 CVAT interactors carry no label, so ``cvat.engine.Engine.interact`` cuts the box without a CAM
 (technique "grabcut": OpenCV GrabCut in ``reference`` / ``default``, featcut's own cut in
-``featcut``). Every VOC object's box goes through ``Segmenter.segment_boxes`` that way, one
-Segmenter per configuration on one network; printed per configuration: the mean IoU with the
+``featcut``). Every VOC object's box goes through ``Engine.interact`` itself, one Engine per
+configuration on one network; printed per configuration: the mean IoU with the
 object's SegmentationObject mask (void ignored) on all objects and on halves A / B (even / odd
 position in the train list), and process CPU per image (set_image and the boxes, one thread).
 """
@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from cvat.engine import Engine
 from evaluator.dataset import VocDataset
-from model import BoxPrompt, Technique
 from model.cnn import CamNet
 from model.config import get_config
 from model.segmenter import Segmenter, mask_iou
@@ -41,19 +41,18 @@ def main(argv: list[str]) -> int:
     ds = VocDataset(a.voc)
     net = CamNet()
     names = a.configs.split(",")
-    segs = {n: Segmenter(get_config(n), net=net) for n in names}
+    engines = {n: Engine(Segmenter(get_config(n), net=net)) for n in names}
     ious: dict[str, list[tuple[int, float]]] = {n: [] for n in names}
     cpu = dict.fromkeys(names, 0.0)
     ids = ds.ids("train")[: a.limit]
     for k, image_id in enumerate(ids):
         s = ds.load(image_id)
-        for n, seg in segs.items():
+        for n, engine in engines.items():
             t = time.process_time()
-            seg.set_image(s.image)
-            results = seg.segment_boxes([BoxPrompt(o.box, None, Technique("grabcut"), None, None) for o in s.objects])
+            engine.set_image(s.image)
+            masks = [engine.interact([], [], (o.box.x0, o.box.y0, o.box.x1, o.box.y1)) for o in s.objects]
             cpu[n] += time.process_time() - t
-            for o, r in zip(s.objects, results, strict=True):
-                mask = r.mask if not isinstance(r, Exception) else np.zeros(s.valid.shape, bool)
+            for o, mask in zip(s.objects, masks, strict=True):
                 ious[n].append((k % 2, mask_iou(mask & s.valid, (s.object_mask == o.instance) & s.valid)))
     print(f"{len(ids)} images, {len(ious[names[0]])} objects, mean IoU of a box without a class (all / A / B), CPU per image")
     for n in names:
